@@ -1,0 +1,57 @@
+# SSD300 on Triton. `make demo` and `make test` work on a fresh clone: every target sets up
+# .venv first. Run `make help` for the list.
+SHELL := /bin/bash
+.SHELLFLAGS := -eu -o pipefail -c
+.DEFAULT_GOAL := help
+
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.setup-done
+REPOSITORY := model_repository
+MODEL := $(REPOSITORY)/ssd300/1/model.pt
+
+WEIGHTS ?= auto
+HTTP_PORT ?= 8000
+GRPC_PORT ?= 8001
+METRICS_PORT ?= 8002
+PORTS := --http-port $(HTTP_PORT) --grpc-port $(GRPC_PORT) --metrics-port $(METRICS_PORT)
+# pip lists every local wheel folder it skips; those lines are noise here.
+PIP_QUIET := grep -v -e "is ignored: it is neither a file nor a directory" || true
+
+.PHONY: help setup model serve demo test bench load clean
+
+help:
+	@echo "make demo     build the model (WEIGHTS=auto), serve it, detect objects in sample images"
+	@echo "make test     the test suite (starts its own server on free ports)"
+	@echo "make setup    create $(VENV) with pinned dependencies"
+	@echo "make model    build $(MODEL)  (WEIGHTS=auto|nvidia|random|<checkpoint path>)"
+	@echo "make serve    run the embedded tritonserver on 127.0.0.1:$(HTTP_PORT)/$(GRPC_PORT)/$(METRICS_PORT)"
+	@echo "make bench    benchmark report into reports/bench/"
+	@echo "make load     Locust load test against the embedded server"
+
+setup: $(STAMP)
+
+$(STAMP): requirements.txt pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(VENV)/bin/pip install --quiet --upgrade pip 2>&1 | $(PIP_QUIET)
+	$(VENV)/bin/pip install --quiet -r requirements.txt 2>&1 | $(PIP_QUIET)
+	$(VENV)/bin/pip install --quiet --no-deps -e . 2>&1 | $(PIP_QUIET)
+	$(PY) -c "import torch, torchvision, tritonclient.grpc, pytriton, locust" 
+	touch $@
+
+# Always rebuilds: WEIGHTS may have changed.
+model: setup
+	$(PY) -m ssd300_build --weights $(WEIGHTS) --repository $(REPOSITORY)
+
+$(MODEL): | $(STAMP)
+	$(PY) -m ssd300_build --weights $(WEIGHTS) --repository $(REPOSITORY)
+
+serve: setup $(MODEL)
+	$(PY) -m ssd300_build.embedded_server --repository $(REPOSITORY) $(PORTS)
+
+test: setup
+	$(PY) -m pytest -q -ra
+
+clean:
+	rm -rf reports out $(MODEL) $(REPOSITORY)/ssd300/1/weights.json

@@ -1,0 +1,65 @@
+"""``python -m ssd300_build``: checkpoint → TorchScript SSD300 in a Triton model repository."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from .export import write_model
+from .sources import DEFAULT_SEED, RANDOM_WEIGHTS_WARNING, load_network
+from .weights import CheckpointError
+
+log = logging.getLogger("ssd300_build")
+
+# Freely licensed photographs shipped with the repository; they temper random weights.
+SAMPLES_DIR = Path(__file__).resolve().parents[2] / "client" / "samples"
+
+
+def _sample_photos() -> torch.Tensor | None:
+    from PIL import Image
+
+    paths = sorted(SAMPLES_DIR.glob("*.jpg"))
+    if not paths:
+        return None
+    arrays = [np.asarray(Image.open(p).convert("RGB").resize((300, 300), Image.BILINEAR)) for p in paths]
+    return torch.from_numpy(np.stack(arrays))
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        prog="python -m ssd300_build",
+        description="Build the TorchScript SSD300 (uint8 RGB in, decoded boxes and class scores out) "
+        "into a Triton model repository.",
+    )
+    parser.add_argument(
+        "--weights",
+        default="auto",
+        help="auto (NVIDIA checkpoint if cached or downloadable, else random), nvidia, random, "
+        "or the path of a checkpoint / state dict (default: %(default)s)",
+    )
+    parser.add_argument("--repository", type=Path, default=Path("model_repository"), help="model repository to write into (default: %(default)s)")
+    parser.add_argument("--sha256", help="expected sha256 of the checkpoint file; refuse it on mismatch")
+    parser.add_argument("--seed", type=int, default=DEFAULT_SEED, help="seed for WEIGHTS=random (default: %(default)s)")
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+
+    try:
+        network, metadata = load_network(
+            args.weights, seed=args.seed, calibration_photos=_sample_photos(), expected_sha256=args.sha256
+        )
+    except CheckpointError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    write_model(network, args.repository, metadata)
+    if metadata["weights"] == "random":
+        log.warning(RANDOM_WEIGHTS_WARNING)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,46 @@
+"""The network as served: uint8 RGB pixels in, decoded boxes and class probabilities out.
+
+Normalisation and box decoding live inside the exported graph so that the Triton model owns
+them (one definition, run by libtorch on the GPU), and the postprocess only selects boxes.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from .default_boxes import FIG_SIZE, dboxes300_coco, decode_boxes
+from .model import SSD300
+
+# ImageNet statistics, as in NVIDIA's COCO evaluation transform (ToTensor, then Normalize);
+# the published mAP was measured with these.
+MEAN = (0.485, 0.456, 0.406)
+STD = (0.229, 0.224, 0.225)
+INPUT_SHAPE = (FIG_SIZE, FIG_SIZE, 3)
+
+
+class SSD300Detector(nn.Module):
+    """``images`` Tensor[N, 300, 300, 3] uint8 RGB → ``(boxes, scores)``.
+
+    boxes: Tensor[N, 8732, 4] float32 ``(x1, y1, x2, y2)`` in [0, 1] of the 300×300 input.
+    scores: Tensor[N, 80, 8732] float32 softmax probabilities of COCO classes 1..80
+    (the background column is dropped after the softmax over all 81).
+    """
+
+    def __init__(self, network: SSD300) -> None:
+        super().__init__()
+        self.network = network
+        self.register_buffer("dboxes", dboxes300_coco(), persistent=False)
+        self.register_buffer("mean", torch.tensor(MEAN).view(1, 3, 1, 1), persistent=False)
+        self.register_buffer("std", torch.tensor(STD).view(1, 3, 1, 1), persistent=False)
+
+    def normalize(self, images: torch.Tensor) -> torch.Tensor:
+        # NHWC -> NCHW; contiguous so the heads' view() sees the standard layout.
+        x = images.permute(0, 3, 1, 2).contiguous().to(self.mean.dtype) / 255.0
+        return (x - self.mean) / self.std
+
+    def forward(self, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        ploc, plabel = self.network(self.normalize(images))
+        boxes = decode_boxes(ploc, self.dboxes)
+        scores = plabel.softmax(dim=1)[:, 1:, :].contiguous()
+        return boxes, scores

@@ -1,0 +1,297 @@
+"""Run the tritonserver bundled in the ``nvidia-pytriton`` wheel on this machine, CPU only.
+
+The wheel carries a real tritonserver 2.51 (NGC 24.10) with the Python backend but no
+libtorch backend, so models load with ``--model-config-name cpu`` (their CPU variants).
+``make serve``, the tests, the benchmark and the load test all start the server through
+:class:`EmbeddedServer`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib.util
+import json
+import logging
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import sysconfig
+import tempfile
+import time
+import urllib.error
+import urllib.request
+from pathlib import Path
+
+log = logging.getLogger(__name__)
+
+PUBLIC_MODELS = ("ssd300_detector", "ssd300_image")
+DEFAULT_PORTS = {"http": 8000, "grpc": 8001, "metrics": 8002}
+DEFAULT_START_TIMEOUT_S = 180.0
+# Python-backend shared memory per model instance: raw SSD outputs are ~3 MB per image, so
+# start at 32 MB (batch 8 on CPU fits) and grow in 16 MB steps for larger batches.
+PYTHON_SHM_DEFAULT_BYTES = 32 * 1024 * 1024
+PYTHON_SHM_GROWTH_BYTES = 16 * 1024 * 1024
+EXIT_TIMEOUT_S = 30
+
+
+class ServerError(RuntimeError):
+    """The embedded server could not be started or did not become ready."""
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def _pytriton_server_dir() -> Path:
+    spec = importlib.util.find_spec("pytriton")
+    if spec is None or not spec.submodule_search_locations:
+        raise ServerError("nvidia-pytriton is not installed: run `make setup`")
+    return Path(next(iter(spec.submodule_search_locations))) / "tritonserver"
+
+
+def _runtime_tree(workdir: Path) -> tuple[Path, Path]:
+    """A tritonserver layout whose Python backend has the stub for this interpreter.
+
+    Links, not copies: the wheel's files stay untouched and nothing large is duplicated.
+    Returns (tritonserver binary, backends directory).
+    """
+    source = _pytriton_server_dir()
+    version = f"{sys.version_info.major}.{sys.version_info.minor}"
+    stub = source / "python_backend_stubs" / version / "triton_python_backend_stub"
+    if not stub.is_file():
+        raise ServerError(f"nvidia-pytriton ships no Python backend stub for Python {version}")
+    python_backend = workdir / "backends" / "python"
+    python_backend.mkdir(parents=True, exist_ok=True)
+    for item in (source / "backends" / "python").iterdir():
+        if item.name != "__pycache__":
+            (python_backend / item.name).symlink_to(item)
+    (python_backend / stub.name).symlink_to(stub)
+    return source / "bin" / "tritonserver", workdir / "backends"
+
+
+def stamp_weights(config_text: str, metadata: dict | None) -> str:
+    """Append the model.pt provenance as config parameters clients can read (``weights``)."""
+    if not metadata:
+        return config_text
+    lines = [config_text.rstrip(), "# stamped at server start from 1/weights.json"]
+    for key, value in (("weights", metadata.get("weights")), ("weights_sha256", metadata.get("sha256"))):
+        if value:
+            lines.append(f'parameters {{ key: "{key}" value: {{ string_value: "{value}" }} }}')
+    return "\n".join(lines) + "\n"
+
+
+def _repository_view(repository: Path, workdir: Path, config_name: str) -> Path:
+    """Link the repository's models into ``workdir``, with ssd300's config stamped with its weights."""
+    view = workdir / "model_repository"
+    view.mkdir()
+    for model in sorted(p for p in repository.iterdir() if (p / "config.pbtxt").is_file()):
+        (view / model.name).symlink_to(model.resolve(), target_is_directory=True)
+    network = repository / "ssd300"
+    weights_file = network / "1" / "weights.json"
+    metadata = json.loads(weights_file.read_text()) if weights_file.is_file() else None
+    if metadata:
+        (view / "ssd300").unlink()
+        stamped = view / "ssd300"
+        stamped.mkdir()
+        for item in network.resolve().iterdir():
+            if item.name != "configs":
+                (stamped / item.name).symlink_to(item)
+        config_path = network / "configs" / f"{config_name}.pbtxt"
+        if not config_path.is_file():
+            config_path = network / "config.pbtxt"
+        (stamped / "configs").mkdir()
+        (stamped / "configs" / f"{config_name}.pbtxt").write_text(stamp_weights(config_path.read_text(), metadata))
+    return view
+
+
+class EmbeddedServer:
+    """A tritonserver child process on loopback; a context manager that always stops it."""
+
+    def __init__(
+        self,
+        repository: str | Path = "model_repository",
+        *,
+        http_port: int = DEFAULT_PORTS["http"],
+        grpc_port: int = DEFAULT_PORTS["grpc"],
+        metrics_port: int = DEFAULT_PORTS["metrics"],
+        config_name: str = "cpu",
+        log_path: str | Path | None = None,
+        extra_args: tuple[str, ...] = (),
+    ) -> None:
+        self.repository = Path(repository).resolve()
+        self.http_port, self.grpc_port, self.metrics_port = http_port, grpc_port, metrics_port
+        self.config_name = config_name
+        self.log_path = Path(log_path) if log_path else None
+        self.extra_args = tuple(extra_args)
+        self.process: subprocess.Popen | None = None
+        self._workdir: Path | None = None
+
+    @property
+    def http_url(self) -> str:
+        return f"127.0.0.1:{self.http_port}"
+
+    @property
+    def grpc_url(self) -> str:
+        return f"127.0.0.1:{self.grpc_port}"
+
+    @property
+    def metrics_url(self) -> str:
+        return f"http://127.0.0.1:{self.metrics_port}/metrics"
+
+    def command(self, binary: Path, backends: Path, repository: Path) -> list[str]:
+        return [
+            str(binary),
+            f"--model-repository={repository}",
+            f"--backend-directory={backends}",
+            f"--model-config-name={self.config_name}",
+            "--http-address=127.0.0.1",
+            f"--http-port={self.http_port}",
+            "--grpc-address=127.0.0.1",
+            f"--grpc-port={self.grpc_port}",
+            "--metrics-address=127.0.0.1",
+            f"--metrics-port={self.metrics_port}",
+            "--allow-gpu-metrics=false",
+            f"--exit-timeout-secs={EXIT_TIMEOUT_S}",
+            f"--backend-config=python,shm-default-byte-size={PYTHON_SHM_DEFAULT_BYTES}",
+            f"--backend-config=python,shm-growth-byte-size={PYTHON_SHM_GROWTH_BYTES}",
+            # Unique shared-memory names, so several servers can run on one machine.
+            f"--backend-config=python,shm-region-prefix-name=ssd300_{os.getpid()}_{self.http_port}_",
+            *self.extra_args,
+        ]
+
+    def environment(self) -> dict[str, str]:
+        env = dict(os.environ)
+        libs = [sysconfig.get_config_var("LIBDIR") or "", str(_pytriton_server_dir().parent.parent / "nvidia_pytriton.libs")]
+        env["LD_LIBRARY_PATH"] = os.pathsep.join(filter(None, [*libs, env.get("LD_LIBRARY_PATH", "")]))
+        # The Python stub runs `python3` models with whatever site-packages PATH leads to: ours.
+        env["PATH"] = os.pathsep.join([str(Path(sys.executable).parent), env.get("PATH", "")])
+        return env
+
+    def start(self, *, timeout_s: float = DEFAULT_START_TIMEOUT_S) -> "EmbeddedServer":
+        if not (self.repository / "ssd300" / "1" / "model.pt").is_file():
+            raise ServerError(f"{self.repository}/ssd300/1/model.pt is missing: build it with `make model`")
+        self._workdir = Path(tempfile.mkdtemp(prefix="ssd300-triton-"))
+        binary, backends = _runtime_tree(self._workdir)
+        view = _repository_view(self.repository, self._workdir, self.config_name)
+        output = open(self.log_path, "ab") if self.log_path else None
+        log.info("starting tritonserver on http %s, grpc %s, metrics %s", self.http_url, self.grpc_url, self.metrics_url)
+        self.process = subprocess.Popen(
+            self.command(binary, backends, view),
+            env=self.environment(),
+            stdout=output,
+            stderr=subprocess.STDOUT if output else None,
+            start_new_session=True,  # Ctrl-C reaches us; we stop the server in order
+        )
+        if output:
+            output.close()
+        try:
+            self.wait_until_ready(timeout_s=timeout_s)
+        except BaseException:
+            self.stop()
+            raise
+        return self
+
+    def is_model_ready(self, model: str) -> bool:
+        try:
+            with urllib.request.urlopen(f"http://{self.http_url}/v2/models/{model}/ready", timeout=2) as response:
+                return response.status == 200
+        except (urllib.error.URLError, OSError):
+            return False
+
+    def wait_until_ready(self, *, timeout_s: float) -> None:
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            if self.process.poll() is not None:
+                raise ServerError(f"tritonserver exited with code {self.process.returncode} while starting{self._log_hint()}")
+            if all(self.is_model_ready(model) for model in PUBLIC_MODELS):
+                return
+            time.sleep(0.5)
+        raise ServerError(f"models not ready after {timeout_s:.0f} s{self._log_hint()}")
+
+    def _log_hint(self) -> str:
+        if self.log_path and self.log_path.is_file():
+            tail = self.log_path.read_text(errors="replace").splitlines()[-25:]
+            return ":\n" + "\n".join(tail)
+        return " (see the server output above)"
+
+    def stop(self, *, timeout_s: float = EXIT_TIMEOUT_S + 10) -> int | None:
+        """SIGTERM (the server finishes in-flight requests), then SIGKILL after ``timeout_s``."""
+        code = None
+        if self.process and self.process.poll() is None:
+            self.process.send_signal(signal.SIGTERM)
+            try:
+                code = self.process.wait(timeout=timeout_s)
+            except subprocess.TimeoutExpired:
+                log.warning("tritonserver did not exit within %.0f s; killing it", timeout_s)
+                os.killpg(self.process.pid, signal.SIGKILL)
+                code = self.process.wait()
+        elif self.process:
+            code = self.process.returncode
+        if self._workdir:
+            shutil.rmtree(self._workdir, ignore_errors=True)
+            self._workdir = None
+        return code
+
+    def __enter__(self) -> "EmbeddedServer":
+        return self.start() if self.process is None else self
+
+    def __exit__(self, *exc_info) -> None:
+        self.stop()
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        prog="python -m ssd300_build.embedded_server",
+        description="Serve the model repository with the tritonserver bundled in nvidia-pytriton (CPU).",
+    )
+    parser.add_argument("--repository", type=Path, default=Path("model_repository"))
+    for name, port in DEFAULT_PORTS.items():
+        parser.add_argument(f"--{name}-port", type=int, default=port, help=f"default: {port}")
+    parser.add_argument("--config-name", default="cpu", help="model config variant (configs/<name>.pbtxt); default: cpu")
+    parser.add_argument("--timeout", type=float, default=DEFAULT_START_TIMEOUT_S, help="seconds to wait for the models")
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(message)s")
+
+    server = EmbeddedServer(
+        args.repository,
+        http_port=args.http_port,
+        grpc_port=args.grpc_port,
+        metrics_port=args.metrics_port,
+        config_name=args.config_name,
+    )
+    stopping = False
+
+    def request_stop(signum, frame):
+        nonlocal stopping
+        stopping = True
+
+    signal.signal(signal.SIGINT, request_stop)
+    signal.signal(signal.SIGTERM, request_stop)
+    try:
+        server.start(timeout_s=args.timeout)
+    except ServerError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    print(
+        f"\nssd300 ready: HTTP {server.http_url}  gRPC {server.grpc_url}  metrics {server.metrics_url}\n"
+        "models: ssd300_detector (uint8 [300,300,3] in), ssd300_image (encoded image bytes in). Ctrl-C stops.",
+        flush=True,
+    )
+    while not stopping and server.process.poll() is None:
+        time.sleep(0.2)
+    crashed = not stopping
+    code = server.stop()
+    if crashed:
+        print(f"error: tritonserver exited unexpectedly with code {code}", file=sys.stderr)
+        return 1
+    print("tritonserver stopped", flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,56 @@
+"""Trace the served network and write it into a Triton model repository."""
+
+from __future__ import annotations
+
+import json
+import logging
+import warnings
+from pathlib import Path
+
+import torch
+
+from .detector import INPUT_SHAPE, SSD300Detector
+from .model import SSD300
+
+log = logging.getLogger(__name__)
+
+MODEL_NAME = "ssd300"
+MODEL_FILE = "model.pt"
+# Travels inside model.pt as a TorchScript extra file and beside it for people and tools.
+METADATA_FILE = "weights.json"
+
+
+def trace_detector(network: SSD300) -> torch.jit.ScriptModule:
+    """TorchScript of :class:`SSD300Detector` with a dynamic batch dimension."""
+    detector = SSD300Detector(network).eval()
+    example = torch.randint(0, 256, (2, *INPUT_SHAPE), dtype=torch.uint8, generator=torch.Generator().manual_seed(0))
+    # Triton's PyTorch backend runs TorchScript; torch's deprecation notice does not apply to us.
+    with torch.no_grad(), warnings.catch_warnings():
+        warnings.simplefilter("ignore", FutureWarning)
+        return torch.jit.trace(detector, example, check_trace=False)
+
+
+def write_model(network: SSD300, repository: Path, metadata: dict) -> Path:
+    """Write ``<repository>/ssd300/1/model.pt`` and ``weights.json``; return the model path."""
+    version_dir = Path(repository) / MODEL_NAME / "1"
+    version_dir.mkdir(parents=True, exist_ok=True)
+    metadata = {**metadata, "torch_version": torch.__version__}
+    encoded = json.dumps(metadata, indent=2, sort_keys=True)
+    log.info("tracing SSD300 (uint8 [N, 300, 300, 3] -> boxes, scores)")
+    traced = trace_detector(network)
+    target = version_dir / MODEL_FILE
+    # Write then rename, so a running server never sees a half-written model.
+    partial = target.with_name(MODEL_FILE + ".partial")
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", FutureWarning)
+        torch.jit.save(traced, str(partial), _extra_files={METADATA_FILE: encoded})
+    partial.replace(target)
+    (version_dir / METADATA_FILE).write_text(encoded + "\n")
+    log.info("wrote %s", target)
+    return target
+
+
+def read_metadata(repository: Path) -> dict | None:
+    """The metadata of the built model, or None when no model has been built."""
+    path = Path(repository) / MODEL_NAME / "1" / METADATA_FILE
+    return json.loads(path.read_text()) if path.is_file() else None
