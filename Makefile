@@ -16,8 +16,9 @@ HTTP_PORT ?= 8000
 GRPC_PORT ?= 8001
 METRICS_PORT ?= 8002
 PORTS := --http-port $(HTTP_PORT) --grpc-port $(GRPC_PORT) --metrics-port $(METRICS_PORT)
-# pip lists every local wheel folder it skips; those lines are noise here.
-PIP_QUIET := grep -v -e "is ignored: it is neither a file nor a directory" || true
+# pip lists every local wheel folder it skips; those lines are noise here. (Braces keep pip's
+# own exit status in the pipeline.)
+PIP_QUIET := { grep -v -e "is ignored: it is neither a file nor a directory" || true; }
 
 .PHONY: help setup model serve demo test bench load clean
 

@@ -4,7 +4,8 @@
 # never baked into the image or written into a pod spec.
 #
 #   TRITON_ADMIN_KEY        the key; unset → a random one, i.e. admin APIs unusable (safe default)
-#   TRITON_ADMIN_HEADER     HTTP header / gRPC metadata key that must carry it (default admin-key)
+#   TRITON_ADMIN_HEADER     HTTP header that must carry it (default admin-key); gRPC clients send
+#                           it as metadata `triton-grpc-protocol-<header>` (the server adds the prefix)
 #   TRITON_RESTRICTED_APIS  comma-separated Triton API groups to restrict
 #                           (default model-repository,shared-memory,logging,trace)
 #

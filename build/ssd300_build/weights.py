@@ -9,10 +9,9 @@ from __future__ import annotations
 import collections
 import hashlib
 import logging
-import pickle
+import re
 import urllib.error
 import urllib.request
-import zipfile
 from pathlib import Path
 
 import torch
@@ -109,15 +108,19 @@ def _torch_load(path: Path):
     try:
         with torch.serialization.safe_globals(SAFE_GLOBALS):
             return torch.load(path, map_location="cpu", weights_only=True)
-    except pickle.UnpicklingError as exc:
-        first_line = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+    except Exception as exc:  # torch.load raises many types for bad bytes (KeyError, EOFError, …)
+        text = str(exc)
+        refused = re.search(r"Unsupported global: GLOBAL (\S+)", text)
+        if refused:
+            raise CheckpointError(
+                f"{path}: refused: it pickles a {refused.group(1)} object, and only tensors and plain "
+                "containers are loaded from checkpoints (weights_only)"
+            ) from exc
+        unpickler = re.search(r"WeightsUnpickler error: (.*)", text)
+        detail = unpickler.group(1) if unpickler else (text.strip().splitlines() or [""])[0]
         raise CheckpointError(
-            f"{path}: not loadable as plain weights ({first_line}); only tensors and plain containers "
-            "are read from checkpoints"
+            f"{path}: not a readable PyTorch checkpoint (truncated or corrupt?): {type(exc).__name__}: {detail}"
         ) from exc
-    except (RuntimeError, EOFError, ValueError, zipfile.BadZipFile, OSError) as exc:
-        first_line = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise CheckpointError(f"{path}: not a readable PyTorch checkpoint (truncated or corrupt?): {first_line}") from exc
 
 
 def _find_state_dict(raw, path: Path) -> dict[str, torch.Tensor]:

@@ -91,7 +91,9 @@ def select_detections(
     out_boxes = boxes.new_zeros(batch, max_detections, 4)
     out_scores = scores.new_zeros(batch, max_detections)
     out_labels = torch.zeros(batch, max_detections, dtype=torch.int32, device=scores.device)
-    out_boxes[:, :out_k] = torch.gather(top_boxes.flatten(1, 2), 1, best[..., None].expand(batch, out_k, 4)) * found[..., None]
+    # torch.where, not multiplication by `found`: a non-finite unselected box times 0 is NaN.
+    chosen_boxes = torch.gather(top_boxes.flatten(1, 2), 1, best[..., None].expand(batch, out_k, 4))
+    out_boxes[:, :out_k] = torch.where(found[..., None], chosen_boxes, torch.zeros_like(chosen_boxes))
     out_scores[:, :out_k] = best_scores.clamp(min=0)
     out_labels[:, :out_k] = torch.gather(labels.flatten(1), 1, best) * found
     counts = found.sum(dim=1, keepdim=True, dtype=torch.int32)

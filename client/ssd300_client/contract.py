@@ -1,0 +1,36 @@
+"""Names and sizes the server's model repository defines, mirrored for the client.
+
+The ``config.pbtxt`` files under ``model_repository/`` are the source of truth;
+``tests/test_client_contract.py`` asserts that every value here agrees with them.
+"""
+
+from __future__ import annotations
+
+# Models (DESIGN §6).
+DETECTOR_MODEL = "ssd300_detector"  # uint8 images already resized to 300×300 in
+IMAGE_MODEL = "ssd300_image"  # encoded image files in (server-side decode)
+NETWORK_MODEL = "ssd300"  # the network itself; its config carries the weights' provenance
+POSTPROCESS_MODEL = "ssd300_postprocess"  # where the score threshold and top-K live
+
+# Inputs.
+IMAGES_INPUT = "images"  # UINT8 [N, 300, 300, 3], RGB
+ENCODED_IMAGE_INPUT = "encoded_image"  # BYTES [N, 1], raw file bytes
+IMAGES_DATATYPE = "UINT8"
+ENCODED_IMAGE_DATATYPE = "BYTES"
+
+# Outputs, shared by both public models.
+BOXES_OUTPUT = "detection_boxes"  # FP32 [N, 200, 4] (x1, y1, x2, y2)
+SCORES_OUTPUT = "detection_scores"  # FP32 [N, 200], highest first
+CLASSES_OUTPUT = "detection_classes"  # INT32 [N, 200], 1..80, 0 = padding
+COUNT_OUTPUT = "num_detections"  # INT32 [N, 1]
+IMAGE_SIZE_OUTPUT = "image_size"  # INT32 [N, 2] (height, width); ssd300_image only
+DETECTION_OUTPUTS = (BOXES_OUTPUT, SCORES_OUTPUT, CLASSES_OUTPUT, COUNT_OUTPUT)
+
+MAX_BATCH_SIZE = 64  # max_batch_size of both public models
+MAX_DETECTIONS = 200  # rows per image in every detection output
+# ssd300_postprocess drops detections scoring at or below this (its "score_threshold").
+SERVER_SCORE_THRESHOLD = 0.05
+
+# Parameter the embedded server stamps into ssd300's config: "random", "nvidia" or "file".
+WEIGHTS_PARAMETER = "weights"
+RANDOM_WEIGHTS = "random"

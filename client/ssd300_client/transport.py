@@ -1,0 +1,222 @@
+"""One Triton server over gRPC or HTTP: requests in, numpy arrays out, typed errors.
+
+:class:`Connection` is the blocking flavour; :mod:`ssd300_client.aio_transport` the asyncio
+one. Both describe requests with :class:`InferRequest` and translate failures with
+:func:`translated_errors`, so the two behave alike.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from contextlib import contextmanager
+from dataclasses import dataclass
+from typing import Iterator
+
+import numpy as np
+import tritonclient.grpc as grpcclient
+import tritonclient.http as httpclient
+from tritonclient.utils import InferenceServerException
+
+from .errors import (
+    InferenceError,
+    InferenceTimeoutError,
+    InvalidInputError,
+    ModelNotReadyError,
+    ServerUnavailableError,
+    SSD300Error,
+)
+
+log = logging.getLogger(__name__)
+
+# HTTP reports a refused or dropped connection as an OSError; gRPC and both protocols' server
+# answers as statuses (gRPC "StatusCode.X", HTTP the status code as text).
+_UNAVAILABLE = {"StatusCode.UNAVAILABLE", "503", "502"}
+_TIMED_OUT = {"StatusCode.DEADLINE_EXCEEDED", "504", "408"}
+_NOT_FOUND = {"StatusCode.NOT_FOUND", "404"}
+_INVALID = {"StatusCode.INVALID_ARGUMENT", "400"}
+
+
+@dataclass(frozen=True)
+class InputTensor:
+    """An input given either as data or as a registered system shared-memory region."""
+
+    name: str
+    datatype: str
+    shape: tuple[int, ...]
+    data: np.ndarray | None = None
+    shm_region: str | None = None
+    shm_byte_size: int = 0
+
+
+@dataclass(frozen=True)
+class InferRequest:
+    model: str
+    inputs: tuple[InputTensor, ...]
+    outputs: tuple[str, ...]
+
+
+def client_module(protocol: str):
+    """tritonclient.grpc or tritonclient.http; their aio clients use the same tensor classes."""
+    return grpcclient if protocol == "grpc" else httpclient
+
+
+def build_tensors(module, request: InferRequest) -> tuple[list, list]:
+    inputs = []
+    for tensor in request.inputs:
+        item = module.InferInput(tensor.name, list(tensor.shape), tensor.datatype)
+        if tensor.shm_region is not None:
+            item.set_shared_memory(tensor.shm_region, tensor.shm_byte_size)
+        else:
+            item.set_data_from_numpy(tensor.data)
+        inputs.append(item)
+    return inputs, [module.InferRequestedOutput(name) for name in request.outputs]
+
+
+def translate_error(exc: BaseException, *, where: str, model: str, control: bool = False) -> SSD300Error | None:
+    """The typed error for a transport failure, or None when ``exc`` is not one.
+
+    ``control``: the call was a health/metadata query, where no answer in time means the
+    server is unusable rather than that an inference ran long.
+    """
+    if isinstance(exc, InferenceServerException):
+        status, message = exc.status() or "", exc.message()
+        if status in _UNAVAILABLE:
+            return ServerUnavailableError(f"Triton server {where} is unavailable: {message}")
+        if status in _TIMED_OUT:
+            return _timeout(where, model, control, message)
+        if status in _NOT_FOUND:
+            return ModelNotReadyError(f"model {model!r} not found on {where}: {message}")
+        if status in _INVALID:
+            return InvalidInputError(f"{where} rejected the request for {model!r}: {message}")
+        return InferenceError(f"{where} failed the request for {model!r} ({status or 'client error'}): {message}")
+    if isinstance(exc, TimeoutError):  # socket.timeout, asyncio.TimeoutError
+        return _timeout(where, model, control, str(exc) or "timed out")
+    if isinstance(exc, OSError) or _is_aiohttp_connection_error(exc):
+        return ServerUnavailableError(f"cannot connect to Triton server {where}: {exc}")
+    return None
+
+
+def _timeout(where: str, model: str, control: bool, message: str) -> SSD300Error:
+    if control:
+        return ServerUnavailableError(f"Triton server {where} did not answer in time: {message}")
+    return InferenceTimeoutError(f"{where} did not answer the request for {model!r} in time: {message}")
+
+
+def _is_aiohttp_connection_error(exc: BaseException) -> bool:
+    try:
+        import aiohttp
+    except ImportError:  # the http.aio extra is optional
+        return False
+    return isinstance(exc, aiohttp.ClientConnectionError)
+
+
+@contextmanager
+def translated_errors(where: str, model: str, *, control: bool = False) -> Iterator[None]:
+    """Re-raise transport failures as typed errors, ``from`` the original."""
+    try:
+        yield
+    except SSD300Error:
+        raise
+    except Exception as exc:
+        error = translate_error(exc, where=where, model=model, control=control)
+        if error is None:
+            raise
+        raise error from exc
+
+
+def config_parameters(config: dict) -> dict[str, str]:
+    """``parameters`` of a model config (as JSON from either protocol) → name: string value."""
+    config = config.get("config", config)  # gRPC wraps the config in {"config": …}
+    return {key: value.get("string_value", "") for key, value in config.get("parameters", {}).items()}
+
+
+def ready_models(index: dict | list) -> list[str]:
+    """Names of READY models from a repository index (gRPC: {"models": […]}, HTTP: […])."""
+    entries = index.get("models", []) if isinstance(index, dict) else index
+    return sorted({entry["name"] for entry in entries if entry.get("state") == "READY"})
+
+
+class Connection:
+    """A blocking client for one server. Safe to share between threads.
+
+    gRPC clients are thread-safe, so one is shared; HTTP clients are not, so each call takes
+    one from a small free list (at most one per concurrent caller).
+    """
+
+    def __init__(self, url: str, *, protocol: str, timeout_s: float) -> None:
+        self.url, self.protocol, self.timeout_s = url, protocol, timeout_s
+        self.where = f"{url} ({protocol})"
+        self._module = client_module(protocol)
+        self._lock = threading.Lock()
+        self._idle: list = []
+        self._clients: list = []
+        self._closed = False
+
+    def _new_client(self):
+        if self.protocol == "grpc":
+            return grpcclient.InferenceServerClient(self.url)
+        return httpclient.InferenceServerClient(self.url, connection_timeout=self.timeout_s, network_timeout=self.timeout_s)
+
+    @contextmanager
+    def _client(self):
+        with self._lock:
+            if self._closed:
+                raise SSD300Error("the detector is closed")
+            if self.protocol == "grpc" and self._clients:
+                client = self._clients[0]
+            elif self._idle:
+                client = self._idle.pop()
+            else:
+                client = self._new_client()
+                self._clients.append(client)
+        try:
+            yield client
+        finally:
+            if self.protocol == "http":
+                with self._lock:
+                    self._idle.append(client)
+
+    def _timeout_kwargs(self) -> dict:
+        # gRPC takes a deadline per call; HTTP clients carry theirs (network_timeout).
+        return {"client_timeout": self.timeout_s} if self.protocol == "grpc" else {}
+
+    def is_model_ready(self, model: str) -> bool:
+        with translated_errors(self.where, model, control=True), self._client() as client:
+            return client.is_model_ready(model, **self._timeout_kwargs())
+
+    def model_config(self, model: str) -> dict:
+        with translated_errors(self.where, model, control=True), self._client() as client:
+            if self.protocol == "grpc":
+                return client.get_model_config(model, as_json=True, **self._timeout_kwargs())
+            return client.get_model_config(model)
+
+    def ready_models(self) -> list[str]:
+        with translated_errors(self.where, "", control=True), self._client() as client:
+            if self.protocol == "grpc":
+                return ready_models(client.get_model_repository_index(as_json=True, **self._timeout_kwargs()))
+            return ready_models(client.get_model_repository_index())
+
+    def register_shared_memory(self, name: str, key: str, byte_size: int) -> None:
+        with translated_errors(self.where, "", control=True), self._client() as client:
+            client.register_system_shared_memory(name, key, byte_size)
+
+    def unregister_shared_memory(self, name: str) -> None:
+        with translated_errors(self.where, "", control=True), self._client() as client:
+            client.unregister_system_shared_memory(name)
+
+    def infer(self, request: InferRequest) -> dict[str, np.ndarray]:
+        inputs, outputs = build_tensors(self._module, request)
+        with translated_errors(self.where, request.model), self._client() as client:
+            result = client.infer(request.model, inputs, outputs=outputs, **self._timeout_kwargs())
+        return {name: result.as_numpy(name) for name in request.outputs}
+
+    def close(self) -> None:
+        with self._lock:
+            self._closed = True
+            clients, self._clients, self._idle = self._clients, [], []
+        for client in clients:
+            try:
+                client.close()
+            except Exception:  # closing must not hide the error that led here
+                log.debug("closing the client for %s failed", self.where, exc_info=True)

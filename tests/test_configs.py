@@ -1,0 +1,122 @@
+"""The model repository's configs, checked statically.
+
+The production (GPU, libtorch) configs cannot be loaded on this machine, so every .pbtxt is
+parsed into Triton's ModelConfig protobuf (a typo or unknown field fails the parse) and the
+facts the ensembles depend on are cross-checked.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from google.protobuf import text_format
+from tritonclient.grpc import model_config_pb2 as mc
+
+REPOSITORY = Path(__file__).resolve().parents[1] / "model_repository"
+ENSEMBLES = ("ssd300_detector", "ssd300_image")
+COMPOSING = ("ssd300", "ssd300_postprocess", "ssd300_image_preprocess", "ssd300_image_postprocess")
+
+
+def load(model: str, variant: str | None = None) -> mc.ModelConfig:
+    path = REPOSITORY / model / ("config.pbtxt" if variant is None else f"configs/{variant}.pbtxt")
+    return text_format.Parse(path.read_text(), mc.ModelConfig())
+
+
+def signature(config: mc.ModelConfig) -> dict:
+    tensors = {}
+    for kind, items in (("input", config.input), ("output", config.output)):
+        for tensor in items:
+            tensors[(kind, tensor.name)] = (tensor.data_type, tuple(tensor.dims))
+    return tensors
+
+
+def test_every_model_has_a_parseable_production_config_named_after_its_folder():
+    folders = sorted(p.name for p in REPOSITORY.iterdir() if p.is_dir())
+    assert folders == sorted(ENSEMBLES + COMPOSING)
+    for model in folders:
+        assert load(model).name == model
+
+
+@pytest.mark.parametrize("model", COMPOSING)
+def test_every_composing_model_has_a_cpu_variant_with_the_same_tensors(model):
+    production, cpu = load(model), load(model, "cpu")
+    assert cpu.name == model
+    assert signature(cpu) == signature(production)
+    assert cpu.max_batch_size == production.max_batch_size
+    assert all(group.kind == mc.ModelInstanceGroup.KIND_CPU for group in cpu.instance_group)
+    assert cpu.HasField("dynamic_batching")
+
+
+def test_production_network_is_libtorch_on_gpus_with_dynamic_batching():
+    config = load("ssd300")
+    assert config.platform == "pytorch_libtorch"
+    assert config.max_batch_size == 64
+    assert [group.kind for group in config.instance_group] == [mc.ModelInstanceGroup.KIND_GPU]
+    assert 0 < config.dynamic_batching.max_queue_delay_microseconds <= 10_000
+    # libtorch maps outputs by position: names must follow <name>__<index>.
+    assert [output.name for output in config.output] == ["boxes__0", "scores__1"]
+
+
+def test_production_postprocess_runs_on_gpus_and_keeps_tensors_there():
+    config = load("ssd300_postprocess")
+    assert [group.kind for group in config.instance_group] == [mc.ModelInstanceGroup.KIND_GPU]
+    assert config.parameters["FORCE_CPU_ONLY_INPUT_TENSORS"].string_value == "no"
+
+
+@pytest.mark.parametrize("variant", [None, "cpu"])
+def test_postprocess_thresholds_are_the_reference_defaults(variant):
+    parameters = load("ssd300_postprocess", variant).parameters
+    assert float(parameters["score_threshold"].string_value) == 0.05
+    assert int(parameters["candidates_per_class"].string_value) == 200
+    assert float(parameters["nms_iou_threshold"].string_value) == 0.45
+    assert int(parameters["max_detections"].string_value) == 200
+
+
+def test_detector_ensemble_has_the_public_contract():
+    config = load("ssd300_detector")
+    assert config.platform == "ensemble" and config.max_batch_size == 64
+    assert signature(config) == {
+        ("input", "images"): (mc.TYPE_UINT8, (300, 300, 3)),
+        ("output", "detection_boxes"): (mc.TYPE_FP32, (200, 4)),
+        ("output", "detection_scores"): (mc.TYPE_FP32, (200,)),
+        ("output", "detection_classes"): (mc.TYPE_INT32, (200,)),
+        ("output", "num_detections"): (mc.TYPE_INT32, (1,)),
+    }
+
+
+def test_image_ensemble_takes_bytes_and_adds_the_image_size():
+    tensors = signature(load("ssd300_image"))
+    assert tensors[("input", "encoded_image")] == (mc.TYPE_STRING, (1,))
+    assert tensors[("output", "image_size")] == (mc.TYPE_INT32, (2,))
+    detector_outputs = {k: v for k, v in signature(load("ssd300_detector")).items() if k[0] == "output"}
+    assert detector_outputs.items() <= tensors.items()
+
+
+@pytest.mark.parametrize("ensemble", ENSEMBLES)
+@pytest.mark.parametrize("variant", [None, "cpu"])
+def test_ensemble_steps_wire_tensors_of_matching_type_and_shape(ensemble, variant):
+    """Every tensor an ensemble step reads is produced, with the same dtype and dims, by the
+    ensemble input or an earlier step; every ensemble output is produced by some step."""
+    config = load(ensemble)
+    available = {t.name: (t.data_type, tuple(t.dims)) for t in config.input}
+    for step in config.ensemble_scheduling.step:
+        model = load(step.model_name, variant if (REPOSITORY / step.model_name / "configs").is_dir() else None)
+        assert model.max_batch_size >= config.max_batch_size
+        inputs = {t.name: (t.data_type, tuple(t.dims)) for t in model.input}
+        outputs = {t.name: (t.data_type, tuple(t.dims)) for t in model.output}
+        assert set(step.input_map) == set(inputs), f"{step.model_name}: inputs not all wired"
+        for model_input, ensemble_tensor in step.input_map.items():
+            assert available[ensemble_tensor] == inputs[model_input], f"{step.model_name}.{model_input}"
+        for model_output, ensemble_tensor in step.output_map.items():
+            available[ensemble_tensor] = outputs[model_output]
+    for output in config.output:
+        assert available[output.name] == (output.data_type, tuple(output.dims)), output.name
+
+
+def test_server_side_decode_uses_the_clients_imaging_module_verbatim():
+    client_copy = REPOSITORY.parent / "client" / "ssd300_client" / "imaging.py"
+    server_copy = REPOSITORY / "ssd300_image_preprocess" / "1" / "imaging.py"
+    assert server_copy.read_bytes() == client_copy.read_bytes(), (
+        "model_repository/ssd300_image_preprocess/1/imaging.py must be a copy of client/ssd300_client/imaging.py"
+    )

@@ -1,0 +1,679 @@
+"""Offline specification of the serving image and the Helm chart (deploy/).
+
+No cluster, Docker or GPU: the chart is rendered and linted by Helm's own Go engine
+(helm-python-sdk), every object is validated against the Kubernetes JSON schemas of a pinned
+release (kubernetes-validate, strict: unknown fields fail), and the chart, the Dockerfile, the
+entrypoint and the prometheus-adapter rule are checked against each other and against the
+models that really are in model_repository/. One test starts the embedded tritonserver 2.51
+(the server of the 24.10 image) through the entrypoint to prove its restricted-API flags parse.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import re
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import sysconfig
+import time
+import urllib.error
+import urllib.request
+from pathlib import Path
+
+import helm_python as helm
+import jsonschema
+import kubernetes_validate
+import pytest
+import yaml
+from google.protobuf import text_format
+from tritonclient.grpc import model_config_pb2
+
+REPO = Path(__file__).resolve().parents[1]
+DEPLOY = REPO / "deploy"
+CHART = DEPLOY / "helm" / "ssd300-triton"
+EVERYTHING_ON = DEPLOY / "helm" / "ci" / "everything-on.yaml"
+DOCKERFILE = DEPLOY / "Dockerfile"
+ENTRYPOINT = DEPLOY / "entrypoint.sh"
+ADAPTER_VALUES = DEPLOY / "prometheus-adapter" / "values.yaml"
+MODEL_REPOSITORY = REPO / "model_repository"
+
+# Oldest Kubernetes the chart is validated against (Chart.yaml allows >= 1.27).
+KUBE_VERSION = "1.30.0"
+# Custom resources: no schema ships for them; they get a structural check instead.
+CUSTOM_KINDS = {("monitoring.coreos.com/v1", "ServiceMonitor")}
+RELEASE, NAMESPACE = "ssd300-triton", "ml"  # release named like the chart: objects are "ssd300-triton…"
+
+
+# --- helpers ---------------------------------------------------------------------------------
+
+
+def values_file(path: Path) -> dict:
+    return yaml.safe_load(path.read_text())
+
+
+def render(values: dict | None = None) -> dict[str, str]:
+    """Template path → rendered text (NOTES.txt included), as `helm template` would."""
+    with helm.Chart.load(CHART) as chart:
+        return chart.render(values, name=RELEASE, namespace=NAMESPACE)
+
+
+def objects(values: dict | None = None) -> list[dict]:
+    docs = []
+    for path, text in render(values).items():
+        if path.endswith(".yaml"):
+            docs += [doc for doc in yaml.safe_load_all(text) if doc]
+    return docs
+
+
+def find(docs: list[dict], kind: str, name: str | None = None) -> list[dict]:
+    return [d for d in docs if d["kind"] == kind and (name is None or d["metadata"]["name"] == name)]
+
+
+def only(docs: list[dict], kind: str) -> dict:
+    (doc,) = find(docs, kind)
+    return doc
+
+
+def server_deployment(docs: list[dict]) -> dict:
+    (deployment,) = [
+        d for d in find(docs, "Deployment") if d["metadata"]["labels"]["app.kubernetes.io/component"] == "server"
+    ]
+    return deployment
+
+
+def server_container(docs: list[dict]) -> dict:
+    pod = server_deployment(docs)["spec"]["template"]["spec"]
+    (container,) = [c for c in pod["containers"] if c["name"] == "tritonserver"]
+    return container
+
+
+def pod_specs(docs: list[dict]) -> list[dict]:
+    return [d["spec"]["template"]["spec"] for d in docs if d["kind"] in ("Deployment", "Job")]
+
+
+def flags(args: list[str]) -> dict[str, list[str]]:
+    """`--name=value` arguments → {name: [values…]} (a flag may repeat)."""
+    parsed: dict[str, list[str]] = {}
+    for arg in args:
+        name, _, value = arg.partition("=")
+        parsed.setdefault(name, []).append(value)
+    return parsed
+
+
+def model_configs() -> dict[str, model_config_pb2.ModelConfig]:
+    """The production configs in model_repository/, parsed as tritonserver would."""
+    configs = {}
+    for path in sorted(MODEL_REPOSITORY.glob("*/config.pbtxt")):
+        config = text_format.Parse(path.read_text(), model_config_pb2.ModelConfig())
+        configs[config.name] = config
+    return configs
+
+
+def dockerfile_instructions(keyword: str, stage: str | None = None) -> list[str]:
+    """Arguments of every `KEYWORD …` in the Dockerfile (or in one stage), continuations joined."""
+    text = re.sub(r"\\\n\s*", " ", DOCKERFILE.read_text())
+    if stage:
+        text = text.split(f" AS {stage}\n", 1)[1].split("\nFROM ", 1)[0]
+    return [line.split(None, 1)[1] for line in text.splitlines() if line.startswith(keyword + " ")]
+
+
+def render_error(values: dict) -> str:
+    with pytest.raises(helm.HelmError) as caught:
+        render(values)
+    return str(caught.value)
+
+
+@pytest.fixture(scope="module")
+def default_docs() -> list[dict]:
+    return objects()
+
+
+@pytest.fixture(scope="module")
+def everything_docs() -> list[dict]:
+    return objects(values_file(EVERYTHING_ON))
+
+
+# Value sets every structural check runs on: the defaults, every optional object switched on,
+# and the remaining branches (PVC source, NodePort, Locust UI, two GPUs, closed network).
+VALUE_SETS = {
+    "default": {},
+    "everything-on": values_file(EVERYTHING_ON),
+    "other-branches": {
+        "modelRepository": {"source": "pvc", "pvc": {"claimName": "models"}},
+        "service": {"type": "NodePort", "nodePorts": {"http": 30800}},
+        "loadTest": {"enabled": True, "mode": "ui"},
+        "networkPolicy": {"allowExternal": False, "allowExternalEgress": False},
+        "gpu": {"count": 2},
+    },
+}
+
+
+# --- the chart is well-formed -----------------------------------------------------------------
+
+
+@pytest.mark.parametrize("values", VALUE_SETS.values(), ids=VALUE_SETS.keys())
+def test_chart_passes_helm_lint_strict(values):
+    report = helm.lint(CHART, values, strict=True, kube_version=f"v{KUBE_VERSION}")
+    problems = [m for m in report["messages"] if m["severity"] >= 2]  # 2 = warning, 3 = error
+    assert report["errors"] == [] and problems == [], report
+
+
+@pytest.mark.parametrize("values", VALUE_SETS.values(), ids=VALUE_SETS.keys())
+def test_every_object_validates_against_pinned_kubernetes_schemas(values):
+    for doc in objects(values):
+        if (doc["apiVersion"], doc["kind"]) in CUSTOM_KINDS:
+            assert doc["metadata"]["name"] and doc["spec"], doc
+            continue
+        # Raises ValidationError naming the offending field; strict rejects unknown fields.
+        kubernetes_validate.validate(doc, KUBE_VERSION, strict=True)
+
+
+def test_values_schema_is_a_valid_json_schema_that_accepts_the_defaults():
+    schema = json.loads((CHART / "values.schema.json").read_text())
+    jsonschema.Draft7Validator.check_schema(schema)
+    jsonschema.Draft7Validator(schema).validate(values_file(CHART / "values.yaml"))
+
+
+def test_default_install_is_server_service_and_guards_only(default_docs):
+    kinds = sorted(d["kind"] for d in default_docs)
+    assert kinds == [
+        "Deployment", "NetworkPolicy", "PodDisruptionBudget", "Secret", "Service", "ServiceAccount",
+    ]
+
+
+def test_everything_on_renders_every_optional_object(everything_docs):
+    kinds = sorted(d["kind"] for d in everything_docs)
+    assert kinds == sorted([
+        "Deployment", "Service", "ServiceAccount", "PodDisruptionBudget", "HorizontalPodAutoscaler",
+        "ServiceMonitor", "NetworkPolicy", "NetworkPolicy",  # server + Locust master
+        "Service", "Job", "Job",  # Locust master Service, master and worker Jobs
+    ])  # no Secret: everything-on brings its own admin key Secret
+
+
+def test_objects_carry_recommended_labels(everything_docs):
+    for doc in everything_docs:
+        labels = doc["metadata"]["labels"]
+        assert labels["app.kubernetes.io/name"] == "ssd300-triton"
+        assert labels["app.kubernetes.io/instance"] == RELEASE
+        assert labels["app.kubernetes.io/managed-by"] == "Helm"
+        assert "app.kubernetes.io/version" in labels
+
+
+def test_every_value_is_documented_with_a_param_line():
+    documented = set(re.findall(r"^\s*## @param (\S+)", (CHART / "values.yaml").read_text(), re.M))
+
+    def leaves(node, prefix=""):
+        if isinstance(node, dict) and node:
+            for key, value in node.items():
+                yield from leaves(value, f"{prefix}{key}" if not prefix else f"{prefix}.{key}")
+        else:
+            yield prefix
+
+    for leaf in leaves(values_file(CHART / "values.yaml")):
+        parts = leaf.split(".")
+        prefixes = {".".join(parts[:n]) for n in range(1, len(parts) + 1)}
+        assert prefixes & documented, f"{leaf} has no ## @param line"
+
+
+# --- the server pod names this repository's real models and ports -----------------------------
+
+
+def test_server_args_serve_the_image_repository_with_fixed_models(default_docs):
+    args = flags(server_container(default_docs)["args"])
+    assert args["--model-repository"] == ["/opt/ssd300/model_repository"]
+    assert args["--model-control-mode"] == ["none"]
+    assert args["--http-port"] == ["8000"] and args["--grpc-port"] == ["8001"]
+    assert args["--metrics-port"] == ["8002"]
+    # The admin key never appears in the pod spec: the entrypoint adds these from the Secret.
+    assert "--http-restricted-api" not in args and "--grpc-restricted-protocol" not in args
+
+
+def test_readiness_and_startup_probe_an_ensemble_the_repository_has(default_docs):
+    configs = model_configs()
+    assert {"ssd300_detector", "ssd300", "ssd300_postprocess", "ssd300_image"} <= configs.keys()
+    container = server_container(default_docs)
+    for probe in ("startupProbe", "readinessProbe"):
+        path = container[probe]["httpGet"]["path"]
+        model = re.fullmatch(r"/v2/models/([^/]+)/ready", path).group(1)
+        assert configs[model].platform == "ensemble", f"{probe} should gate on the ensemble clients call"
+        assert model == "ssd300_detector"
+    assert container["livenessProbe"]["httpGet"]["path"] == "/v2/health/live"
+
+
+def test_probes_and_service_reach_the_ports_the_server_listens_on(default_docs):
+    container = server_container(default_docs)
+    args = flags(container["args"])
+    ports = {p["name"]: p["containerPort"] for p in container["ports"]}
+    assert ports == {
+        "http": int(args["--http-port"][0]),
+        "grpc": int(args["--grpc-port"][0]),
+        "metrics": int(args["--metrics-port"][0]),
+    }
+    for probe in ("startupProbe", "readinessProbe", "livenessProbe"):
+        assert container[probe]["httpGet"]["port"] == "http"
+    service = only(default_docs, "Service")
+    assert {p["name"]: (p["port"], p["targetPort"]) for p in service["spec"]["ports"]} == {
+        "http": (8000, "http"), "grpc": (8001, "grpc"), "metrics": (8002, "metrics"),
+    }
+
+
+def test_service_selects_server_pods_only(everything_docs):
+    deployment = server_deployment(everything_docs)
+    server_service = find(everything_docs, "Service", "ssd300")[0]
+    assert server_service["spec"]["selector"] == deployment["spec"]["selector"]["matchLabels"]
+    assert server_service["spec"]["selector"]["app.kubernetes.io/component"] == "server"
+
+
+def test_server_gets_a_gpu_and_memory_backed_shm(default_docs):
+    container = server_container(default_docs)
+    assert container["resources"]["limits"]["nvidia.com/gpu"] == 1
+    pod = server_deployment(default_docs)["spec"]["template"]["spec"]
+    volumes = {v["name"]: v for v in pod["volumes"]}
+    mounts = {m["mountPath"]: m["name"] for m in container["volumeMounts"]}
+    assert volumes[mounts["/dev/shm"]]["emptyDir"]["medium"] == "Memory"
+    assert "emptyDir" in volumes[mounts["/tmp"]]  # writable scratch under a read-only root
+
+
+def test_memory_pools_are_sized_for_the_networks_raw_outputs(default_docs):
+    network = model_configs()["ssd300"]
+    assert all(o.data_type == model_config_pb2.TYPE_FP32 for o in network.output)
+    per_image = sum(4 * math.prod(o.dims) for o in network.output)  # ~2.9 MB: boxes + scores
+    full_batch = network.max_batch_size * per_image
+    args = flags(server_container(default_docs)["args"])
+    # A full batch stays in Triton's CUDA pool on its way to the GPU postprocess.
+    device, size = args["--cuda-memory-pool-byte-size"][0].split(":")
+    assert device == "0" and int(size) >= full_batch
+    # Should it fall back to host memory, the Python backend's regions start at ~10 images and
+    # reach a full batch in a few steps instead of the default 1 MB ones.
+    settings = dict(v.split(",", 1)[1].split("=") for v in args["--backend-config"])
+    assert int(settings["shm-default-byte-size"]) >= 10 * per_image
+    assert int(settings["shm-default-byte-size"]) + 3 * int(settings["shm-growth-byte-size"]) >= full_batch
+
+
+@pytest.mark.parametrize("values", VALUE_SETS.values(), ids=VALUE_SETS.keys())
+def test_every_container_runs_restricted(values):
+    for pod in pod_specs(objects(values)):
+        assert pod["securityContext"]["runAsNonRoot"] is True
+        assert pod["securityContext"]["seccompProfile"] == {"type": "RuntimeDefault"}
+        assert pod["automountServiceAccountToken"] is False
+        for container in pod["containers"] + pod.get("initContainers", []):
+            context = container["securityContext"]
+            assert context["capabilities"]["drop"] == ["ALL"]
+            assert context["allowPrivilegeEscalation"] is False
+            assert context["readOnlyRootFilesystem"] is True
+
+
+def test_grace_period_covers_prestop_pause_and_server_exit_timeout(default_docs):
+    pod = server_deployment(default_docs)["spec"]["template"]["spec"]
+    container = server_container(default_docs)
+    pause = int(container["lifecycle"]["preStop"]["exec"]["command"][1])
+    exit_timeout = int(flags(container["args"])["--exit-timeout-secs"][0])
+    assert pause > 0
+    assert pod["terminationGracePeriodSeconds"] > pause + exit_timeout
+
+
+# --- model repository sources ------------------------------------------------------------------
+
+
+def test_pvc_source_mounts_the_claim_read_only():
+    docs = objects({"modelRepository": {"source": "pvc", "pvc": {"claimName": "models", "subPath": "ssd300"}}})
+    container = server_container(docs)
+    (mount,) = [m for m in container["volumeMounts"] if m["name"] == "model-repository"]
+    assert mount == {"name": "model-repository", "mountPath": "/models", "readOnly": True, "subPath": "ssd300"}
+    volumes = {v["name"]: v for v in server_deployment(docs)["spec"]["template"]["spec"]["volumes"]}
+    assert volumes["model-repository"]["persistentVolumeClaim"] == {"claimName": "models", "readOnly": True}
+    assert flags(container["args"])["--model-repository"] == ["/models"]
+
+
+def test_object_storage_source_syncs_in_an_init_container(everything_docs):
+    pod = server_deployment(everything_docs)["spec"]["template"]["spec"]
+    (sync,) = pod["initContainers"]
+    assert sync["args"][:3] == ["copy", ":s3,provider=AWS,env_auth=true:models-bucket/ssd300", "/models"]
+    assert sync["envFrom"] == [{"secretRef": {"name": "ssd300-bucket-credentials"}}]
+    server_mount = [m for m in server_container(everything_docs)["volumeMounts"] if m["name"] == "model-repository"]
+    assert server_mount[0]["readOnly"] is True
+    assert flags(server_container(everything_docs)["args"])["--model-repository"] == ["/models"]
+
+
+# --- autoscaling, disruption, network ----------------------------------------------------------
+
+
+def test_hpa_scales_on_the_metric_the_adapter_rule_serves(everything_docs):
+    hpa = only(everything_docs, "HorizontalPodAutoscaler")
+    assert hpa["apiVersion"] == "autoscaling/v2"
+    assert hpa["spec"]["scaleTargetRef"]["name"] == server_deployment(everything_docs)["metadata"]["name"]
+    (metric,) = hpa["spec"]["metrics"]
+    assert metric["type"] == "Pods" and metric["pods"]["target"]["type"] == "AverageValue"
+    (rule,) = values_file(ADAPTER_VALUES)["rules"]["custom"]
+    assert metric["pods"]["metric"]["name"] == rule["name"]["as"]
+    assert {"nv_inference_queue_duration_us", "nv_inference_request_success"} <= set(
+        re.findall(r"\bnv_inference_\w+", rule["metricsQuery"])
+    )
+    # The rule watches a model that exists and is not an ensemble: requests queue at the network.
+    configs = model_configs()
+    for model in set(re.findall(r'model="([^"]+)"', rule["seriesQuery"] + rule["metricsQuery"])):
+        assert model in configs and configs[model].platform != "ensemble"
+    assert set(rule["resources"]["overrides"]) == {"namespace", "pod"}
+
+
+def test_hpa_replaces_the_fixed_replica_count(everything_docs, default_docs):
+    assert "replicas" not in server_deployment(everything_docs)["spec"]
+    assert server_deployment(default_docs)["spec"]["replicas"] == 1
+
+
+def test_service_monitor_scrapes_the_named_metrics_port(everything_docs):
+    monitor = only(everything_docs, "ServiceMonitor")
+    assert monitor["spec"]["endpoints"][0]["port"] == "metrics"
+    (service,) = find(everything_docs, "Service", "ssd300")
+    assert monitor["spec"]["selector"]["matchLabels"] == service["spec"]["selector"]
+
+
+def test_disruption_budget_and_network_policy_select_the_server(default_docs):
+    selector = server_deployment(default_docs)["spec"]["selector"]["matchLabels"]
+    assert only(default_docs, "PodDisruptionBudget")["spec"]["selector"]["matchLabels"] == selector
+    assert only(default_docs, "NetworkPolicy")["spec"]["podSelector"]["matchLabels"] == selector
+
+
+def test_closed_network_policy_admits_clients_load_test_and_monitoring(everything_docs):
+    policy = find(everything_docs, "NetworkPolicy", "ssd300")[0]
+    inference, metrics = policy["spec"]["ingress"]
+    selectors = [peer.get("podSelector", {}).get("matchLabels", {}) for peer in inference["from"]]
+    assert {"ssd300-client": "true"} in selectors
+    assert any(s.get("app.kubernetes.io/component") == "locust-worker" for s in selectors)
+    assert [p["port"] for p in inference["ports"]] == ["http", "grpc"]
+    assert [p["port"] for p in metrics["ports"]] == ["metrics"]
+    assert policy["spec"]["policyTypes"] == ["Ingress", "Egress"]
+
+
+# --- load test -----------------------------------------------------------------------------------
+
+
+def test_headless_load_test_is_a_master_job_and_worker_jobs_that_find_each_other(everything_docs):
+    jobs = {d["metadata"]["labels"]["app.kubernetes.io/component"]: d for d in find(everything_docs, "Job")}
+    master_args = jobs["locust-master"]["spec"]["template"]["spec"]["containers"][0]["args"]
+    worker_args = jobs["locust-worker"]["spec"]["template"]["spec"]["containers"][0]["args"]
+    master_service = find(everything_docs, "Service", "ssd300-locust-master")[0]
+    assert worker_args[worker_args.index("--master-host") + 1] == master_service["metadata"]["name"]
+    assert master_args[master_args.index("-f") + 1] == "/opt/ssd300/load_tests/locustfile.py"
+    assert master_args[master_args.index("--host") + 1] == f"ssd300.{NAMESPACE}.svc:8001"  # gRPC port
+    assert master_args[master_args.index("--expect-workers") + 1] == "4"
+    assert "--headless" in master_args and "--run-time" in master_args
+    assert jobs["locust-worker"]["spec"]["parallelism"] == 4
+    # One Job per helm revision: Job templates are immutable.
+    assert jobs["locust-master"]["metadata"]["name"].endswith("-r1")
+
+
+def test_locust_args_are_options_of_the_pinned_locust(everything_docs):
+    usage = subprocess.run(
+        [sys.executable, "-m", "locust", "--help"], capture_output=True, text=True, timeout=60, check=True
+    ).stdout
+    known = set(re.findall(r"--[a-z][a-z-]+", usage))
+    for job in find(everything_docs, "Job"):
+        args = job["spec"]["template"]["spec"]["containers"][0]["args"]
+        assert {a for a in args if a.startswith("--")} <= known, args
+
+
+def test_ui_load_test_runs_deployments_with_the_web_port():
+    docs = objects({"loadTest": {"enabled": True, "mode": "ui", "protocol": "http"}})
+    assert not find(docs, "Job")
+    masters = [d for d in find(docs, "Deployment") if d["metadata"]["name"].endswith("locust-master")]
+    (container,) = masters[0]["spec"]["template"]["spec"]["containers"]
+    assert {"name": "locust-web", "containerPort": 8089, "protocol": "TCP"} in container["ports"]
+    host = container["args"][container["args"].index("--host") + 1]
+    assert host == f"http://ssd300-triton.{NAMESPACE}.svc:8000"
+    assert container["image"] == "ssd300-triton-loadtest:0.1.0"
+
+
+# --- NOTES -------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("service_type", "hint"),
+    [("ClusterIP", "port-forward svc/"), ("NodePort", ".nodePort}"), ("LoadBalancer", ".status.loadBalancer.ingress")],
+)
+def test_notes_print_the_next_commands_for_the_service_type(service_type, hint):
+    notes = render({"service": {"type": service_type}})["ssd300-triton/templates/NOTES.txt"]
+    assert hint in notes
+    assert "rollout status deployment/" in notes
+    assert "/v2/models/ssd300_detector/ready" in notes
+
+
+# --- bad values fail with readable messages -------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("values", "message"),
+    [
+        ({"replicaCount": -1}, "at '/replicaCount': minimum: got -1, want 0"),
+        ({"image": {"repository": ""}}, "at '/image/repository': minLength: got 0, want 1"),
+        (
+            {"terminationGracePeriodSeconds": 20},
+            "terminationGracePeriodSeconds (20) must exceed preStopSleepSeconds (10)"
+            " + server.exitTimeoutSeconds (30) = 40",
+        ),
+        ({"modelRepository": {"source": "pvc"}}, "modelRepository.pvc.claimName must be set"),
+        ({"modelRepository": {"source": "objectStorage"}}, "modelRepository.objectStorage.uri must be set"),
+        (
+            {"autoscaling": {"enabled": True, "minReplicas": 5, "maxReplicas": 2}},
+            "autoscaling.minReplicas (5) must not exceed autoscaling.maxReplicas (2)",
+        ),
+        ({"pdb": {"minAvailable": 1}}, "set exactly one of pdb.minAvailable and pdb.maxUnavailable"),
+        ({"adminApi": {"restrictedApis": ["model-repo"]}}, "at '/adminApi/restrictedApis/0'"),
+        ({"loadTest": {"mode": "batch"}}, "at '/loadTest/mode'"),
+        ({"servr": {}}, "additional properties 'servr' not allowed"),
+    ],
+    ids=[
+        "negative-replicas", "no-image", "short-grace", "pvc-without-claim", "bucket-without-uri",
+        "hpa-min-above-max", "pdb-both", "unknown-api", "unknown-mode", "typo-key",
+    ],
+)
+def test_bad_values_fail_with_a_readable_message(values, message):
+    assert message in render_error(values)
+
+
+def test_all_cross_field_problems_are_reported_at_once():
+    error = render_error({"terminationGracePeriodSeconds": 5, "modelRepository": {"source": "pvc"}})
+    assert "terminationGracePeriodSeconds (5)" in error and "pvc.claimName" in error
+
+
+def test_templates_still_refuse_a_missing_image_without_the_schema(tmp_path):
+    # `helm template --skip-schema-validation` (and Helm's lint mode) bypass values.schema.json.
+    unchecked = tmp_path / "chart"
+    shutil.copytree(CHART, unchecked, ignore=shutil.ignore_patterns("values.schema.json"))
+    with helm.Chart.load(unchecked) as chart, pytest.raises(helm.HelmError, match="image.repository must be set"):
+        chart.render({"image": {"repository": ""}}, name=RELEASE, namespace=NAMESPACE)
+
+
+# --- the image agrees with the chart ----------------------------------------------------------
+
+
+def test_image_default_command_is_the_chart_default_args(default_docs):
+    (cmd,) = dockerfile_instructions("CMD", "serve")
+    assert json.loads(cmd) == server_container(default_docs)["args"]
+
+
+def test_image_builds_both_stages_from_one_ngc_release():
+    froms = dockerfile_instructions("FROM")
+    release = re.search(r"^ARG NGC_RELEASE=(\S+)$", DOCKERFILE.read_text(), re.M).group(1)
+    assert release == "24.10"  # tritonserver 2.51, PyTorch 2.5 / CUDA 12.6
+    assert "nvcr.io/nvidia/pytorch:${NGC_RELEASE}-py3 AS export" in froms
+    assert "nvcr.io/nvidia/tritonserver:${NGC_RELEASE}-py3 AS serve" in froms
+    assert re.search(r"^ARG WEIGHTS=nvidia$", DOCKERFILE.read_text(), re.M)
+    assert re.search(r'--index-url "\$\{TORCH_INDEX_URL\}"', DOCKERFILE.read_text())
+    assert "ARG TORCH_VERSION=2.5.1" in DOCKERFILE.read_text()
+
+
+def test_image_layout_and_user_match_the_chart(default_docs):
+    values = values_file(CHART / "values.yaml")
+    copies = dockerfile_instructions("COPY", "serve")
+    assert f"--from=export /src/model_repository {values['modelRepository']['imagePath']}" in copies
+    (user,) = dockerfile_instructions("USER", "serve")
+    pod = server_deployment(default_docs)["spec"]["template"]["spec"]
+    assert user == f"{pod['securityContext']['runAsUser']}:{pod['securityContext']['runAsGroup']}"
+    (exposed,) = dockerfile_instructions("EXPOSE", "serve")
+    assert sorted(map(int, exposed.split())) == sorted(values["server"]["ports"].values())
+    (entrypoint,) = dockerfile_instructions("ENTRYPOINT", "serve")
+    assert json.loads(entrypoint)[-1] == "/opt/ssd300/entrypoint.sh"
+    assert any(c.endswith("deploy/entrypoint.sh /opt/ssd300/entrypoint.sh") for c in copies)
+
+
+def test_loadtest_image_ships_the_locustfile_the_chart_runs():
+    values = values_file(CHART / "values.yaml")
+    text = DOCKERFILE.read_text()
+    assert "FROM python:3.11-slim AS loadtest" in text
+    assert "WORKDIR /opt/ssd300" in text and "COPY load_tests/ load_tests/" in text
+    assert values["loadTest"]["locustfile"] == "/opt/ssd300/load_tests/locustfile.py"
+
+
+# --- the entrypoint ------------------------------------------------------------------------------
+
+
+@pytest.fixture
+def fake_tritonserver(tmp_path) -> Path:
+    """A `tritonserver` on PATH that records its arguments and environment, one per line."""
+    record = tmp_path / "record.txt"
+    script = tmp_path / "bin" / "tritonserver"
+    script.parent.mkdir()
+    script.write_text(f'#!/bin/sh\nprintf "%s\\n" "$@" > {record}\necho "KEYENV=${{TRITON_ADMIN_KEY:-}}" >> {record}\n')
+    script.chmod(0o755)
+    return record
+
+
+def run_entrypoint(record: Path, env: dict[str, str], *args: str) -> subprocess.CompletedProcess:
+    path = f"{record.parent / 'bin'}:{os.environ['PATH']}"
+    return subprocess.run(
+        ["sh", str(ENTRYPOINT), *args], env={"PATH": path, **env}, capture_output=True, text=True, timeout=10
+    )
+
+
+def test_entrypoint_appends_restricted_api_flags_from_the_environment(fake_tritonserver):
+    done = run_entrypoint(fake_tritonserver, {"TRITON_ADMIN_KEY": "s3cret"}, "--model-control-mode=none")
+    assert done.returncode == 0, done.stderr
+    lines = fake_tritonserver.read_text().splitlines()
+    assert lines == [
+        "--model-control-mode=none",
+        "--http-restricted-api=model-repository,shared-memory,logging,trace:admin-key=s3cret",
+        "--grpc-restricted-protocol=model-repository,shared-memory,logging,trace:admin-key=s3cret",
+        "KEYENV=",  # the server and its Python stubs do not inherit the key
+    ]
+
+
+def test_entrypoint_without_a_key_locks_admin_apis_with_a_throwaway_one(fake_tritonserver):
+    done = run_entrypoint(fake_tritonserver, {})
+    assert done.returncode == 0 and "TRITON_ADMIN_KEY is not set" in done.stderr
+    http_flag = fake_tritonserver.read_text().splitlines()[0]
+    apis = "model-repository,shared-memory,logging,trace"
+    assert re.fullmatch(rf"--http-restricted-api={apis}:admin-key=[0-9a-f]{{48}}", http_flag)
+
+
+@pytest.mark.parametrize(
+    ("env", "message"),
+    [
+        ({"TRITON_ADMIN_HEADER": "admin:key"}, "TRITON_ADMIN_HEADER must be"),
+        ({"TRITON_ADMIN_KEY": "a=b"}, "TRITON_ADMIN_KEY may only hold"),
+        ({"TRITON_RESTRICTED_APIS": "trace;logging"}, "TRITON_RESTRICTED_APIS must be"),
+    ],
+)
+def test_entrypoint_refuses_values_that_would_split_the_flag(fake_tritonserver, env, message):
+    done = run_entrypoint(fake_tritonserver, env)
+    assert done.returncode == 64 and message in done.stderr
+    assert not fake_tritonserver.exists()
+
+
+def test_chart_passes_the_entrypoint_its_settings(default_docs):
+    env = {e["name"]: e for e in server_container(default_docs)["env"]}
+    assert env["TRITON_ADMIN_KEY"]["valueFrom"]["secretKeyRef"] == {"name": "ssd300-triton-admin", "key": "admin-key"}
+    assert env["TRITON_ADMIN_HEADER"]["value"] == "admin-key"
+    assert env["TRITON_RESTRICTED_APIS"]["value"] == "model-repository,shared-memory,logging,trace"
+    assert only(default_docs, "Secret")["metadata"]["name"] == "ssd300-triton-admin"
+
+
+# --- the real server accepts the image's flags ------------------------------------------------------
+
+
+def free_ports(count: int) -> list[int]:
+    sockets = [socket.socket() for _ in range(count)]
+    for s in sockets:
+        s.bind(("127.0.0.1", 0))
+    ports = [s.getsockname()[1] for s in sockets]
+    for s in sockets:
+        s.close()
+    return ports
+
+
+def http_status(url: str, headers: dict[str, str] | None = None, method: str = "GET") -> int:
+    request = urllib.request.Request(url, headers=headers or {}, method=method)
+    try:
+        with urllib.request.urlopen(request, timeout=5) as response:
+            return response.status
+    except urllib.error.HTTPError as error:
+        return error.code
+    except urllib.error.URLError:  # not listening yet
+        return 0
+
+
+def swap_flags(args: list[str], values: dict[str, str]) -> list[str]:
+    """Replace the value of each `--name=value` argument named in `values`."""
+    swapped = []
+    for arg in args:
+        name = arg.split("=", 1)[0]
+        swapped.append(f"{name}={values[name]}" if name in values else arg)
+    return swapped
+
+
+def test_embedded_tritonserver_accepts_the_image_flags_and_enforces_the_key(tmp_path):
+    """The image's CMD (repository and ports swapped for local ones) through the entrypoint,
+    on the PyPI build of the same tritonserver 2.51, with no models and no GPU."""
+    pytriton = pytest.importorskip("pytriton", reason="nvidia-pytriton ships the embedded tritonserver")
+    server_dir = Path(pytriton.__file__).parent / "tritonserver"
+    http, grpc, metrics = free_ports(3)
+    replaced = {
+        "--model-repository": str(tmp_path / "empty_repository"),
+        "--http-port": str(http), "--grpc-port": str(grpc), "--metrics-port": str(metrics),
+    }
+    (cmd,) = dockerfile_instructions("CMD", "serve")
+    args = swap_flags(json.loads(cmd), replaced)
+    args += ["--http-address=127.0.0.1", "--grpc-address=127.0.0.1", f"--backend-directory={server_dir / 'backends'}"]
+    (tmp_path / "empty_repository").mkdir()
+    env = {
+        **os.environ,
+        "PATH": f"{server_dir / 'bin'}:{os.environ['PATH']}",
+        "LD_LIBRARY_PATH": f"{sysconfig.get_config_var('LIBDIR')}:{server_dir.parent.parent / 'nvidia_pytriton.libs'}",
+        "TRITON_ADMIN_KEY": "s3cret",
+    }
+    log = tmp_path / "server.log"
+    with log.open("w") as sink:
+        server = subprocess.Popen(["sh", str(ENTRYPOINT), *args], env=env, stdout=sink, stderr=subprocess.STDOUT)
+    try:
+        base = f"http://127.0.0.1:{http}"
+        deadline = time.monotonic() + 30
+        while server.poll() is None and http_status(f"{base}/v2/health/live") != 200:
+            assert time.monotonic() < deadline, log.read_text()
+            time.sleep(0.2)
+        assert server.poll() is None, f"tritonserver refused the flags:\n{log.read_text()}"
+
+        assert http_status(f"{base}/v2/repository/index", method="POST") == 403
+        assert http_status(f"{base}/v2/repository/index", {"admin-key": "wrong"}, method="POST") == 403
+        assert http_status(f"{base}/v2/repository/index", {"admin-key": "s3cret"}, method="POST") == 200
+        assert http_status(f"{base}/v2/health/ready") == 200  # health stays open for probes
+
+        import tritonclient.grpc as grpcclient
+
+        # Over gRPC tritonserver 2.51 expects the header name with a fixed prefix.
+        with grpcclient.InferenceServerClient(f"127.0.0.1:{grpc}") as client:
+            for headers in (None, {"admin-key": "s3cret"}):
+                with pytest.raises(grpcclient.InferenceServerException, match="triton-grpc-protocol-admin-key"):
+                    client.get_model_repository_index(headers=headers)
+            client.get_model_repository_index(headers={"triton-grpc-protocol-admin-key": "s3cret"})
+    finally:
+        server.send_signal(signal.SIGTERM)
+        try:
+            server.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            server.kill()
+            server.wait()

@@ -1,0 +1,80 @@
+"""The exported TorchScript model: same numbers as eager, dynamic batch, decode as the reference."""
+
+from __future__ import annotations
+
+import json
+import warnings
+
+import pytest
+import torch
+from torch.testing import assert_close
+
+from ssd300_build.default_boxes import dboxes300_coco
+from ssd300_build.detector import SSD300Detector
+from ssd300_build.export import METADATA_FILE, read_metadata
+from ssd300_build.reference import decode_batch
+
+
+def photo_batch(sample_paths, size):
+    """``size`` real-looking uint8 images: the sample photos, then mirrored and shifted copies."""
+    from ssd300_client.imaging import decode_image, resize_for_model
+
+    photos = [torch.from_numpy(resize_for_model(decode_image(p.read_bytes()))) for p in sample_paths]
+    variants = photos + [p.flip(1) for p in photos] + [p.roll(37, dims=0) for p in photos]
+    return torch.stack(variants[:size])
+
+
+@pytest.fixture(scope="module")
+def scripted(built_repository):
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", FutureWarning)
+        return torch.jit.load(str(built_repository / "ssd300" / "1" / "model.pt"))
+
+
+@pytest.mark.parametrize("batch", [1, 5])
+def test_torchscript_matches_eager_for_any_batch_size(scripted, random_network, sample_paths, batch):
+    images = photo_batch(sample_paths, batch)
+    eager = SSD300Detector(random_network[0]).eval()
+    with torch.no_grad():
+        eager_boxes, eager_scores = eager(images)
+        boxes, scores = scripted(images)
+    assert boxes.shape == (batch, 8732, 4) and scores.shape == (batch, 80, 8732)
+    assert_close(boxes, eager_boxes, rtol=0, atol=1e-4)
+    assert_close(scores, eager_scores, rtol=0, atol=1e-4)
+
+
+def test_graph_decode_matches_the_reference_decode_of_raw_outputs(scripted, random_network, sample_paths):
+    """The reference decodes ploc/plabel itself (DESIGN §3); the exported graph must agree."""
+    network = random_network[0]
+    images = photo_batch(sample_paths, 2)
+    detector = SSD300Detector(network).eval()
+    with torch.no_grad():
+        ploc, plabel = network(detector.normalize(images))
+        boxes, scores = scripted(images)
+    reference = decode_batch(ploc, plabel, dboxes300_coco(), max_output=5)
+    for image, expected in enumerate(reference):
+        for box, score, label in zip(expected.boxes, expected.scores, expected.labels):
+            anchors = (scores[image, label - 1] == score).nonzero().flatten()
+            assert any(torch.allclose(boxes[image, a], box, atol=1e-5) for a in anchors)
+
+
+def test_model_carries_its_weights_metadata(built_repository):
+    metadata = read_metadata(built_repository)
+    assert metadata["weights"] == "random" and metadata["torch_version"] == torch.__version__
+    extra = {METADATA_FILE: ""}
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", FutureWarning)
+        torch.jit.load(str(built_repository / "ssd300" / "1" / "model.pt"), _extra_files=extra)
+    assert json.loads(extra[METADATA_FILE]) == metadata
+
+
+def test_calibrated_random_weights_behave_like_a_trained_model(scripted, sample_paths):
+    """DESIGN §7: scores spread out instead of saturating, boxes of sane size."""
+    with torch.no_grad():
+        boxes, scores = scripted(photo_batch(sample_paths, 4))
+    assert torch.isfinite(boxes).all() and boxes.abs().max() < 5
+    candidates = [image_scores[image_scores > 0.05] for image_scores in scores]
+    # most photos give enough candidates for 200 detections (one may be quiet, like a real model)
+    assert sum(len(above) > 200 for above in candidates) >= len(candidates) - 1
+    for above in candidates:
+        assert (above < 0.95).float().mean() > 0.9  # mostly not saturated
