@@ -25,6 +25,7 @@ import urllib.error
 import urllib.request
 from pathlib import Path
 
+import dockerfile
 import helm_python as helm
 import jsonschema
 import kubernetes_validate
@@ -114,12 +115,20 @@ def model_configs() -> dict[str, model_config_pb2.ModelConfig]:
     return configs
 
 
-def dockerfile_instructions(keyword: str, stage: str | None = None) -> list[str]:
-    """Arguments of every `KEYWORD …` in the Dockerfile (or in one stage), continuations joined."""
-    text = re.sub(r"\\\n\s*", " ", DOCKERFILE.read_text())
-    if stage:
-        text = text.split(f" AS {stage}\n", 1)[1].split("\nFROM ", 1)[0]
-    return [line.split(None, 1)[1] for line in text.splitlines() if line.startswith(keyword + " ")]
+def dockerfile_stage(stage: str) -> list[dockerfile.Command]:
+    """Instructions of one build stage, parsed by BuildKit's own Dockerfile parser."""
+    stages: dict[str | None, list[dockerfile.Command]] = {None: []}
+    current = None
+    for command in dockerfile.parse_file(str(DOCKERFILE)):
+        if command.cmd.upper() == "FROM":
+            current = command.value[-1]  # FROM <image> AS <stage>
+            stages[current] = []
+        stages[current].append(command)
+    return stages[stage]
+
+
+def instructions(stage: str, keyword: str) -> list[dockerfile.Command]:
+    return [c for c in dockerfile_stage(stage) if c.cmd.upper() == keyword]
 
 
 def render_error(values: dict) -> str:
@@ -493,41 +502,60 @@ def test_templates_still_refuse_a_missing_image_without_the_schema(tmp_path):
 
 
 def test_image_default_command_is_the_chart_default_args(default_docs):
-    (cmd,) = dockerfile_instructions("CMD", "serve")
-    assert json.loads(cmd) == server_container(default_docs)["args"]
+    (cmd,) = instructions("serve", "CMD")
+    assert list(cmd.value) == server_container(default_docs)["args"]
+
+
+def test_image_entrypoint_and_command_are_exec_form():
+    # Exec form: no shell in between, so SIGTERM reaches tritonserver and starts its exit timeout.
+    for keyword in ("ENTRYPOINT", "CMD"):
+        (command,) = instructions("serve", keyword)
+        assert command.json, f"{keyword} must be a JSON array"
+    (entrypoint,) = instructions("serve", "ENTRYPOINT")
+    assert entrypoint.value == ("/opt/nvidia/nvidia_entrypoint.sh", "/opt/ssd300/entrypoint.sh")
+    assert re.search(r'^exec tritonserver "\$@"', ENTRYPOINT.read_text(), re.M)  # the script exits into the server
 
 
 def test_image_builds_both_stages_from_one_ngc_release():
-    froms = dockerfile_instructions("FROM")
-    release = re.search(r"^ARG NGC_RELEASE=(\S+)$", DOCKERFILE.read_text(), re.M).group(1)
+    (release,) = [c.value[0].split("=")[1] for c in dockerfile_stage(None) if c.cmd.upper() == "ARG"]
     assert release == "24.10"  # tritonserver 2.51, PyTorch 2.5 / CUDA 12.6
-    assert "nvcr.io/nvidia/pytorch:${NGC_RELEASE}-py3 AS export" in froms
-    assert "nvcr.io/nvidia/tritonserver:${NGC_RELEASE}-py3 AS serve" in froms
-    assert re.search(r"^ARG WEIGHTS=nvidia$", DOCKERFILE.read_text(), re.M)
-    assert re.search(r'--index-url "\$\{TORCH_INDEX_URL\}"', DOCKERFILE.read_text())
-    assert "ARG TORCH_VERSION=2.5.1" in DOCKERFILE.read_text()
+    (export_from,) = instructions("export", "FROM")
+    (serve_from,) = instructions("serve", "FROM")
+    assert export_from.value[0] == "nvcr.io/nvidia/pytorch:${NGC_RELEASE}-py3"
+    assert serve_from.value[0] == "nvcr.io/nvidia/tritonserver:${NGC_RELEASE}-py3"
+    build_args = {c.value[0].split("=")[0]: c.value[0].split("=", 1)[1] for c in instructions("export", "ARG")}
+    assert build_args["WEIGHTS"] == "nvidia"
+    torch_args = {c.value[0].split("=")[0]: c.value[0].split("=", 1)[1] for c in instructions("serve", "ARG")}
+    assert torch_args == {
+        "TORCH_VERSION": "2.5.1",  # PyTorch 2.5, as in the 24.10 release
+        "TORCHVISION_VERSION": "0.20.1",  # its torchvision
+        "TORCH_INDEX_URL": "https://download.pytorch.org/whl/cu124",  # CUDA 12 wheels
+    }
 
 
 def test_image_layout_and_user_match_the_chart(default_docs):
     values = values_file(CHART / "values.yaml")
-    copies = dockerfile_instructions("COPY", "serve")
-    assert f"--from=export /src/model_repository {values['modelRepository']['imagePath']}" in copies
-    (user,) = dockerfile_instructions("USER", "serve")
+    copies = {c.value: c.flags for c in instructions("serve", "COPY")}
+    assert copies[("/src/model_repository", values["modelRepository"]["imagePath"])] == ("--from=export",)
+    assert ("deploy/entrypoint.sh", "/opt/ssd300/entrypoint.sh") in copies
+    (user,) = instructions("serve", "USER")
     pod = server_deployment(default_docs)["spec"]["template"]["spec"]
-    assert user == f"{pod['securityContext']['runAsUser']}:{pod['securityContext']['runAsGroup']}"
-    (exposed,) = dockerfile_instructions("EXPOSE", "serve")
-    assert sorted(map(int, exposed.split())) == sorted(values["server"]["ports"].values())
-    (entrypoint,) = dockerfile_instructions("ENTRYPOINT", "serve")
-    assert json.loads(entrypoint)[-1] == "/opt/ssd300/entrypoint.sh"
-    assert any(c.endswith("deploy/entrypoint.sh /opt/ssd300/entrypoint.sh") for c in copies)
+    assert user.value == (f"{pod['securityContext']['runAsUser']}:{pod['securityContext']['runAsGroup']}",)
+    (exposed,) = instructions("serve", "EXPOSE")
+    assert sorted(map(int, exposed.value)) == sorted(values["server"]["ports"].values())
 
 
-def test_loadtest_image_ships_the_locustfile_the_chart_runs():
+def test_loadtest_image_ships_the_locustfile_and_the_pinned_locust():
     values = values_file(CHART / "values.yaml")
-    text = DOCKERFILE.read_text()
-    assert "FROM python:3.11-slim AS loadtest" in text
-    assert "WORKDIR /opt/ssd300" in text and "COPY load_tests/ load_tests/" in text
-    assert values["loadTest"]["locustfile"] == "/opt/ssd300/load_tests/locustfile.py"
+    (workdir,) = instructions("loadtest", "WORKDIR")
+    copies = [c.value for c in instructions("loadtest", "COPY")]
+    assert ("load_tests/", "load_tests/") in copies
+    assert values["loadTest"]["locustfile"] == f"{workdir.value[0]}/load_tests/locustfile.py"
+    # The image installs the requirements.txt lines its grep selects: Locust and the client must be among them.
+    install = next(c.value[0] for c in instructions("loadtest", "RUN") if "grep -E" in c.value[0])
+    pattern = re.search(r"grep -E '([^']+)'", install).group(1)
+    pinned = [line for line in (REPO / "requirements.txt").read_text().splitlines() if re.search(pattern, line)]
+    assert {line.split("==")[0] for line in pinned} >= {"locust", "gevent", "tritonclient[all]", "numpy", "pillow"}
 
 
 # --- the entrypoint ------------------------------------------------------------------------------
@@ -636,8 +664,8 @@ def test_embedded_tritonserver_accepts_the_image_flags_and_enforces_the_key(tmp_
         "--model-repository": str(tmp_path / "empty_repository"),
         "--http-port": str(http), "--grpc-port": str(grpc), "--metrics-port": str(metrics),
     }
-    (cmd,) = dockerfile_instructions("CMD", "serve")
-    args = swap_flags(json.loads(cmd), replaced)
+    (cmd,) = instructions("serve", "CMD")
+    args = swap_flags(list(cmd.value), replaced)
     args += ["--http-address=127.0.0.1", "--grpc-address=127.0.0.1", f"--backend-directory={server_dir / 'backends'}"]
     (tmp_path / "empty_repository").mkdir()
     env = {

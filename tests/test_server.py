@@ -1,0 +1,171 @@
+"""The model repository served by a real tritonserver (the embedded one, CPU variants)."""
+
+from __future__ import annotations
+
+import base64
+import json
+import urllib.error
+import urllib.request
+from concurrent.futures import ThreadPoolExecutor
+
+import numpy as np
+import pytest
+import torch
+import tritonclient.grpc as grpcclient
+from torch.testing import assert_close
+from tritonclient.utils import InferenceServerException
+
+from ssd300_build.default_boxes import dboxes300_coco
+from ssd300_build.detector import SSD300Detector
+from ssd300_build.reference import decode_batch
+
+from .test_export import photo_batch
+from .test_postprocess import as_set
+
+MODELS = ("ssd300", "ssd300_postprocess", "ssd300_detector", "ssd300_image", "ssd300_image_preprocess", "ssd300_image_postprocess")
+OUTPUTS = ("detection_boxes", "detection_scores", "detection_classes", "num_detections")
+
+
+@pytest.fixture(scope="module")
+def grpc(triton_server):
+    client = grpcclient.InferenceServerClient(triton_server.grpc_url)
+    yield client
+    client.close()
+
+
+def infer_images(client, images: np.ndarray, model="ssd300_detector"):
+    tensor = grpcclient.InferInput("images", list(images.shape), "UINT8")
+    tensor.set_data_from_numpy(images)
+    result = client.infer(model, [tensor])
+    return {name: result.as_numpy(name) for name in OUTPUTS}
+
+
+def http_json(server, path, body=None):
+    request = urllib.request.Request(
+        f"http://{server.http_url}{path}",
+        data=None if body is None else json.dumps(body).encode(),
+        headers={"Content-Type": "application/json"},
+    )
+    try:
+        with urllib.request.urlopen(request, timeout=60) as response:
+            return response.status, json.loads(response.read() or b"{}")
+    except urllib.error.HTTPError as error:
+        return error.code, json.loads(error.read() or b"{}")
+
+
+@pytest.mark.parametrize("model", MODELS)
+def test_every_model_is_ready(triton_server, model):
+    assert triton_server.is_model_ready(model)
+
+
+def test_server_reports_the_weights_the_model_was_built_with(grpc):
+    parameters = grpc.get_model_config("ssd300", as_json=True)["config"]["parameters"]
+    assert parameters["weights"]["string_value"] == "random"
+
+
+def test_plain_json_over_http_works_without_a_client_library(triton_server, sample_paths):
+    """What `curl -d @request.json …/v2/models/ssd300_detector/infer` sends."""
+    image = photo_batch(sample_paths, 1).numpy()
+    body = {"inputs": [{"name": "images", "shape": list(image.shape), "datatype": "UINT8", "data": image.flatten().tolist()}]}
+    status, reply = http_json(triton_server, "/v2/models/ssd300_detector/infer", body)
+    assert status == 200
+    outputs = {o["name"]: o for o in reply["outputs"]}
+    assert outputs["detection_boxes"]["shape"] == [1, 200, 4]
+    assert outputs["num_detections"]["data"][0] > 0
+
+
+def test_image_ensemble_accepts_base64_in_json(triton_server, sample_paths):
+    encoded = base64.b64encode(sample_paths[0].read_bytes()).decode()
+    body = {"inputs": [{"name": "encoded_image", "shape": [1, 1], "datatype": "BYTES", "data": [encoded]}]}
+    status, reply = http_json(triton_server, "/v2/models/ssd300_image/infer", body)
+    assert status == 200
+    sizes = {o["name"]: o["data"] for o in reply["outputs"]}["image_size"]
+    assert sizes == [512, 512]
+
+
+def test_detector_equals_the_in_process_reference(grpc, random_network, sample_paths):
+    """Eager model + per-class greedy NMS (DESIGN §3, criteria 0.45, 200 detections) in-process
+    versus the ensemble; compared as sets so ties in score order cannot flake."""
+    images = photo_batch(sample_paths, 6)
+    served = infer_images(grpc, images.numpy())
+    network = random_network[0]
+    detector = SSD300Detector(network).eval()
+    with torch.no_grad():
+        ploc, plabel = network(detector.normalize(images))
+    for image, reference in enumerate(decode_batch(ploc, plabel, dboxes300_coco())):
+        n = int(served["num_detections"][image, 0])
+        assert n == len(reference.scores)
+        boxes = torch.from_numpy(served["detection_boxes"][image, :n])
+        scores = torch.from_numpy(served["detection_scores"][image, :n])
+        labels = torch.from_numpy(served["detection_classes"][image, :n])
+        assert_close(scores, reference.scores, rtol=0, atol=1e-5)
+        assert as_set(boxes, scores, labels) == as_set(reference.boxes, reference.scores, reference.labels)
+        assert (served["detection_classes"][image, n:] == 0).all()
+
+
+def test_image_ensemble_gives_the_tensor_paths_detections_in_pixels(grpc, sample_paths):
+    from ssd300_client.imaging import decode_image, resize_for_model
+
+    path = sample_paths[2]  # coffee.jpg, 600 x 400
+    decoded = decode_image(path.read_bytes())
+    tensor_path = infer_images(grpc, resize_for_model(decoded)[None])
+    encoded = grpcclient.InferInput("encoded_image", [1, 1], "BYTES")
+    encoded.set_data_from_numpy(np.array([[path.read_bytes()]], dtype=object))
+    result = grpc.infer("ssd300_image", [encoded])
+    assert result.as_numpy("image_size").tolist() == [[400, 600]]
+    n = int(tensor_path["num_detections"][0, 0])
+    assert int(result.as_numpy("num_detections")[0, 0]) == n
+    np.testing.assert_array_equal(result.as_numpy("detection_classes"), tensor_path["detection_classes"])
+    np.testing.assert_allclose(result.as_numpy("detection_scores"), tensor_path["detection_scores"], atol=1e-6)
+    expected = tensor_path["detection_boxes"][0, :n] * np.array([600, 400, 600, 400], dtype=np.float32)
+    expected = np.clip(expected, 0, [600, 400, 600, 400])
+    np.testing.assert_allclose(result.as_numpy("detection_boxes")[0, :n], expected, atol=1e-3)
+
+
+def test_dynamic_batching_groups_concurrent_requests(grpc, triton_server, sample_paths):
+    def statistics():
+        stats = grpc.get_inference_statistics("ssd300", as_json=True)["model_stats"][0]
+        return int(stats.get("inference_count", 0)), int(stats.get("execution_count", 0))
+
+    inferences_before, executions_before = statistics()
+    image = photo_batch(sample_paths, 1).numpy()
+
+    def one_request(_):
+        client = grpcclient.InferenceServerClient(triton_server.grpc_url)
+        try:
+            return infer_images(client, image)["num_detections"][0, 0]
+        finally:
+            client.close()
+
+    with ThreadPoolExecutor(max_workers=8) as pool:
+        list(pool.map(one_request, range(16)))
+    inferences, executions = statistics()
+    assert inferences - inferences_before == 16
+    assert executions - executions_before < 16
+
+
+@pytest.mark.parametrize(
+    "shape, datatype, message",
+    [
+        ([1, 300, 300, 3], "FP32", r"data-type is 'FP32', but model 'ssd300_detector' expects 'UINT8'"),
+        ([1, 224, 224, 3], "UINT8", r"unexpected shape .*\[1,224,224,3\]"),
+        ([1, 300, 300], "UINT8", "unexpected shape"),
+        ([65, 300, 300, 3], "UINT8", "batch-size must be <= 64 for .ssd300_detector."),
+    ],
+)
+def test_malformed_input_is_refused_with_invalid_arg_and_the_server_carries_on(grpc, sample_paths, shape, datatype, message):
+    dtype = np.float32 if datatype == "FP32" else np.uint8
+    tensor = grpcclient.InferInput("images", shape, datatype)
+    tensor.set_data_from_numpy(np.zeros(shape, dtype=dtype))
+    with pytest.raises(InferenceServerException, match=message) as error:
+        grpc.infer("ssd300_detector", [tensor])
+    assert error.value.status() == "StatusCode.INVALID_ARGUMENT"
+    assert infer_images(grpc, photo_batch(sample_paths, 1).numpy())["num_detections"][0, 0] > 0
+
+
+def test_undecodable_image_bytes_are_refused_with_a_message(grpc, sample_paths):
+    encoded = grpcclient.InferInput("encoded_image", [1, 1], "BYTES")
+    encoded.set_data_from_numpy(np.array([[b"GIF89a but not really"]], dtype=object))
+    with pytest.raises(InferenceServerException, match=r"encoded_image\[0\]: not an image file") as error:
+        grpc.infer("ssd300_image", [encoded])
+    assert error.value.status() == "StatusCode.INVALID_ARGUMENT"
