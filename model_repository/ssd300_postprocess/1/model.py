@@ -1,7 +1,9 @@
 """ssd300_postprocess: decoded boxes and class probabilities → at most 200 detections per image.
 
-All requests of a call are selected in one batched pass (detection_selection.py); thresholds
-come from the model config's parameters.
+Thresholds come from the model config's parameters; a request may override them with request
+parameters of the same names (they pass through the ensembles), e.g. the COCO evaluation's
+``nms_iou_threshold: 0.5``. Requests sharing the same settings are selected in one batched pass
+(detection_selection.py).
 """
 
 import json
@@ -14,48 +16,84 @@ from detection_selection import select_detections
 
 # In the order select_detections returns them.
 OUTPUT_NAMES = ("detection_boxes", "detection_scores", "detection_classes", "num_detections")
-
-
-def _parameter(config, key, cast):
-    try:
-        return cast(config["parameters"][key]["string_value"])
-    except (KeyError, ValueError) as exc:
-        raise pb_utils.TritonModelException(f"ssd300_postprocess: parameter '{key}' missing or invalid") from exc
+# config / request parameter -> (select_detections argument, type)
+SETTINGS = {
+    "score_threshold": ("score_threshold", float),
+    "candidates_per_class": ("candidates_per_class", int),
+    "nms_iou_threshold": ("iou_threshold", float),
+    "max_detections": ("max_detections", int),
+}
 
 
 class TritonPythonModel:
     def initialize(self, args):
         config = json.loads(args["model_config"])
         self.rows = int(pb_utils.get_output_config_by_name(config, "detection_scores")["dims"][0])
-        self.options = {
-            "score_threshold": _parameter(config, "score_threshold", float),
-            "candidates_per_class": _parameter(config, "candidates_per_class", int),
-            "iou_threshold": _parameter(config, "nms_iou_threshold", float),
-            "max_detections": _parameter(config, "max_detections", int),
-        }
-        if not 0 < self.options["max_detections"] <= self.rows:
-            raise pb_utils.TritonModelException(
-                f"ssd300_postprocess: max_detections must be in 1..{self.rows} (the outputs' rows)"
-            )
+        self.anchors = int(pb_utils.get_input_config_by_name(config, "scores")["dims"][1])
+        configured = {key: value["string_value"] for key, value in config.get("parameters", {}).items()}
+        try:
+            self.defaults = self._validated({key: configured[key] for key in SETTINGS})
+        except (KeyError, ValueError) as exc:
+            raise pb_utils.TritonModelException(f"ssd300_postprocess config: {exc}") from exc
         gpu = args["model_instance_kind"] == "GPU"
         self.device = torch.device(f"cuda:{args['model_instance_device_id']}" if gpu else "cpu")
 
+    def _validated(self, values):
+        """Typed and range-checked settings; ValueError names the offending one."""
+        settings = {}
+        for key, value in values.items():
+            argument, cast = SETTINGS[key]
+            if isinstance(value, bool):
+                raise ValueError(f"{key} must be a number, got {value!r}")
+            try:
+                number = cast(value)
+            except (TypeError, ValueError):
+                raise ValueError(f"{key} must be {'an integer' if cast is int else 'a number'}, got {value!r}") from None
+            settings[argument] = number
+        limits = {
+            "score_threshold": (0.0, 1.0),
+            "iou_threshold": (0.0, 1.0),
+            "max_detections": (1, self.rows),
+            "candidates_per_class": (1, self.anchors),
+        }
+        for argument, (low, high) in limits.items():
+            if argument in settings and not low <= settings[argument] <= high:
+                name = next(key for key, (arg, _) in SETTINGS.items() if arg == argument)
+                raise ValueError(f"{name} must be within [{low}, {high}], got {settings[argument]}")
+        return settings
+
+    def _settings_for(self, request):
+        overrides = {k: v for k, v in json.loads(request.parameters() or "{}").items() if k in SETTINGS}
+        return tuple(sorted({**self.defaults, **self._validated(overrides)}.items()))
+
     def execute(self, requests):
+        responses = [None] * len(requests)
+        groups = {}
+        for index, request in enumerate(requests):
+            try:
+                groups.setdefault(self._settings_for(request), []).append(index)
+            except ValueError as exc:
+                error = pb_utils.TritonError(f"ssd300_postprocess: {exc}", pb_utils.TritonError.INVALID_ARG)
+                responses[index] = pb_utils.InferenceResponse(error=error)
+        for settings, indices in groups.items():
+            for index, response in zip(indices, self._select([requests[i] for i in indices], dict(settings))):
+                responses[index] = response
+        return responses
+
+    def _select(self, requests, settings):
         boxes = [self._input(request, "boxes") for request in requests]
         scores = [self._input(request, "scores") for request in requests]
         with torch.inference_mode():
-            outputs = select_detections(torch.cat(boxes), torch.cat(scores), **self.options)
-        responses = []
+            outputs = self._pad(select_detections(torch.cat(boxes), torch.cat(scores), **settings))
         start = 0
         for batch in boxes:
             stop = start + len(batch)
             tensors = [
                 pb_utils.Tensor.from_dlpack(name, to_dlpack(output[start:stop].contiguous()))
-                for name, output in zip(OUTPUT_NAMES, self._pad(outputs))
+                for name, output in zip(OUTPUT_NAMES, outputs)
             ]
-            responses.append(pb_utils.InferenceResponse(output_tensors=tensors))
+            yield pb_utils.InferenceResponse(output_tensors=tensors)
             start = stop
-        return responses
 
     def _input(self, request, name):
         return from_dlpack(pb_utils.get_input_tensor_by_name(request, name).to_dlpack()).to(self.device)
