@@ -120,3 +120,14 @@ def test_server_side_decode_uses_the_clients_imaging_module_verbatim():
     assert server_copy.read_bytes() == client_copy.read_bytes(), (
         "model_repository/ssd300_image_preprocess/1/imaging.py must be a copy of client/ssd300_client/imaging.py"
     )
+
+
+@pytest.mark.parametrize("variant", [None, "cpu"])
+def test_stamped_network_config_still_parses_and_names_its_weights(variant):
+    from ssd300_build.export import stamp_weights
+
+    path = REPOSITORY / "ssd300" / ("config.pbtxt" if variant is None else f"configs/{variant}.pbtxt")
+    stamped = stamp_weights(path.read_text(), {"weights": "nvidia", "sha256": "ab" * 32})
+    parameters = text_format.Parse(stamped, mc.ModelConfig()).parameters
+    assert parameters["weights"].string_value == "nvidia"
+    assert parameters["weights_sha256"].string_value == "ab" * 32

@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from .export import write_model
+from .export import stamp_config, write_model
 from .sources import DEFAULT_SEED, RANDOM_WEIGHTS_WARNING, load_network
 from .weights import CheckpointError
 
@@ -44,6 +44,12 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("--repository", type=Path, default=Path("model_repository"), help="model repository to write into (default: %(default)s)")
     parser.add_argument("--sha256", help="expected sha256 of the checkpoint file; refuse it on mismatch")
+    parser.add_argument(
+        "--stamp-config",
+        action="store_true",
+        help="also record the weights' source in ssd300/config.pbtxt (for serving images; the "
+        "embedded server stamps its own copy at start)",
+    )
     parser.add_argument("--seed", type=int, default=DEFAULT_SEED, help="seed for WEIGHTS=random (default: %(default)s)")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
@@ -56,6 +62,8 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     write_model(network, args.repository, metadata)
+    if args.stamp_config:
+        log.info("stamped %s", stamp_config(args.repository, metadata))
     if metadata["weights"] == "random":
         log.warning(RANDOM_WEIGHTS_WARNING)
     return 0

@@ -25,6 +25,8 @@ import urllib.error
 import urllib.request
 from pathlib import Path
 
+from .export import stamp_weights
+
 log = logging.getLogger(__name__)
 
 PUBLIC_MODELS = ("ssd300_detector", "ssd300_image")
@@ -72,17 +74,6 @@ def _runtime_tree(workdir: Path) -> tuple[Path, Path]:
             (python_backend / item.name).symlink_to(item)
     (python_backend / stub.name).symlink_to(stub)
     return source / "bin" / "tritonserver", workdir / "backends"
-
-
-def stamp_weights(config_text: str, metadata: dict | None) -> str:
-    """Append the model.pt provenance as config parameters clients can read (``weights``)."""
-    if not metadata:
-        return config_text
-    lines = [config_text.rstrip(), "# stamped at server start from 1/weights.json"]
-    for key, value in (("weights", metadata.get("weights")), ("weights_sha256", metadata.get("sha256"))):
-        if value:
-            lines.append(f'parameters {{ key: "{key}" value: {{ string_value: "{value}" }} }}')
-    return "\n".join(lines) + "\n"
 
 
 def _repository_view(repository: Path, workdir: Path, config_name: str) -> Path:

@@ -54,3 +54,21 @@ def read_metadata(repository: Path) -> dict | None:
     """The metadata of the built model, or None when no model has been built."""
     path = Path(repository) / MODEL_NAME / "1" / METADATA_FILE
     return json.loads(path.read_text()) if path.is_file() else None
+
+
+def stamp_weights(config_text: str, metadata: dict | None) -> str:
+    """Append the model.pt provenance as config parameters clients can read (``weights``)."""
+    if not metadata:
+        return config_text
+    lines = [config_text.rstrip(), "# stamped from 1/weights.json"]
+    for key, value in (("weights", metadata.get("weights")), ("weights_sha256", metadata.get("sha256"))):
+        if value:
+            lines.append(f'parameters {{ key: "{key}" value: {{ string_value: "{value}" }} }}')
+    return "\n".join(lines) + "\n"
+
+
+def stamp_config(repository: Path, metadata: dict) -> Path:
+    """Stamp the production ``ssd300/config.pbtxt`` (for images built once per checkpoint)."""
+    path = Path(repository) / MODEL_NAME / "config.pbtxt"
+    path.write_text(stamp_weights(path.read_text(), metadata))
+    return path
