@@ -20,7 +20,15 @@ PORTS := --http-port $(HTTP_PORT) --grpc-port $(GRPC_PORT) --metrics-port $(METR
 # own exit status in the pipeline.)
 PIP_QUIET := { grep -v -e "is ignored: it is neither a file nor a directory" || true; }
 
-.PHONY: help setup model serve demo test bench load clean
+# Serving image and chart (need Docker / a cluster; not used by the targets above).
+IMAGE ?= ssd300-triton
+TAG ?= 0.1.0
+REGISTRY ?= registry.example.com/vision
+NAMESPACE ?= ml
+# The image defaults to the NGC checkpoint, not `auto`: a serving image should never be random.
+IMAGE_WEIGHTS ?= nvidia
+
+.PHONY: help setup model serve demo test bench load eval clean image image-loadtest push deploy
 
 help:
 	@echo "make demo     build the model (WEIGHTS=auto), serve it, detect objects in sample images"
@@ -30,6 +38,8 @@ help:
 	@echo "make serve    run the embedded tritonserver on 127.0.0.1:$(HTTP_PORT)/$(GRPC_PORT)/$(METRICS_PORT)"
 	@echo "make bench    benchmark report into reports/bench/"
 	@echo "make load     Locust load test against the embedded server"
+	@echo "make image    build the serving image (Docker; IMAGE_WEIGHTS=nvidia)"
+	@echo "make deploy   helm upgrade --install the chart (REGISTRY=… NAMESPACE=…)"
 
 setup: $(STAMP)
 
@@ -51,8 +61,24 @@ $(MODEL): | $(STAMP)
 serve: setup $(MODEL)
 	$(PY) -m ssd300_build.embedded_server --repository $(REPOSITORY) $(PORTS)
 
+demo: setup $(MODEL)
+	$(PY) -m ssd300_build.demo --repository $(REPOSITORY) --out out/demo
+
 test: setup
 	$(PY) -m pytest -q -ra
 
 clean:
 	rm -rf reports out $(MODEL) $(REPOSITORY)/ssd300/1/weights.json
+
+image:
+	docker build -f deploy/Dockerfile --build-arg WEIGHTS=$(IMAGE_WEIGHTS) -t $(IMAGE):$(TAG) .
+
+image-loadtest:
+	docker build -f deploy/Dockerfile --target loadtest -t $(IMAGE)-loadtest:$(TAG) .
+
+push: image image-loadtest
+	for i in $(IMAGE) $(IMAGE)-loadtest; do docker tag $$i:$(TAG) $(REGISTRY)/$$i:$(TAG) && docker push $(REGISTRY)/$$i:$(TAG); done
+
+deploy:
+	helm upgrade --install ssd300-triton deploy/helm/ssd300-triton -n $(NAMESPACE) --create-namespace \
+	  --set image.repository=$(REGISTRY)/$(IMAGE) --set image.tag=$(TAG)

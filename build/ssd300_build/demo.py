@@ -1,0 +1,48 @@
+"""``make demo``: serve the built model on private ports, detect objects in the sample photos
+with the ``ssd300-detect`` CLI, and stop the server."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from pathlib import Path
+
+from .__main__ import SAMPLES_DIR
+from .embedded_server import EmbeddedServer, ServerError, free_port
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m ssd300_build.demo", description=__doc__)
+    parser.add_argument("--repository", type=Path, default=Path("model_repository"))
+    parser.add_argument("--images", type=Path, default=SAMPLES_DIR, help="folder of images (default: the sample photos)")
+    parser.add_argument("--out", type=Path, default=Path("out/demo"), help="where annotated images and JSON go")
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(message)s")
+    from ssd300_client import cli  # the client is what users run; the demo shows it
+
+    args.out.mkdir(parents=True, exist_ok=True)
+    # Free ports: the demo must not collide with a server someone already runs on 8000-8002.
+    server = EmbeddedServer(
+        args.repository,
+        http_port=free_port(),
+        grpc_port=free_port(),
+        metrics_port=free_port(),
+        log_path=args.out / "tritonserver.log",
+    )
+    print(f"starting tritonserver (log: {args.out / 'tritonserver.log'}) ...", flush=True)
+    try:
+        with server:
+            print(f"serving on gRPC {server.grpc_url}; running ssd300-detect on {args.images}/\n", flush=True)
+            code = cli.main(
+                [str(args.images), "--url", server.grpc_url, "--out", str(args.out), "--json", str(args.out / "detections.json"), "--print"]
+            )
+    except ServerError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    print(f"\nannotated images and detections.json are in {args.out}/")
+    return code
+
+
+if __name__ == "__main__":
+    sys.exit(main())
