@@ -131,3 +131,11 @@ def test_stamped_network_config_still_parses_and_names_its_weights(variant):
     parameters = text_format.Parse(stamped, mc.ModelConfig()).parameters
     assert parameters["weights"].string_value == "nvidia"
     assert parameters["weights_sha256"].string_value == "ab" * 32
+
+
+@pytest.mark.parametrize("variant", [None, "cpu"])
+def test_network_queue_is_bounded_and_refuses_explicitly(variant):
+    policy = load("ssd300", variant).dynamic_batching.default_queue_policy
+    assert policy.max_queue_size > 0
+    assert policy.timeout_action == mc.ModelQueuePolicy.REJECT
+    assert policy.default_timeout_microseconds > 0
