@@ -201,3 +201,20 @@ def test_out_of_range_request_parameters_are_refused(grpc, sample_paths, paramet
     with pytest.raises(InferenceServerException, match=message) as error:
         grpc.infer("ssd300_detector", [tensor], parameters=parameters)
     assert error.value.status() == "StatusCode.INVALID_ARGUMENT"
+
+
+@pytest.mark.parametrize("model", ["ssd300_detector", "ssd300_image"])
+@pytest.mark.parametrize("wanted", [["num_detections"], ["detection_scores", "detection_classes"], ["detection_boxes"]])
+def test_any_subset_of_outputs_can_be_requested(grpc, sample_paths, model, wanted):
+    if model == "ssd300_image":
+        tensor = grpcclient.InferInput("encoded_image", [1, 1], "BYTES")
+        tensor.set_data_from_numpy(np.array([[sample_paths[0].read_bytes()]], dtype=object))
+    else:
+        tensor = grpcclient.InferInput("images", [1, 300, 300, 3], "UINT8")
+        tensor.set_data_from_numpy(photo_batch(sample_paths, 1).numpy())
+    result = grpc.infer(model, [tensor], outputs=[grpcclient.InferRequestedOutput(name) for name in wanted])
+    assert {output.name for output in result.get_response().outputs} == set(wanted)
+
+
+def test_canary_health_check_passes_on_a_working_server(triton_server):
+    assert triton_server.health() == (True, "ok")

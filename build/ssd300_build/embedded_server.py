@@ -25,6 +25,7 @@ import urllib.error
 import urllib.request
 from pathlib import Path
 
+from . import health
 from .export import stamp_weights
 
 log = logging.getLogger(__name__)
@@ -194,13 +195,20 @@ class EmbeddedServer:
         except (urllib.error.URLError, OSError):
             return False
 
+    def health(self, *, timeout_s: float = 30.0) -> tuple[bool, str]:
+        """A canary inference through every Python model (model readiness misses dead stubs)."""
+        return health.check(self.http_url, timeout_s=timeout_s)
+
     def wait_until_ready(self, *, timeout_s: float) -> None:
         deadline = time.monotonic() + timeout_s
         while time.monotonic() < deadline:
             if self.process.poll() is not None:
                 raise ServerError(f"tritonserver exited with code {self.process.returncode} while starting{self._log_hint()}")
             if all(self.is_model_ready(model) for model in PUBLIC_MODELS):
-                return
+                healthy, reason = self.health(timeout_s=max(deadline - time.monotonic(), 1.0))
+                if healthy:
+                    return
+                raise ServerError(f"models loaded but the canary inference failed: {reason}{self._log_hint()}")
             time.sleep(0.5)
         raise ServerError(f"models not ready after {timeout_s:.0f} s{self._log_hint()}")
 
