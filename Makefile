@@ -38,6 +38,7 @@ help:
 	@echo "make serve    run the embedded tritonserver on 127.0.0.1:$(HTTP_PORT)/$(GRPC_PORT)/$(METRICS_PORT)"
 	@echo "make bench    benchmark report into reports/bench/"
 	@echo "make load     Locust load test against the embedded server"
+	@echo "make eval     COCO mAP through the running server (COCO=<dir> [LIMIT=N])"
 	@echo "make image    build the serving image (Docker; IMAGE_WEIGHTS=nvidia)"
 	@echo "make deploy   helm upgrade --install the chart (REGISTRY=… NAMESPACE=…)"
 
@@ -66,6 +67,12 @@ demo: setup $(MODEL)
 
 test: setup
 	$(PY) -m pytest -q -ra
+
+# COCO mAP through a running server (start one with `make serve`): COCO=<dir with val2017/ and
+# annotations/instances_val2017.json>, optionally LIMIT=<first N images>.
+eval: setup
+	@test -n "$(COCO)" || { echo "usage: make eval COCO=/path/to/coco [LIMIT=500]  (with \`make serve\` running)"; exit 2; }
+	$(PY) -m ssd300_client.evaluation --coco $(COCO) --url 127.0.0.1:$(GRPC_PORT) $(if $(LIMIT),--limit $(LIMIT))
 
 clean:
 	rm -rf reports out $(MODEL) $(REPOSITORY)/ssd300/1/weights.json

@@ -70,7 +70,9 @@ class AsyncConnection:
     async def infer(self, request: InferRequest) -> dict[str, np.ndarray]:
         inputs, outputs = build_tensors(self._module, request)
         with translated_errors(self.where, request.model):
-            result = await self._get_client().infer(request.model, inputs, outputs=outputs, **self._timeout_kwargs())
+            result = await self._get_client().infer(
+                request.model, inputs, outputs=outputs, parameters=request.parameters, **self._timeout_kwargs()
+            )
         return {name: result.as_numpy(name) for name in request.outputs}
 
     async def close(self) -> None:

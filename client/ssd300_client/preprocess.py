@@ -84,7 +84,9 @@ def _from_array(array: np.ndarray, *, name: str) -> Image.Image:
     if array.ndim == 2:
         array = array[:, :, None]
     if array.ndim != 3 or array.shape[2] not in _ARRAY_MODES:
-        raise ImageDecodeError(f"{name}: expected an array [H, W], [H, W, 1], [H, W, 3] or [H, W, 4], got {list(array.shape)}")
+        raise ImageDecodeError(
+            f"{name}: expected an array [H, W], [H, W, 1], [H, W, 3] or [H, W, 4], got {list(array.shape)}"
+        )
     mode = _ARRAY_MODES[array.shape[2]]
     return Image.fromarray(np.ascontiguousarray(array[:, :, 0] if mode == "L" else array), mode)
 

@@ -73,7 +73,9 @@ class Detections:
     def __getitem__(self, index: int) -> Detection:
         label = int(self.class_id[index])
         x1, y1, x2, y2 = (float(v) for v in self.xyxy[index])
-        return Detection((x1, y1, x2, y2), float(self.confidence[index]), label, COCO_NAMES[label - 1], int(coco_category_ids(label)))
+        return Detection(
+            (x1, y1, x2, y2), float(self.confidence[index]), label, COCO_NAMES[label - 1], int(coco_category_ids(label))
+        )
 
     def __iter__(self) -> Iterator[Detection]:
         return (self[i] for i in range(len(self)))
@@ -85,15 +87,24 @@ class Detections:
     def filter(self, threshold: float) -> "Detections":
         """The detections with ``confidence >= threshold``, as a new :class:`Detections`."""
         keep = self.confidence >= threshold
-        return Detections(self.xyxy[keep], self.confidence[keep], self.class_id[keep], self.image_size, self.name, self.source)
+        return Detections(
+            self.xyxy[keep], self.confidence[keep], self.class_id[keep], self.image_size, self.name, self.source
+        )
 
     def to_coco(self, image_id: int) -> list[dict]:
         """COCO detection results: ``image_id``, ``category_id``, ``bbox`` [x, y, w, h] (pixels), ``score``."""
         widths_heights = self.xyxy[:, 2:] - self.xyxy[:, :2]
         boxes = np.concatenate([self.xyxy[:, :2], widths_heights], axis=1).astype(np.float64)
         return [
-            {"image_id": int(image_id), "category_id": int(category), "bbox": [round(v, 3) for v in box], "score": round(score, 6)}
-            for box, category, score in zip(boxes.tolist(), self.coco_category_id.tolist(), self.confidence.tolist())
+            {
+                "image_id": int(image_id),
+                "category_id": int(category),
+                "bbox": [round(v, 3) for v in box],
+                "score": round(score, 6),
+            }
+            for box, category, score in zip(
+                boxes.tolist(), self.coco_category_id.tolist(), self.confidence.tolist(), strict=True
+            )
         ]
 
     def to_dict(self) -> dict:
@@ -125,5 +136,6 @@ class Detections:
 
         picture = load_image(self.source if image is None else image, name=self.name)
         if (picture.height, picture.width) != self.image_size:
-            raise ValueError(f"image is {picture.width}×{picture.height}, detections are for {self.image_size[1]}×{self.image_size[0]}")
+            height, width = self.image_size
+            raise ValueError(f"image is {picture.width}×{picture.height}, detections are for {width}×{height}")
         return draw_detections(picture, self.filter(threshold))

@@ -54,6 +54,7 @@ class InferRequest:
     model: str
     inputs: tuple[InputTensor, ...]
     outputs: tuple[str, ...]
+    parameters: dict | None = None  # Triton request parameters, e.g. postprocess overrides
 
 
 def client_module(protocol: str):
@@ -140,8 +141,9 @@ def ready_models(index: dict | list) -> list[str]:
 class Connection:
     """A blocking client for one server. Safe to share between threads.
 
-    gRPC clients are thread-safe, so one is shared; HTTP clients are not, so each call takes
-    one from a small free list (at most one per concurrent caller).
+    gRPC clients are thread-safe, so all threads share one. HTTP clients (gevent underneath)
+    must stay on the thread that made them, so each thread gets its own; those of finished
+    threads are closed as new ones are made.
     """
 
     def __init__(self, url: str, *, protocol: str, timeout_s: float) -> None:
@@ -149,74 +151,79 @@ class Connection:
         self.where = f"{url} ({protocol})"
         self._module = client_module(protocol)
         self._lock = threading.Lock()
-        self._idle: list = []
-        self._clients: list = []
+        self._clients: dict[threading.Thread, object] = {}  # gRPC: one entry, whichever thread
         self._closed = False
 
     def _new_client(self):
         if self.protocol == "grpc":
             return grpcclient.InferenceServerClient(self.url)
-        return httpclient.InferenceServerClient(self.url, connection_timeout=self.timeout_s, network_timeout=self.timeout_s)
+        return httpclient.InferenceServerClient(
+            self.url, connection_timeout=self.timeout_s, network_timeout=self.timeout_s
+        )
 
-    @contextmanager
     def _client(self):
         with self._lock:
             if self._closed:
                 raise SSD300Error("the detector is closed")
             if self.protocol == "grpc" and self._clients:
-                client = self._clients[0]
-            elif self._idle:
-                client = self._idle.pop()
-            else:
-                client = self._new_client()
-                self._clients.append(client)
-        try:
-            yield client
-        finally:
-            if self.protocol == "http":
-                with self._lock:
-                    self._idle.append(client)
+                return next(iter(self._clients.values()))
+            thread = threading.current_thread()
+            client = self._clients.get(thread)
+            if client is None:
+                finished = [t for t in self._clients if not t.is_alive()]
+                for stale in finished:
+                    _close_quietly(self._clients.pop(stale), self.where)
+                client = self._clients[thread] = self._new_client()
+            return client
 
     def _timeout_kwargs(self) -> dict:
         # gRPC takes a deadline per call; HTTP clients carry theirs (network_timeout).
         return {"client_timeout": self.timeout_s} if self.protocol == "grpc" else {}
 
     def is_model_ready(self, model: str) -> bool:
-        with translated_errors(self.where, model, control=True), self._client() as client:
-            return client.is_model_ready(model, **self._timeout_kwargs())
+        with translated_errors(self.where, model, control=True):
+            return self._client().is_model_ready(model, **self._timeout_kwargs())
 
     def model_config(self, model: str) -> dict:
-        with translated_errors(self.where, model, control=True), self._client() as client:
+        with translated_errors(self.where, model, control=True):
+            client = self._client()
             if self.protocol == "grpc":
                 return client.get_model_config(model, as_json=True, **self._timeout_kwargs())
             return client.get_model_config(model)
 
     def ready_models(self) -> list[str]:
-        with translated_errors(self.where, "", control=True), self._client() as client:
+        with translated_errors(self.where, "", control=True):
+            client = self._client()
             if self.protocol == "grpc":
                 return ready_models(client.get_model_repository_index(as_json=True, **self._timeout_kwargs()))
             return ready_models(client.get_model_repository_index())
 
     def register_shared_memory(self, name: str, key: str, byte_size: int) -> None:
-        with translated_errors(self.where, "", control=True), self._client() as client:
-            client.register_system_shared_memory(name, key, byte_size)
+        with translated_errors(self.where, "", control=True):
+            self._client().register_system_shared_memory(name, key, byte_size)
 
     def unregister_shared_memory(self, name: str) -> None:
-        with translated_errors(self.where, "", control=True), self._client() as client:
-            client.unregister_system_shared_memory(name)
+        with translated_errors(self.where, "", control=True):
+            self._client().unregister_system_shared_memory(name)
 
     def infer(self, request: InferRequest) -> dict[str, np.ndarray]:
         inputs, outputs = build_tensors(self._module, request)
-        with translated_errors(self.where, request.model), self._client() as client:
-            result = client.infer(request.model, inputs, outputs=outputs, **self._timeout_kwargs())
+        with translated_errors(self.where, request.model):
+            result = self._client().infer(
+                request.model, inputs, outputs=outputs, parameters=request.parameters, **self._timeout_kwargs()
+            )
         return {name: result.as_numpy(name) for name in request.outputs}
 
     def close(self) -> None:
         with self._lock:
             self._closed = True
-            clients, self._clients, self._idle = self._clients, [], []
+            clients, self._clients = list(self._clients.values()), {}
         for client in clients:
-            try:
-                client.close()
-            except Exception:  # closing must not hide the error that led here
-                log.debug("closing the client for %s failed", self.where, exc_info=True)
+            _close_quietly(client, self.where)
+
+
+def _close_quietly(client, where: str) -> None:
+    try:
+        client.close()
+    except Exception:  # closing must not hide the error that led here
+        log.debug("closing a client for %s failed", where, exc_info=True)

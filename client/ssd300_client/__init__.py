@@ -1,0 +1,56 @@
+"""Python client for NVIDIA's SSD300 object detector served on Triton Inference Server.
+
+    from ssd300_client import DEFAULT_DISPLAY_THRESHOLD, Detector
+
+    with Detector("127.0.0.1:8001") as detector:
+        detections = detector.detect("photo.jpg")
+        for d in detections.filter(DEFAULT_DISPLAY_THRESHOLD):
+            print(d.class_name, d.confidence, d.xyxy)
+        detections.draw().save("photo-annotated.png")
+
+``detect()`` returns every detection the server sent (score above 0.05): pass ``threshold=``
+or call ``.filter()`` for display. Boxes are in pixels of the original, EXIF-upright image.
+"""
+
+from .async_detector import AsyncDetector
+from .detector import Detector
+from .detector_base import DEFAULT_BATCH_SIZE, DEFAULT_CONCURRENCY, DEFAULT_TIMEOUT_S
+from .errors import (
+    InferenceError,
+    InferenceTimeoutError,
+    InvalidImageError,
+    InvalidInputError,
+    ModelNotReadyError,
+    RandomWeightsWarning,
+    ServerUnavailableError,
+    SSD300Error,
+)
+from .labels import COCO_CATEGORY_IDS, COCO_NAMES, class_name, coco_category_id, label_for_category_id
+from .preprocess import boxes_to_pixels, load_image
+from .results import DEFAULT_DISPLAY_THRESHOLD, Detection, Detections
+
+__all__ = [
+    "AsyncDetector",
+    "COCO_CATEGORY_IDS",
+    "COCO_NAMES",
+    "DEFAULT_BATCH_SIZE",
+    "DEFAULT_CONCURRENCY",
+    "DEFAULT_DISPLAY_THRESHOLD",
+    "DEFAULT_TIMEOUT_S",
+    "Detection",
+    "Detections",
+    "Detector",
+    "InferenceError",
+    "InferenceTimeoutError",
+    "InvalidImageError",
+    "InvalidInputError",
+    "ModelNotReadyError",
+    "RandomWeightsWarning",
+    "SSD300Error",
+    "ServerUnavailableError",
+    "boxes_to_pixels",
+    "class_name",
+    "coco_category_id",
+    "label_for_category_id",
+    "load_image",
+]

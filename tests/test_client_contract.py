@@ -1,0 +1,77 @@
+"""The client's mirror of tensor and model names agrees with the model repository's configs."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from google.protobuf import text_format
+from tritonclient.grpc import model_config_pb2 as mc
+
+from ssd300_client import contract
+from ssd300_client.imaging import MODEL_INPUT_SIZE
+
+REPOSITORY = Path(__file__).resolve().parents[1] / "model_repository"
+
+
+def load_config(model: str) -> mc.ModelConfig:
+    return text_format.Parse((REPOSITORY / model / "config.pbtxt").read_text(), mc.ModelConfig())
+
+
+def tensors(items) -> dict[str, tuple[int, tuple[int, ...]]]:
+    return {tensor.name: (tensor.data_type, tuple(tensor.dims)) for tensor in items}
+
+
+DETECTION_OUTPUTS = {
+    contract.BOXES_OUTPUT: (mc.TYPE_FP32, (contract.MAX_DETECTIONS, 4)),
+    contract.SCORES_OUTPUT: (mc.TYPE_FP32, (contract.MAX_DETECTIONS,)),
+    contract.CLASSES_OUTPUT: (mc.TYPE_INT32, (contract.MAX_DETECTIONS,)),
+    contract.COUNT_OUTPUT: (mc.TYPE_INT32, (1,)),
+}
+
+
+@pytest.mark.parametrize(
+    "model", [contract.DETECTOR_MODEL, contract.IMAGE_MODEL, contract.NETWORK_MODEL, contract.POSTPROCESS_MODEL]
+)
+def test_every_model_the_client_names_exists(model):
+    assert load_config(model).name == model
+
+
+@pytest.mark.parametrize("model", [contract.DETECTOR_MODEL, contract.IMAGE_MODEL])
+def test_public_models_batch_up_to_the_clients_limit(model):
+    assert load_config(model).max_batch_size == contract.MAX_BATCH_SIZE
+
+
+def test_detector_model_takes_uint8_images_of_the_model_input_size():
+    expected = {contract.IMAGES_INPUT: (mc.TYPE_UINT8, (MODEL_INPUT_SIZE, MODEL_INPUT_SIZE, 3))}
+    assert tensors(load_config(contract.DETECTOR_MODEL).input) == expected
+    assert contract.IMAGES_DATATYPE == "UINT8"
+
+
+def test_detector_model_outputs_the_four_detection_tensors():
+    assert tensors(load_config(contract.DETECTOR_MODEL).output) == DETECTION_OUTPUTS
+    assert set(contract.DETECTION_OUTPUTS) == set(DETECTION_OUTPUTS)
+
+
+def test_image_model_takes_one_encoded_file_per_item():
+    assert tensors(load_config(contract.IMAGE_MODEL).input) == {contract.ENCODED_IMAGE_INPUT: (mc.TYPE_STRING, (1,))}
+    assert contract.ENCODED_IMAGE_DATATYPE == "BYTES"  # TYPE_STRING is BYTES on the wire
+
+
+def test_image_model_outputs_the_detections_and_the_image_size():
+    expected = dict(DETECTION_OUTPUTS, **{contract.IMAGE_SIZE_OUTPUT: (mc.TYPE_INT32, (2,))})
+    assert tensors(load_config(contract.IMAGE_MODEL).output) == expected
+
+
+def test_server_score_threshold_and_detection_count_match_the_postprocess_parameters():
+    parameters = {key: value.string_value for key, value in load_config(contract.POSTPROCESS_MODEL).parameters.items()}
+    assert float(parameters["score_threshold"]) == contract.SERVER_SCORE_THRESHOLD
+    assert int(parameters["max_detections"]) == contract.MAX_DETECTIONS
+
+
+def test_the_weights_parameter_is_the_one_the_server_stamps_into_the_network_config():
+    from ssd300_build.embedded_server import stamp_weights
+
+    stamped = stamp_weights(f'name: "{contract.NETWORK_MODEL}"', {"weights": contract.RANDOM_WEIGHTS})
+    config = text_format.Parse(stamped, mc.ModelConfig())
+    assert config.parameters[contract.WEIGHTS_PARAMETER].string_value == contract.RANDOM_WEIGHTS

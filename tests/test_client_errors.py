@@ -1,0 +1,122 @@
+"""Failover between servers and the typed errors a caller sees, against the session's server
+and a dead port (nothing listening)."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+
+import pytest
+
+import ssd300_client.detector as detector_module
+from ssd300_build.embedded_server import free_port
+from ssd300_client import (
+    AsyncDetector,
+    Detector,
+    InferenceTimeoutError,
+    InvalidImageError,
+    InvalidInputError,
+    ModelNotReadyError,
+    ServerUnavailableError,
+)
+
+from .test_client_detector import assert_same_detections, url_for
+
+pytestmark = [pytest.mark.server, pytest.mark.filterwarnings("ignore::ssd300_client.RandomWeightsWarning")]
+
+
+@pytest.fixture
+def dead_url() -> str:
+    return f"127.0.0.1:{free_port()}"  # a port nobody listens on: connections are refused
+
+
+@pytest.fixture(scope="module")
+def photo(sample_paths):
+    return sample_paths[-1]
+
+
+@pytest.fixture(scope="module")
+def reference(triton_server, photo):
+    with Detector(triton_server.grpc_url, shared_memory=False) as detector:
+        return detector.detect(photo)
+
+
+@pytest.mark.parametrize("protocol", ["grpc", "http"])
+def test_a_dead_first_server_fails_over_to_the_next(triton_server, dead_url, photo, reference, protocol):
+    with Detector([dead_url, url_for(triton_server, protocol)], protocol=protocol) as detector:
+        assert_same_detections(detector.detect(photo), reference)
+
+
+def test_after_failover_the_server_that_answered_is_asked_first(triton_server, dead_url, photo, caplog):
+    with Detector(f"{dead_url},{triton_server.grpc_url}") as detector, caplog.at_level(logging.INFO, "ssd300_client"):
+        detector.detect(photo)
+        detector.detect(photo)
+    assert sum(dead_url in record.getMessage() for record in caplog.records) == 1
+
+
+@pytest.mark.parametrize("protocol", ["grpc", "http"])
+def test_an_unreachable_server_is_unavailable_not_a_timeout(dead_url, photo, protocol):
+    with Detector(dead_url, protocol=protocol, retries=0) as detector:
+        with pytest.raises(ServerUnavailableError, match=dead_url) as caught:
+            detector.detect(photo)
+    assert not isinstance(caught.value, TimeoutError)
+    assert caught.value.__cause__ is not None  # raised from the transport's error
+
+
+def test_unreachable_servers_are_retried_with_growing_pauses(dead_url, monkeypatch):
+    pauses: list[float] = []
+    monkeypatch.setattr(detector_module.time, "sleep", pauses.append)
+    with Detector(dead_url, retries=3) as detector, pytest.raises(ServerUnavailableError):
+        detector.check_ready()
+    # Defaults 0.25 s doubling, each scaled by a jitter factor in [0.5, 1].
+    assert len(pauses) == 3
+    for pause, full in zip(pauses, [0.25, 0.5, 1.0], strict=True):
+        assert full / 2 <= pause <= full
+
+
+def test_when_every_server_is_down_the_error_names_each(dead_url, photo):
+    other = f"127.0.0.1:{free_port()}"
+    with Detector([dead_url, other], retries=0) as detector, pytest.raises(ServerUnavailableError) as caught:
+        detector.detect(photo)
+    assert dead_url in str(caught.value) and other in str(caught.value)
+
+
+def test_an_unknown_model_is_not_ready_and_the_error_lists_the_ready_ones(triton_server, photo):
+    with Detector(triton_server.grpc_url, model="no_such_model") as detector:
+        with pytest.raises(ModelNotReadyError, match="'no_such_model'.*ssd300_detector"):
+            detector.detect(photo)
+
+
+def test_a_rejected_input_is_not_retried(triton_server, photo, monkeypatch):
+    # ssd300_image refuses uint8 pixels where it expects encoded files: INVALID_ARG, no retry.
+    pauses: list[float] = []
+    monkeypatch.setattr(detector_module.time, "sleep", pauses.append)
+    with Detector(triton_server.grpc_url, model="ssd300_image") as detector, pytest.raises(InvalidInputError):
+        detector.detect(photo)
+    assert pauses == []
+
+
+@pytest.mark.parametrize("server_side_decode", [False, True], ids=["client-decode", "server-decode"])
+def test_a_file_that_is_not_an_image_is_named_in_the_error(triton_server, tmp_path, server_side_decode):
+    bad = tmp_path / "holiday.jpg"
+    bad.write_text("this is a text file")
+    with Detector(triton_server.grpc_url, server_side_decode=server_side_decode) as detector:
+        with pytest.raises(InvalidImageError, match="holiday.jpg") as caught:
+            detector.detect(bad)
+    assert caught.value.name == str(bad)
+
+
+def test_a_request_outliving_its_timeout_is_an_inference_timeout(triton_server, sample_paths):
+    # Four photos take over a second on the CPU server; health queries take milliseconds.
+    with Detector(triton_server.grpc_url, timeout_s=0.3) as detector:
+        with pytest.raises(InferenceTimeoutError):
+            detector.detect_many([sample_paths[0]] * 4, batch_size=4)
+
+
+def test_the_asyncio_client_reports_an_unreachable_server_the_same_way(dead_url):
+    async def check() -> None:
+        async with AsyncDetector(dead_url, protocol="http", retries=0) as detector:
+            await detector.check_ready()
+
+    with pytest.raises(ServerUnavailableError, match=dead_url):
+        asyncio.run(check())

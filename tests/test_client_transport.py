@@ -1,0 +1,256 @@
+"""Addresses, retry timing, error translation and shared-memory regions, without a server."""
+
+from __future__ import annotations
+
+import os
+import random
+import socket
+
+import numpy as np
+import pytest
+from tritonclient.utils import InferenceServerException
+
+from ssd300_client import (
+    Detector,
+    InferenceError,
+    InferenceTimeoutError,
+    InvalidInputError,
+    ModelNotReadyError,
+    ServerUnavailableError,
+)
+from ssd300_client.endpoints import is_loopback, normalise_url, split_urls
+from ssd300_client.retry import backoff_delays_s
+from ssd300_client.shared_memory import SharedMemoryPool
+from ssd300_client.transport import translate_error, translated_errors
+
+# ----- addresses -----
+
+
+@pytest.mark.parametrize(
+    ("url", "protocol", "expected"),
+    [
+        ("127.0.0.1:9001", "grpc", "127.0.0.1:9001"),
+        ("localhost", "grpc", "localhost:8001"),
+        ("localhost", "http", "localhost:8000"),
+        ("http://triton.internal:8000/", "http", "triton.internal:8000"),
+        ("grpc://[::1]:8001", "grpc", "[::1]:8001"),
+        ("[::1]", "grpc", "[::1]:8001"),
+    ],
+)
+def test_addresses_are_normalised_to_host_and_port(url, protocol, expected):
+    assert normalise_url(url, protocol=protocol) == expected
+
+
+@pytest.mark.parametrize("url", ["", "host:notaport", "host:70000", "http://host:8000/v2/models"])
+def test_malformed_addresses_are_refused(url):
+    with pytest.raises(ValueError):
+        normalise_url(url, protocol="grpc")
+
+
+@pytest.mark.parametrize(
+    ("address", "local"),
+    [
+        ("127.0.0.1:8001", True),
+        ("127.8.9.10:1", True),
+        ("localhost:8001", True),
+        ("[::1]:8001", True),
+        ("10.0.0.5:8001", False),
+        ("triton.example.com:8001", False),
+    ],
+)
+def test_only_loopback_addresses_count_as_local(address, local):
+    assert is_loopback(address) is local
+
+
+def test_urls_may_be_listed_comma_separated_or_both():
+    assert split_urls(["a:1,b:2", " c:3 "]) == ["a:1", "b:2", "c:3"]
+    assert split_urls("a:1") == ["a:1"]
+
+
+def test_a_detector_needs_at_least_one_url():
+    with pytest.raises(ValueError, match="at least one"):
+        Detector([])
+
+
+def test_unknown_protocols_and_shared_memory_modes_are_refused():
+    with pytest.raises(ValueError, match="protocol"):
+        Detector("127.0.0.1:1", protocol="websocket")
+    with pytest.raises(ValueError, match="shared_memory"):
+        Detector("127.0.0.1:1", shared_memory="sometimes")
+
+
+# ----- backoff -----
+
+
+class FixedRandom(random.Random):
+    def __init__(self, value: float) -> None:
+        super().__init__()
+        self.value = value
+
+    def random(self) -> float:
+        return self.value
+
+
+def test_first_attempt_is_immediate_then_delays_double():
+    # base 0.25 s, full jitter factor 1.0: 0, 0.25, 0.5, 1.0
+    assert backoff_delays_s(3, base_s=0.25, max_s=10, rng=FixedRandom(1.0)) == [0.0, 0.25, 0.5, 1.0]
+
+
+def test_jitter_can_halve_each_delay():
+    # factor 0.5 + 0.5 · 0 = 0.5: 0, 0.125, 0.25
+    assert backoff_delays_s(2, base_s=0.25, max_s=10, rng=FixedRandom(0.0)) == [0.0, 0.125, 0.25]
+
+
+def test_delays_are_capped():
+    # 0.25 · 2^9 = 128 s uncapped; capped at 4 s.
+    assert max(backoff_delays_s(10, base_s=0.25, max_s=4.0, rng=FixedRandom(1.0))) == 4.0
+
+
+def test_no_retries_means_one_immediate_attempt():
+    assert backoff_delays_s(0) == [0.0]
+
+
+# ----- error translation -----
+
+
+@pytest.mark.parametrize(
+    ("status", "expected"),
+    [
+        ("StatusCode.UNAVAILABLE", ServerUnavailableError),
+        ("503", ServerUnavailableError),
+        ("StatusCode.DEADLINE_EXCEEDED", InferenceTimeoutError),
+        ("StatusCode.NOT_FOUND", ModelNotReadyError),
+        ("404", ModelNotReadyError),
+        ("StatusCode.INVALID_ARGUMENT", InvalidInputError),
+        ("400", InvalidInputError),
+        ("StatusCode.INTERNAL", InferenceError),
+        ("500", InferenceError),
+    ],
+)
+def test_server_statuses_map_to_typed_errors(status, expected):
+    error = translate_error(InferenceServerException("boom", status=status), where="h:1 (grpc)", model="m")
+    assert type(error) is expected and "boom" in str(error)
+
+
+def test_a_refused_connection_is_unavailable_never_a_timeout():
+    error = translate_error(ConnectionRefusedError(111, "Connection refused"), where="h:1 (http)", model="m")
+    assert isinstance(error, ServerUnavailableError) and not isinstance(error, TimeoutError)
+
+
+def test_a_socket_timeout_during_inference_is_an_inference_timeout():
+    assert isinstance(
+        translate_error(socket.timeout("timed out"), where="h:1 (http)", model="m"), InferenceTimeoutError
+    )
+
+
+def test_a_timeout_on_a_health_query_means_the_server_is_unavailable():
+    error = translate_error(
+        InferenceServerException("late", status="StatusCode.DEADLINE_EXCEEDED"), where="h:1", model="m", control=True
+    )
+    assert isinstance(error, ServerUnavailableError)
+
+
+def test_errors_that_are_not_transport_failures_pass_through():
+    with pytest.raises(KeyError):
+        with translated_errors("h:1", "m"):
+            raise KeyError("a bug, not the network")
+
+
+def test_typed_errors_are_raised_from_the_transport_error():
+    original = InferenceServerException("bad shape", status="StatusCode.INVALID_ARGUMENT")
+    with pytest.raises(InvalidInputError) as caught:
+        with translated_errors("h:1", "m"):
+            raise original
+    assert caught.value.__cause__ is original
+
+
+# ----- shared memory -----
+
+
+def test_regions_get_unique_names_and_are_reused_after_release():
+    pool = SharedMemoryPool(unit_bytes=1000)
+    try:
+        first, second = pool.acquire(1000), pool.acquire(1000)
+        assert first.name != second.name
+        pool.release(first)
+        assert pool.acquire(900) is first
+    finally:
+        pool.close()
+
+
+def test_region_sizes_round_up_to_a_power_of_two_images():
+    pool = SharedMemoryPool(unit_bytes=1000)
+    try:
+        assert pool.acquire(3000).byte_size == 4000  # 3 images → room for 4
+        assert pool.acquire(1).byte_size == 1000
+    finally:
+        pool.close()
+
+
+def test_a_region_refuses_data_larger_than_itself():
+    pool = SharedMemoryPool(unit_bytes=16)
+    try:
+        with pool.lease(16) as region, pytest.raises(ValueError, match="do not fit"):
+            region.write(np.zeros(32, dtype=np.uint8))
+    finally:
+        pool.close()
+
+
+@pytest.mark.skipif(not os.path.isdir("/dev/shm"), reason="POSIX shared memory lives in /dev/shm on Linux")
+def test_closing_the_pool_removes_its_shared_memory_objects():
+    pool = SharedMemoryPool(unit_bytes=64)
+    region = pool.acquire(64)
+    assert os.path.exists("/dev/shm" + region.key)
+    pool.close()
+    assert not os.path.exists("/dev/shm" + region.key)
+
+
+# ----- shared memory fallback (a server that cannot map this machine's regions) -----
+
+
+class ServerInAnotherContainer:
+    """A stand-in Connection: answers like a loopback server that cannot open our regions."""
+
+    def __init__(self, url, *, protocol, timeout_s):
+        self.url, self.requests = url, []
+
+    def is_model_ready(self, model):
+        return True
+
+    def model_config(self, model):
+        return {}
+
+    def register_shared_memory(self, name, key, byte_size):
+        raise InferenceError(f"Unable to open shared memory region: '{key}'")
+
+    def infer(self, request):
+        self.requests.append(request)
+        count = request.inputs[0].shape[0]
+        return {
+            "detection_boxes": np.zeros((count, 200, 4), np.float32),
+            "detection_scores": np.zeros((count, 200), np.float32),
+            "detection_classes": np.zeros((count, 200), np.int32),
+            "num_detections": np.zeros((count, 1), np.int32),
+        }
+
+    def close(self):
+        pass
+
+
+@pytest.fixture
+def unmappable_server(monkeypatch):
+    monkeypatch.setattr("ssd300_client.detector.Connection", ServerInAnotherContainer)
+
+
+def test_auto_shared_memory_falls_back_to_sending_pixels(unmappable_server, caplog):
+    with Detector("127.0.0.1:8001", shared_memory="auto") as detector:
+        detector.detect(np.zeros((8, 8, 3), np.uint8))
+        [connection] = detector._connections
+    [request] = connection.requests
+    assert request.inputs[0].shm_region is None and request.inputs[0].data is not None
+    assert "shared memory" in caplog.text
+
+
+def test_required_shared_memory_fails_loudly_when_the_server_cannot_map_it(unmappable_server):
+    with Detector("127.0.0.1:8001", shared_memory=True) as detector, pytest.raises(InferenceError, match="shared memory"):
+        detector.detect(np.zeros((8, 8, 3), np.uint8))
