@@ -95,9 +95,9 @@ def test_detector_equals_the_in_process_reference(grpc, random_network, sample_p
     for image, reference in enumerate(decode_batch(ploc, plabel, dboxes300_coco())):
         n = int(served["num_detections"][image, 0])
         assert n == len(reference.scores)
-        boxes = torch.from_numpy(served["detection_boxes"][image, :n])
-        scores = torch.from_numpy(served["detection_scores"][image, :n])
-        labels = torch.from_numpy(served["detection_classes"][image, :n])
+        boxes = torch.tensor(served["detection_boxes"][image, :n])
+        scores = torch.tensor(served["detection_scores"][image, :n])
+        labels = torch.tensor(served["detection_classes"][image, :n])
         assert_close(scores, reference.scores, rtol=0, atol=1e-5)
         assert as_set(boxes, scores, labels) == as_set(reference.boxes, reference.scores, reference.labels)
         assert (served["detection_classes"][image, n:] == 0).all()

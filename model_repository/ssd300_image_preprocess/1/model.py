@@ -12,27 +12,34 @@ import triton_python_backend_utils as pb_utils
 
 from imaging import ImageDecodeError, decode_image, resize_for_model
 
-# Encoded images start with a binary signature; text made only of these bytes is base64.
+# Encoded images start with a binary signature; text made only of these bytes may be base64.
 BASE64_ALPHABET = frozenset(b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/=\n\r")
 
 
-def _image_bytes(item: bytes) -> bytes:
-    if item and set(item[:64]) <= BASE64_ALPHABET:
+def _decode(item: bytes, name: str):
+    """Raw file bytes first; base64 text (JSON requests) only when the raw bytes are no image."""
+    if not item:
+        raise ImageDecodeError(f"{name} is empty")
+    try:
+        return decode_image(item, name=name)
+    except ImageDecodeError:
+        if not set(item) <= BASE64_ALPHABET:
+            raise
         try:
-            return base64.b64decode(item, validate=False)
+            data = base64.b64decode(item, validate=False)
         except (binascii.Error, ValueError):
-            pass
-    return item
+            raise ImageDecodeError(f"{name}: neither an image file nor base64 of one ({len(item)} bytes)") from None
+        try:
+            return decode_image(data, name=name)
+        except ImageDecodeError:
+            raise ImageDecodeError(f"{name}: neither an image file nor base64 of one ({len(item)} bytes)") from None
 
 
 def _preprocess(request):
     encoded = pb_utils.get_input_tensor_by_name(request, "encoded_image").as_numpy()
     images, sizes = [], []
     for index, item in enumerate(encoded.reshape(-1)):
-        data = _image_bytes(bytes(item))
-        if not data:
-            raise ImageDecodeError(f"encoded_image[{index}] is empty")
-        image = decode_image(data, name=f"encoded_image[{index}]")
+        image = _decode(bytes(item), f"encoded_image[{index}]")
         images.append(resize_for_model(image))
         sizes.append((image.height, image.width))
     return [
