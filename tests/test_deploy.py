@@ -34,6 +34,8 @@ import yaml
 from google.protobuf import text_format
 from tritonclient.grpc import model_config_pb2
 
+from ssd300_build import health
+
 REPO = Path(__file__).resolve().parents[1]
 DEPLOY = REPO / "deploy"
 CHART = DEPLOY / "helm" / "ssd300-triton"
@@ -242,16 +244,56 @@ def test_server_args_serve_the_image_repository_with_fixed_models(default_docs):
     assert "--http-restricted-api" not in args and "--grpc-restricted-protocol" not in args
 
 
-def test_readiness_and_startup_probe_an_ensemble_the_repository_has(default_docs):
+def test_startup_probe_waits_for_an_ensemble_the_repository_has(default_docs):
     configs = model_configs()
-    assert {"ssd300_detector", "ssd300", "ssd300_postprocess", "ssd300_image"} <= configs.keys()
+    path = server_container(default_docs)["startupProbe"]["httpGet"]["path"]
+    model = re.fullmatch(r"/v2/models/([^/]+)/ready", path).group(1)
+    assert model == "ssd300_detector" and configs[model].platform == "ensemble"
+
+
+def test_readiness_and_liveness_run_the_canary_the_image_ships(default_docs):
+    # Model readiness stays 200 after a Python stub dies (tritonserver 2.51); the canary does not.
     container = server_container(default_docs)
-    for probe in ("startupProbe", "readinessProbe"):
-        path = container[probe]["httpGet"]["path"]
-        model = re.fullmatch(r"/v2/models/([^/]+)/ready", path).group(1)
-        assert configs[model].platform == "ensemble", f"{probe} should gate on the ensemble clients call"
-        assert model == "ssd300_detector"
-    assert container["livenessProbe"]["httpGet"]["path"] == "/v2/health/live"
+    script = values_file(CHART / "values.yaml")["probes"]["healthScript"]
+    copies = {c.value: c.flags for c in instructions("serve", "COPY")}
+    assert ("build/ssd300_build/health.py", script) in copies
+    for probe in ("readinessProbe", "livenessProbe"):
+        command = container[probe]["exec"]["command"]
+        assert command[:2] == ["python3", script]
+        options = dict(zip(command[2::2], command[3::2]))
+        # The canary answers before the kubelet gives up, so a failure carries its reason.
+        assert int(options["--timeout"]) < container[probe]["timeoutSeconds"]
+
+
+def test_the_canary_covers_every_python_model_of_the_repository():
+    configs = model_configs()
+    canary = configs[health.CANARY_MODEL]
+    stepped = {step.model_name for step in canary.ensemble_scheduling.step}
+    python_models = {name for name, config in configs.items() if config.backend == "python"}
+    # ssd300 itself is libtorch in production, a Python runner on CPU: covered either way.
+    assert python_models <= stepped and "ssd300" in stepped
+
+
+def test_the_canary_needs_nothing_but_the_standard_library():
+    # The serving image's python3 has torch but not this project: -S drops site-packages.
+    done = subprocess.run(
+        [sys.executable, "-I", "-S", str(REPO / "build" / "ssd300_build" / "health.py"), "--help"],
+        capture_output=True, text=True, timeout=30,
+    )
+    assert done.returncode == 0, done.stderr
+    assert "--url" in done.stdout and "--timeout" in done.stdout
+
+
+def test_liveness_is_more_patient_than_readiness(default_docs):
+    # Readiness takes a broken pod out of the Service quickly; liveness restarts it only after
+    # a minute of failed canaries, so a slow answer under load never costs a restart.
+    container = server_container(default_docs)
+    readiness, liveness = container["readinessProbe"], container["livenessProbe"]
+    def patience_s(probe: dict) -> int:
+        return probe["periodSeconds"] * probe["failureThreshold"]
+
+    assert patience_s(liveness) >= 60 and patience_s(liveness) > patience_s(readiness)
+    assert liveness["timeoutSeconds"] >= readiness["timeoutSeconds"]
 
 
 def test_probes_and_service_reach_the_ports_the_server_listens_on(default_docs):
@@ -263,8 +305,10 @@ def test_probes_and_service_reach_the_ports_the_server_listens_on(default_docs):
         "grpc": int(args["--grpc-port"][0]),
         "metrics": int(args["--metrics-port"][0]),
     }
-    for probe in ("startupProbe", "readinessProbe", "livenessProbe"):
-        assert container[probe]["httpGet"]["port"] == "http"
+    assert container["startupProbe"]["httpGet"]["port"] == "http"
+    for probe in ("readinessProbe", "livenessProbe"):
+        command = container[probe]["exec"]["command"]
+        assert command[command.index("--url") + 1] == f"127.0.0.1:{ports['http']}"
     service = only(default_docs, "Service")
     assert {p["name"]: (p["port"], p["targetPort"]) for p in service["spec"]["ports"]} == {
         "http": (8000, "http"), "grpc": (8001, "grpc"), "metrics": (8002, "metrics"),
@@ -475,10 +519,14 @@ def test_notes_print_the_next_commands_for_the_service_type(service_type, hint):
         ({"adminApi": {"restrictedApis": ["model-repo"]}}, "at '/adminApi/restrictedApis/0'"),
         ({"loadTest": {"mode": "batch"}}, "at '/loadTest/mode'"),
         ({"servr": {}}, "additional properties 'servr' not allowed"),
+        (
+            {"probes": {"liveness": {"timeoutSeconds": 1}}},
+            "at '/probes/liveness/timeoutSeconds': minimum: got 1, want 2",
+        ),
     ],
     ids=[
         "negative-replicas", "no-image", "short-grace", "pvc-without-claim", "bucket-without-uri",
-        "hpa-min-above-max", "pdb-both", "unknown-api", "unknown-mode", "typo-key",
+        "hpa-min-above-max", "pdb-both", "unknown-api", "unknown-mode", "typo-key", "no-time-for-the-canary",
     ],
 )
 def test_bad_values_fail_with_a_readable_message(values, message):
@@ -538,6 +586,7 @@ def test_image_layout_and_user_match_the_chart(default_docs):
     copies = {c.value: c.flags for c in instructions("serve", "COPY")}
     assert copies[("/src/model_repository", values["modelRepository"]["imagePath"])] == ("--from=export",)
     assert ("deploy/entrypoint.sh", "/opt/ssd300/entrypoint.sh") in copies
+    assert ("build/ssd300_build/health.py", values["probes"]["healthScript"]) in copies
     (user,) = instructions("serve", "USER")
     pod = server_deployment(default_docs)["spec"]["template"]["spec"]
     assert user.value == (f"{pod['securityContext']['runAsUser']}:{pod['securityContext']['runAsGroup']}",)

@@ -38,6 +38,8 @@ DEFAULT_START_TIMEOUT_S = 180.0
 PYTHON_SHM_DEFAULT_BYTES = 32 * 1024 * 1024
 PYTHON_SHM_GROWTH_BYTES = 16 * 1024 * 1024
 EXIT_TIMEOUT_S = 30
+# Ensemble states while an unload waits for the requests already inside it.
+_DRAINING_STATES = {"READY", "UNLOADING"}
 
 
 class ServerError(RuntimeError):
@@ -141,6 +143,10 @@ class EmbeddedServer:
             f"--model-repository={repository}",
             f"--backend-directory={backends}",
             f"--model-config-name={self.config_name}",
+            # Every model loads at start, as in the default mode; explicit control lets stop()
+            # unload the ensembles first so that their in-flight requests finish (see drain()).
+            "--model-control-mode=explicit",
+            "--load-model=*",
             "--http-address=127.0.0.1",
             f"--http-port={self.http_port}",
             "--grpc-address=127.0.0.1",
@@ -218,10 +224,48 @@ class EmbeddedServer:
             return ":\n" + "\n".join(tail)
         return " (see the server output above)"
 
+    def drain(self, *, timeout_s: float = EXIT_TIMEOUT_S) -> bool:
+        """Stop taking requests for the public ensembles and wait for those already inside.
+
+        On SIGTERM tritonserver 2.51 stops every model's scheduler at once, so an ensemble
+        request in flight fails at its next step ("Server is stopping, scheduler for model has
+        stopped accepting new inference requests") even though the exit timeout has not run
+        out. Unloading the ensembles first refuses new requests for them (NOT_FOUND: clients
+        fail over) while the composing models, still loaded, finish the requests in flight.
+        True when drained; False when the server refused the unload (another control mode, a
+        restricted repository API) or ``timeout_s`` ran out, in which case SIGTERM does the rest.
+        """
+        deadline = time.monotonic() + timeout_s
+        for model in PUBLIC_MODELS:
+            if self._post(f"/v2/repository/models/{model}/unload") is None:
+                return False
+        while time.monotonic() < deadline:
+            try:
+                states = {entry["name"]: entry.get("state") for entry in json.loads(self._post("/v2/repository/index"))}
+            except (TypeError, ValueError, KeyError):  # no answer, or not the index
+                return False
+            if not any(states.get(model) in _DRAINING_STATES for model in PUBLIC_MODELS):
+                return True
+            time.sleep(0.1)
+        log.warning("requests still in flight after %.0f s; stopping tritonserver anyway", timeout_s)
+        return False
+
+    def _post(self, path: str) -> bytes | None:
+        """The body of a repository API answer; None when the server refused or did not answer."""
+        request = urllib.request.Request(f"http://{self.http_url}{path}", data=b"{}", method="POST")
+        try:
+            with urllib.request.urlopen(request, timeout=5) as response:
+                return response.read()
+        except (urllib.error.URLError, OSError) as error:
+            log.debug("%s: %s", path, error)
+            return None
+
     def stop(self, *, timeout_s: float = EXIT_TIMEOUT_S + 10) -> int | None:
-        """SIGTERM (the server finishes in-flight requests), then SIGKILL after ``timeout_s``."""
+        """Drain the ensembles, then SIGTERM (the server finishes other in-flight requests), then
+        SIGKILL after ``timeout_s``. Returns tritonserver's exit code."""
         code = None
         if self.process and self.process.poll() is None:
+            self.drain()
             self.process.send_signal(signal.SIGTERM)
             try:
                 code = self.process.wait(timeout=timeout_s)
@@ -287,6 +331,9 @@ def main(argv: list[str] | None = None) -> int:
     code = server.stop()
     if crashed:
         print(f"error: tritonserver exited unexpectedly with code {code}", file=sys.stderr)
+        return 1
+    if code != 0:
+        print(f"error: tritonserver did not stop cleanly (exit code {code})", file=sys.stderr)
         return 1
     print("tritonserver stopped", flush=True)
     return 0

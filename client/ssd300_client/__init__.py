@@ -16,12 +16,14 @@ from .async_detector import AsyncDetector
 from .detector import Detector
 from .detector_base import DEFAULT_BATCH_SIZE, DEFAULT_CONCURRENCY, DEFAULT_TIMEOUT_S
 from .errors import (
+    AccessDeniedError,
     InferenceError,
     InferenceTimeoutError,
     InvalidImageError,
     InvalidInputError,
     ModelNotReadyError,
     RandomWeightsWarning,
+    ServerBusyError,
     ServerUnavailableError,
     SSD300Error,
 )
@@ -30,6 +32,7 @@ from .preprocess import boxes_to_pixels, load_image
 from .results import DEFAULT_DISPLAY_THRESHOLD, Detection, Detections
 
 __all__ = [
+    "AccessDeniedError",
     "AsyncDetector",
     "COCO_CATEGORY_IDS",
     "COCO_NAMES",
@@ -47,6 +50,7 @@ __all__ = [
     "ModelNotReadyError",
     "RandomWeightsWarning",
     "SSD300Error",
+    "ServerBusyError",
     "ServerUnavailableError",
     "boxes_to_pixels",
     "class_name",

@@ -15,6 +15,22 @@ class ServerUnavailableError(SSD300Error):
     """No server could be reached (connection refused or reset, gRPC UNAVAILABLE, HTTP 503)."""
 
 
+class ServerBusyError(ServerUnavailableError):
+    """The server is up but refused the request for lack of capacity: its queue was full, or
+    the request waited there longer than the queue timeout (gRPC UNAVAILABLE, HTTP 503).
+
+    Retried with backoff and failed over like any unavailable server; a subclass so that a
+    caller can tell overload (shed or slow down) from an outage.
+    """
+
+
+class AccessDeniedError(SSD300Error):
+    """The server refused an API it keeps behind a key (shared memory, model repository, …).
+
+    Over gRPC tritonserver 2.51 answers such calls with UNAVAILABLE; they are not retried.
+    """
+
+
 class ModelNotReadyError(SSD300Error):
     """The server answered, but the model is unknown to it or not loaded (yet)."""
 

@@ -19,10 +19,12 @@ import tritonclient.http as httpclient
 from tritonclient.utils import InferenceServerException
 
 from .errors import (
+    AccessDeniedError,
     InferenceError,
     InferenceTimeoutError,
     InvalidInputError,
     ModelNotReadyError,
+    ServerBusyError,
     ServerUnavailableError,
     SSD300Error,
 )
@@ -35,6 +37,13 @@ _UNAVAILABLE = {"StatusCode.UNAVAILABLE", "503", "502"}
 _TIMED_OUT = {"StatusCode.DEADLINE_EXCEEDED", "504", "408"}
 _NOT_FOUND = {"StatusCode.NOT_FOUND", "404"}
 _INVALID = {"StatusCode.INVALID_ARGUMENT", "400"}
+_DENIED = {"StatusCode.PERMISSION_DENIED", "StatusCode.UNAUTHENTICATED", "403", "401"}
+# tritonserver's words for a restricted API called without its key; over gRPC the status is
+# UNAVAILABLE, which would otherwise read as an outage.
+_RESTRICTED_API = "is restricted, expecting header"
+# Its words when the queue policy refuses a request: the queue is full, or the request waited
+# past the queue timeout. Both come as UNAVAILABLE / 503 (model_repository/ssd300/configs/cpu.pbtxt).
+_OVERLOADED = ("Exceeds maximum queue size", "Request timeout expired")
 
 
 @dataclass(frozen=True)
@@ -81,7 +90,11 @@ def translate_error(exc: BaseException, *, where: str, model: str, control: bool
     server is unusable rather than that an inference ran long.
     """
     if isinstance(exc, InferenceServerException):
-        status, message = exc.status() or "", exc.message()
+        status, message = exc.status() or "", exc.message() or ""
+        if status in _DENIED or _RESTRICTED_API in message:
+            return AccessDeniedError(f"Triton server {where} refused a restricted API without its key: {message}")
+        if status in _UNAVAILABLE and any(reason in message for reason in _OVERLOADED):
+            return ServerBusyError(f"Triton server {where} is overloaded and refused the request: {message}")
         if status in _UNAVAILABLE:
             return ServerUnavailableError(f"Triton server {where} is unavailable: {message}")
         if status in _TIMED_OUT:
