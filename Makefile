@@ -28,7 +28,7 @@ NAMESPACE ?= ml
 # The image defaults to the NGC checkpoint, not `auto`: a serving image should never be random.
 IMAGE_WEIGHTS ?= nvidia
 
-.PHONY: help setup model serve demo test bench load eval clean image image-loadtest push deploy
+.PHONY: help setup model serve demo test bench load eval reliability clean image image-loadtest push deploy
 
 help:
 	@echo "make demo     build the model (WEIGHTS=auto), serve it, detect objects in sample images"
@@ -39,6 +39,7 @@ help:
 	@echo "make bench    benchmark report into reports/bench/"
 	@echo "make load     Locust load test against the embedded server"
 	@echo "make eval     COCO mAP through the running server (COCO=<dir> [LIMIT=N])"
+	@echo "make reliability  bad input, overload, faults, security; table in reports/reliability/"
 	@echo "make image    build the serving image (Docker; IMAGE_WEIGHTS=nvidia)"
 	@echo "make deploy   helm upgrade --install the chart (REGISTRY=… NAMESPACE=…)"
 
@@ -73,6 +74,10 @@ test: setup
 eval: setup
 	@test -n "$(COCO)" || { echo "usage: make eval COCO=/path/to/coco [LIMIT=500]  (with \`make serve\` running)"; exit 2; }
 	$(PY) -m ssd300_client.evaluation --coco $(COCO) --url 127.0.0.1:$(GRPC_PORT) $(if $(LIMIT),--limit $(LIMIT))
+
+reliability: setup
+	$(PY) -m pytest tests/test_reliability.py -q -ra
+	$(PY) -m ssd300_build.reliability_report
 
 clean:
 	rm -rf reports out $(MODEL) $(REPOSITORY)/ssd300/1/weights.json

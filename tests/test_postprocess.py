@@ -119,3 +119,12 @@ def test_batched_selection_equals_the_per_class_reference_on_real_outputs(random
         assert as_set(out_boxes[image, :n], out_scores[image, :n], out_labels[image, :n]) == as_set(
             reference.boxes, reference.scores, reference.labels
         )
+
+
+def test_nan_scores_do_not_crowd_out_real_candidates():
+    # 250 NaN anchors would fill the 200 candidate slots of class 1 if topk ranked them first.
+    boxes = [[i, 0, i + 0.5, 1] for i in range(251)]
+    class_scores = [float("nan")] * 250 + [0.7]
+    out_boxes, out_scores, _, count = select(*one_class(boxes, class_scores))
+    assert count.item() == 1 and out_scores[0, 0].item() == pytest.approx(0.7)
+    assert_close(out_boxes[0, 0], torch.tensor([250.0, 0.0, 250.5, 1.0]))

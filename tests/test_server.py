@@ -192,7 +192,8 @@ def test_request_parameters_select_the_coco_evaluation_settings(grpc, random_net
     [
         ({"nms_iou_threshold": 1.5}, r"nms_iou_threshold must be within \[0.0, 1.0\], got 1.5"),
         ({"max_detections": 500}, r"max_detections must be within \[1, 200\], got 500"),
-        ({"score_threshold": "high"}, "score_threshold must be a number, got 'high'"),
+        ({"score_threshold": "high"}, "score_threshold must be a number, got .high."),
+        ({"max_detections": 2.5}, "max_detections must be an integer, got 2.5"),
     ],
 )
 def test_out_of_range_request_parameters_are_refused(grpc, sample_paths, parameters, message):

@@ -74,6 +74,10 @@ def select_detections(
     batch, classes, anchors = scores.shape
     k = min(candidates_per_class, anchors)
     top_scores, top_anchors = scores.topk(k, dim=2)  # [B, C, k], sorted high to low
+    if torch.isnan(top_scores).any():
+        # topk ranks NaN above every number, so NaN anchors would crowd out real candidates.
+        # Checked on the top-k slice: a full pass over the scores costs more than the NMS.
+        top_scores, top_anchors = torch.nan_to_num(scores, nan=-1.0).topk(k, dim=2)
     top_boxes = torch.gather(
         boxes[:, None].expand(batch, classes, anchors, 4), 2, top_anchors[..., None].expand(batch, classes, k, 4)
     )

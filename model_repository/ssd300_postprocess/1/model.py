@@ -46,8 +46,11 @@ class TritonPythonModel:
             if isinstance(value, bool):
                 raise ValueError(f"{key} must be a number, got {value!r}")
             try:
-                number = cast(value)
-            except (TypeError, ValueError):
+                number = float(value)
+                if cast is int and not number.is_integer():
+                    raise ValueError
+                number = cast(number)
+            except (TypeError, ValueError, OverflowError):
                 raise ValueError(f"{key} must be {'an integer' if cast is int else 'a number'}, got {value!r}") from None
             settings[argument] = number
         limits = {
