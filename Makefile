@@ -77,7 +77,7 @@ eval: setup
 
 reliability: setup
 	$(PY) -m pytest tests/test_reliability.py -q -ra
-	$(PY) -m ssd300_build.reliability_report
+	$(PY) -m ssd300_build.reliability_report --readme README.md
 
 clean:
 	rm -rf reports out $(MODEL) $(REPOSITORY)/ssd300/1/weights.json

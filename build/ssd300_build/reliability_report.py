@@ -18,6 +18,8 @@ import sys
 from pathlib import Path
 from typing import Callable, Iterable
 
+from .markdown_sections import update_section
+
 FIGURES_ENV = "SSD300_RELIABILITY_FIGURES"
 DEFAULT_FIGURES = Path("reports") / "reliability" / "figures.json"
 REPORT_NAME = "RELIABILITY.md"
@@ -265,6 +267,7 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("--figures", help=f"figures JSON (default: ${FIGURES_ENV} or {DEFAULT_FIGURES})")
     parser.add_argument("--out", help=f"Markdown file to write (default: {REPORT_NAME} next to the figures)")
+    parser.add_argument("--readme", help="also refresh the table between <!-- reliability:start/end --> in this file")
     args = parser.parse_args(argv)
     source = figures_path(args.figures)
     try:
@@ -279,6 +282,9 @@ def main(argv: list[str] | None = None) -> int:
     target = Path(args.out) if args.out else source.with_name(REPORT_NAME)
     target.parent.mkdir(parents=True, exist_ok=True)
     target.write_text(report)
+    if args.readme:
+        # The README shows the table under its own heading, so drop the report's title.
+        update_section(args.readme, "reliability", report.split("\n", 1)[1] if report.startswith("# ") else report)
     print(report, end="")
     print(f"\n(written to {target})", file=sys.stderr)
     return 0
