@@ -1,0 +1,156 @@
+"""The Locust load test: its endpoint and threshold rules, and short real runs of the locustfile
+(Locust as a subprocess, as `make load` and the Helm chart run it)."""
+
+from __future__ import annotations
+
+import csv
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import tritonclient.grpc as grpcclient
+
+from load_tests.endpoints import GRPC, HTTP, Endpoint, parse_endpoint, resolve_endpoints
+from load_tests.thresholds import Thresholds
+from ssd300_build.embedded_server import free_port
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+LOCUSTFILE = REPO_ROOT / "load_tests" / "locustfile.py"
+SMOKE_SECONDS = 15
+
+
+# --- endpoints: the host forms the Helm chart passes -------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "host, expected",
+    [
+        ("ssd300.ml.svc:8001", Endpoint(GRPC, "ssd300.ml.svc:8001")),
+        ("grpc://127.0.0.1:8001", Endpoint(GRPC, "127.0.0.1:8001")),
+        ("http://ssd300.ml.svc:8000", Endpoint(HTTP, "ssd300.ml.svc:8000")),
+        ("http://ssd300.ml.svc:8000/", Endpoint(HTTP, "ssd300.ml.svc:8000")),
+        ("https://triton.example.com:443", Endpoint(HTTP, "triton.example.com:443", ssl=True)),
+    ],
+)
+def test_the_host_form_selects_the_protocol(host, expected):
+    assert parse_endpoint(host) == expected
+
+
+@pytest.mark.parametrize("host, message", [("ftp://h:21", "scheme"), ("http://h", "host:port"), ("http://h:8000/v2", "no path")])
+def test_malformed_hosts_are_refused_with_the_reason(host, message):
+    with pytest.raises(ValueError, match=message):
+        parse_endpoint(host)
+
+
+def test_explicit_urls_add_the_other_protocol():
+    endpoints = resolve_endpoints("127.0.0.1:8001", http_url="127.0.0.1:8000")
+    assert endpoints == {GRPC: Endpoint(GRPC, "127.0.0.1:8001"), HTTP: Endpoint(HTTP, "127.0.0.1:8000")}
+
+
+def test_a_url_of_the_wrong_protocol_is_refused():
+    with pytest.raises(ValueError, match="names a http endpoint"):
+        resolve_endpoints(None, grpc_url="http://127.0.0.1:8000")
+
+
+# --- thresholds ---------------------------------------------------------------------------------
+
+
+def test_a_run_within_thresholds_passes():
+    assert Thresholds(max_failure_ratio=0.01, max_p95_ms=500).violations(requests=200, failures=2, p95_ms=499) == []
+
+
+def test_each_violated_threshold_is_reported():
+    problems = Thresholds(max_failure_ratio=0.01, max_p95_ms=500).violations(requests=100, failures=5, p95_ms=800)
+    assert problems == ["failure ratio 5.00% > 1.00% (5 of 100)", "p95 latency 800 ms > 500 ms"]
+
+
+def test_a_zero_latency_limit_disables_the_latency_check():
+    assert Thresholds(max_failure_ratio=0.0, max_p95_ms=0).violations(requests=10, failures=0, p95_ms=1e6) == []
+
+
+def test_a_run_without_requests_fails():
+    assert Thresholds().violations(requests=0, failures=0, p95_ms=0) == ["no request was made"]
+
+
+# --- real runs ----------------------------------------------------------------------------------
+
+
+def final_counts(reports: Path) -> dict[tuple[str, str], tuple[int, int]]:
+    """(protocol, model) → (requests, failures), from Locust's JSON statistics: written once,
+    after the users finished their last requests (the CSV is rewritten only once a second)."""
+    entries = json.loads((reports / "final.json").read_text())
+    return {(e["method"], e["name"]): (e["num_requests"], e["num_failures"]) for e in entries}
+
+
+def csv_failures(reports: Path) -> int:
+    with open(reports / "ssd300_stats.csv", newline="") as file:
+        return next(int(row["Failure Count"]) for row in csv.DictReader(file) if row["Name"] == "Aggregated")
+
+
+def network_counts(server) -> tuple[int, int]:
+    with grpcclient.InferenceServerClient(server.grpc_url) as client:
+        stats = client.get_inference_statistics("ssd300", as_json=True)["model_stats"][0]
+    return int(stats.get("inference_count", 0)), int(stats.get("execution_count", 0))
+
+
+@pytest.fixture(scope="module")
+def smoke_run(triton_server, tmp_path_factory):
+    """`make load`'s command for 15 s against the session's server (which it finds answering,
+    so it starts none): 6 users, gRPC and HTTP tensor users and both server-side-decode users;
+    image requests carry 2 files. No latency limit: CPU timings here depend on the machine."""
+    reports = tmp_path_factory.mktemp("load")
+    before = network_counts(triton_server)
+    completed = subprocess.run(
+        [
+            sys.executable, "-m", "load_tests.run", "--http-url", triton_server.http_url, "--grpc-url", triton_server.grpc_url,
+            "--run-time", f"{SMOKE_SECONDS}s", "--users", "6", "--max-p95-ms", "0", "--reports", str(reports),
+            "--", "--image-batch-size", "2", "--json-file", str(reports / "final"),
+        ],
+        cwd=REPO_ROOT, capture_output=True, text=True, timeout=SMOKE_SECONDS + 60,
+    )  # fmt: skip
+    after = network_counts(triton_server)
+    return completed, reports, before, after
+
+
+@pytest.mark.server
+def test_the_smoke_run_meets_its_thresholds_and_writes_its_reports(smoke_run):
+    completed, reports, *_ = smoke_run
+    assert completed.returncode == 0, completed.stderr[-3000:]
+    assert "using the server at" in completed.stderr
+    assert "thresholds met" in completed.stderr
+    assert (reports / "ssd300.html").stat().st_size > 0
+
+
+@pytest.mark.server
+def test_every_user_kind_made_requests_and_none_failed(smoke_run):
+    _, reports, *_ = smoke_run
+    counts = final_counts(reports)
+    assert set(counts) == {(p, m) for p in ("grpc", "http") for m in ("ssd300_detector", "ssd300_image")}
+    assert all(requests > 0 and failures == 0 for requests, failures in counts.values()), counts
+    assert csv_failures(reports) == 0
+
+
+@pytest.mark.server
+def test_concurrent_users_are_served_in_shared_batches(smoke_run):
+    """Every image of every request reached ssd300, in fewer executions than requests."""
+    _, reports, (inferences_before, executions_before), (inferences_after, executions_after) = smoke_run
+    counts = final_counts(reports)
+    detector_requests = sum(counts[(p, "ssd300_detector")][0] for p in ("grpc", "http"))
+    image_requests = sum(counts[(p, "ssd300_image")][0] for p in ("grpc", "http"))
+    inferences, executions = inferences_after - inferences_before, executions_after - executions_before
+    assert inferences == detector_requests + 2 * image_requests
+    assert executions < inferences
+    assert executions < detector_requests + image_requests
+
+
+def test_a_run_against_no_server_fails_with_exit_code_1(tmp_path):
+    command = [
+        sys.executable, "-m", "locust", "-f", str(LOCUSTFILE), "--headless", "--run-time", "3s",
+        "--users", "2", "--spawn-rate", "2", "--host", f"127.0.0.1:{free_port()}", "--think-time-s", "0.2",
+        "--request-timeout-s", "2", "--csv", str(tmp_path / "run"),
+    ]  # fmt: skip
+    completed = subprocess.run(command, cwd=REPO_ROOT, capture_output=True, text=True, timeout=60)
+    assert completed.returncode == 1, completed.stderr[-3000:]
+    assert "threshold violated: failure ratio 100.00%" in completed.stderr
