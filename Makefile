@@ -20,6 +20,9 @@ PORTS := --http-port $(HTTP_PORT) --grpc-port $(GRPC_PORT) --metrics-port $(METR
 # own exit status in the pipeline.)
 PIP_QUIET := { grep -v -e "is ignored: it is neither a file nor a directory" || true; }
 
+LOAD_TIME ?= 60s
+LOAD_USERS ?= 8
+
 # Serving image and chart (need Docker / a cluster; not used by the targets above).
 IMAGE ?= ssd300-triton
 TAG ?= 0.1.0
@@ -78,6 +81,13 @@ eval: setup
 reliability: setup
 	$(PY) -m pytest tests/test_reliability.py -q -ra
 	$(PY) -m ssd300_build.reliability_report --readme README.md
+
+# Without a built model, the benchmark serves a temporary copy with random weights.
+bench: setup
+	$(PY) -m load_tests.benchmark
+
+load: setup $(MODEL)
+	$(PY) -m load_tests.run --http-url 127.0.0.1:$(HTTP_PORT) --grpc-url 127.0.0.1:$(GRPC_PORT) --run-time $(LOAD_TIME) --users $(LOAD_USERS)
 
 clean:
 	rm -rf reports out $(MODEL) $(REPOSITORY)/ssd300/1/weights.json

@@ -35,6 +35,9 @@ class TritonPythonModel:
             self.defaults = self._validated({key: configured[key] for key in SETTINGS})
         except (KeyError, ValueError) as exc:
             raise pb_utils.TritonModelException(f"ssd300_postprocess config: {exc}") from exc
+        threads = int(configured.get("intra_op_threads", "0"))
+        if threads > 0:
+            torch.set_num_threads(threads)
         gpu = args["model_instance_kind"] == "GPU"
         self.device = torch.device(f"cuda:{args['model_instance_device_id']}" if gpu else "cpu")
 
