@@ -19,6 +19,7 @@ import tritonclient.grpc as grpcclient
 from ssd300_build.__main__ import _sample_photos
 from ssd300_build.embedded_server import EmbeddedServer, free_port
 from ssd300_build.export import write_model
+from ssd300_build.markdown_sections import update_section
 from ssd300_build.sources import load_network
 
 from ..payloads import SampleImages
@@ -83,6 +84,7 @@ def write_reports(results: dict, args: argparse.Namespace) -> None:
     plot.plot(results, args.reports / "benchmark.png")
     if not args.no_copy:
         args.markdown_copy.write_text(text)
+        update_section(REPO_ROOT / "README.md", "benchmark", report.readme_summary(results))
 
 
 def main(argv: list[str] | None = None) -> int:

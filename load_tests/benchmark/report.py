@@ -91,6 +91,13 @@ def target_rows(results: dict) -> list[tuple[str, str, str, bool, str]]:
             (f"Triton gRPC c=4 vs in-process forward-only (batch {batch})", f"≥ {TARGET_E2E_VS_FORWARD:.2f}×",
              f"{served / forward_full:.2f}× ({served:.2f} vs {forward_full:.2f} img/s)", served / forward_full >= TARGET_E2E_VS_FORWARD, why)
         )  # fmt: skip
+        # On a CPU, batching can make each image slower; hold the server to the fastest batch too.
+        best_batch = max(forward, key=lambda size: forward[size]["images_per_s"])
+        best = forward[best_batch]["images_per_s"]
+        rows.append(
+            (f"Triton gRPC c=4 vs the fastest in-process forward-only (batch {best_batch})", f"≥ {TARGET_E2E_VS_FORWARD:.2f}×",
+             f"{served / best:.2f}× ({served:.2f} vs {best:.2f} img/s)", served / best >= TARGET_E2E_VS_FORWARD, why)
+        )  # fmt: skip
         rows.append(
             (f"Triton gRPC c=4 vs in-process reference pipeline (batch {batch})", f"≥ {TARGET_E2E_VS_REFERENCE:.1f}×",
              f"{served / reference:.2f}× ({served:.2f} vs {reference:.2f} img/s)", served / reference >= TARGET_E2E_VS_REFERENCE, why)
@@ -283,3 +290,31 @@ def markdown(results: dict) -> str:
     lines += ["", "With shared memory the 270,000 input bytes are read by the server from the registered region, not sent.", ""]
     lines += ["Plot: `reports/bench/benchmark.png` (not committed).", ""]
     return "\n".join(lines)
+
+
+def readme_summary(results: dict) -> str:
+    """The README's benchmark block: where and when, the targets, and end-to-end throughput."""
+    info, server = results["machine"], results["server"]
+    lines = [
+        f"Measured by `make bench` on {results['date']}: {info['cpu_model']}, {info['cpu_cores']} cores, no GPU; "
+        f"tritonserver {server['version']} (embedded, CPU configs), torch {info['torch']}, {server['weights']} weights "
+        "(the forward pass costs the same with any weights; the postprocess grows with the number of candidates, "
+        "and calibrated random weights give 200 detections per image, near its worst case). "
+        "Full report: [load_tests/BENCHMARK.md](load_tests/BENCHMARK.md).",
+        "",
+        "| target | required | measured | met |",
+        "|---|---|---|---|",
+    ]
+    lines += [f"| {name} | {required} | {measured} | {'yes' if met else '**no**'} |" for name, required, measured, met, _ in target_rows(results)]
+    concurrencies = sorted({p.concurrency for p in results["triton"]})
+    lines += [
+        "",
+        "Triton end to end, images/s (p95 latency), one image per request:",
+        "",
+        "| path | " + " | ".join(f"concurrency {c}" for c in concurrencies) + " |",
+        "|---|" + "---|" * len(concurrencies),
+    ]
+    for mode in dict.fromkeys(p.mode for p in results["triton"]):
+        cells = {p.concurrency: f"{p.images_per_s:.2f} ({_fmt(p.latency_ms['p95'], 0)} ms)" for p in results["triton"] if p.mode == mode}
+        lines.append(f"| {MODE_TITLES[mode]} | " + " | ".join(cells.get(c, "") for c in concurrencies) + " |")
+    return "\n".join(lines) + "\n"
