@@ -53,7 +53,7 @@ $(STAMP): requirements.txt pyproject.toml
 	$(VENV)/bin/pip install --quiet --upgrade pip 2>&1 | $(PIP_QUIET)
 	$(VENV)/bin/pip install --quiet -r requirements.txt 2>&1 | $(PIP_QUIET)
 	$(VENV)/bin/pip install --quiet --no-deps -e . 2>&1 | $(PIP_QUIET)
-	$(PY) -c "import torch, torchvision, tritonclient.grpc, pytriton, locust" 
+	$(PY) -W ignore -c "import torch, torchvision, tritonclient.grpc, pytriton, locust"
 	touch $@
 
 # Always rebuilds: WEIGHTS may have changed.

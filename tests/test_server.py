@@ -183,7 +183,7 @@ def test_request_parameters_select_the_coco_evaluation_settings(grpc, random_net
     for image, reference in enumerate(decode_batch(ploc, plabel, dboxes300_coco(), criteria=0.5, max_output=20)):
         n = int(result.as_numpy("num_detections")[image, 0])
         assert n == len(reference.scores) == 20
-        assert_close(torch.from_numpy(result.as_numpy("detection_scores")[image, :n]), reference.scores, rtol=0, atol=1e-5)
+        assert_close(torch.tensor(result.as_numpy("detection_scores")[image, :n]), reference.scores, rtol=0, atol=1e-5)
         assert (result.as_numpy("detection_classes")[image, n:] == 0).all()
 
 
