@@ -148,3 +148,17 @@ def test_an_unreachable_server_exits_two(sample_paths, capsys):
 def test_no_images_at_all_exits_two(tmp_path, capsys):
     assert main([str(tmp_path)]) == 2
     assert "no images" in capsys.readouterr().err
+
+
+def test_max_print_shows_the_best_detections_and_counts_the_rest():
+    from ssd300_client import Detections
+    from ssd300_client.cli import format_detections
+
+    detections = Detections(
+        xyxy=[[0, 0, 10, 10]] * 3, confidence=[0.9, 0.8, 0.7], class_id=[1, 16, 17], image_size=(20, 20), name="x.jpg"
+    )
+    lines = format_detections(detections, limit=2).splitlines()
+    assert lines[0] == "x.jpg: 3 objects"
+    assert [line.split()[0] for line in lines[1:3]] == ["person", "cat"]
+    assert lines[3].strip() == "… and 1 more"
+    assert len(format_detections(detections).splitlines()) == 4  # no limit: all three

@@ -35,7 +35,7 @@ def main(argv: list[str] | None = None) -> int:
         with server:
             print(f"serving on gRPC {server.grpc_url}; running ssd300-detect on {args.images}/\n", flush=True)
             code = cli.main(
-                [str(args.images), "--url", server.grpc_url, "--out", str(args.out), "--json", str(args.out / "detections.json"), "--print"]
+                [str(args.images), "--url", server.grpc_url, "--out", str(args.out), "--json", str(args.out / "detections.json"), "--print", "--max-print", "10"]
             )
     except ServerError as exc:
         print(f"error: {exc}", file=sys.stderr)

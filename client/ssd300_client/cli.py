@@ -69,6 +69,9 @@ def build_parser() -> argparse.ArgumentParser:
     output.add_argument("--json", type=Path, metavar="PATH", help="write COCO detection results (a JSON list) to PATH")
     output.add_argument("--print", action="store_true", dest="print_detections", help="print each image's detections")
     output.add_argument(
+        "--max-print", type=_positive_int, metavar="N", help="print at most N detections per image, best first (default: all)"
+    )
+    output.add_argument(
         "--threshold",
         type=_probability,
         metavar="SCORE",
@@ -193,9 +196,13 @@ def annotated_path(out_dir: Path, source: Path, taken: set[Path]) -> Path:
     return candidate
 
 
-def format_detections(detections: Detections) -> str:
+def format_detections(detections: Detections, *, limit: int | None = None) -> str:
+    """One line per detection (highest confidence first), at most ``limit`` of them."""
     lines = [f"{detections.name}: {len(detections)} object{'s' if len(detections) != 1 else ''}"]
-    for d in detections:
+    for number, d in enumerate(detections):
+        if limit is not None and number == limit:
+            lines.append(f"  … and {len(detections) - limit} more")
+            break
         box = ", ".join(f"{v:.1f}" for v in d.xyxy)
         lines.append(f"  {d.class_name:<16} {d.confidence:.3f}  [{box}]")
     return "\n".join(lines)
@@ -274,7 +281,7 @@ def _run(detector: Detector, paths: list[Path], args: argparse.Namespace, *, fai
             if args.out:
                 outcome.draw(threshold=display_threshold).save(annotated_path(args.out, paths[index], taken))
             if print_detections:
-                progress.write(format_detections(shown_detections), file=sys.stdout)
+                progress.write(format_detections(shown_detections, limit=args.max_print), file=sys.stdout)
     elapsed_s = time.perf_counter() - start
     if args.json:
         args.json.parent.mkdir(parents=True, exist_ok=True)
