@@ -31,11 +31,12 @@ NAMESPACE ?= ml
 # The image defaults to the NGC checkpoint, not `auto`: a serving image should never be random.
 IMAGE_WEIGHTS ?= nvidia
 
-.PHONY: help setup model serve demo test bench load eval reliability clean image image-loadtest push deploy
+.PHONY: help setup model serve demo test lint bench load eval reliability clean image image-loadtest push deploy
 
 help:
 	@echo "make demo     build the model (WEIGHTS=auto), serve it, detect objects in sample images"
 	@echo "make test     the test suite (starts its own server on free ports)"
+	@echo "make lint     ruff (lint + format check) and mypy"
 	@echo "make setup    create $(VENV) with pinned dependencies"
 	@echo "make model    build $(MODEL)  (WEIGHTS=auto|nvidia|random|<checkpoint path>)"
 	@echo "make serve    run the embedded tritonserver on 127.0.0.1:$(HTTP_PORT)/$(GRPC_PORT)/$(METRICS_PORT)"
@@ -71,6 +72,11 @@ demo: setup $(MODEL)
 
 test: setup
 	$(PY) -m pytest -q -ra
+
+# ruff (lint + format check) over the whole tree, mypy over the client library.
+lint: setup
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
 
 # COCO mAP through a running server (start one with `make serve`): COCO=<dir with val2017/ and
 # annotations/instances_val2017.json>, optionally LIMIT=<first N images>.

@@ -39,7 +39,9 @@ def parse_endpoint(url: str, *, default_protocol: str = GRPC) -> Endpoint:
     return Endpoint(protocol, parts.netloc, ssl=scheme == "https")
 
 
-def resolve_endpoints(host: str | None, *, grpc_url: str | None = None, http_url: str | None = None) -> dict[str, Endpoint]:
+def resolve_endpoints(
+    host: str | None, *, grpc_url: str | None = None, http_url: str | None = None
+) -> dict[str, Endpoint]:
     """Endpoint per protocol: the host's protocol from ``host``, the explicit URLs on top."""
     endpoints: dict[str, Endpoint] = {}
     if host:

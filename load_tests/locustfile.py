@@ -20,10 +20,9 @@ import logging
 # First: initialises gRPC's gevent support before anything imports tritonclient.grpc.
 from triton_user import TritonGrpcUser, TritonHttpUser  # isort: skip
 
+from endpoints import resolve_endpoints
 from locust import events, task
 from locust.runners import WorkerRunner
-
-from endpoints import resolve_endpoints
 from thresholds import DEFAULT_MAX_FAILURE_RATIO, DEFAULT_MAX_P95_MS, Thresholds
 
 log = logging.getLogger("ssd300.load")
@@ -56,18 +55,74 @@ class HttpImageUser(TritonHttpUser):
 @events.init_command_line_parser.add_listener
 def add_options(parser):
     group = parser.add_argument_group("SSD300", "Options of load_tests/locustfile.py")
-    group.add_argument("--grpc-url", env_var="SSD300_GRPC_URL", default="", help="gRPC endpoint host:port (default: --host if it is one)")
-    group.add_argument("--http-url", env_var="SSD300_HTTP_URL", default="", help="HTTP endpoint [http://]host:port (default: --host if it is one)")
-    group.add_argument("--detector-weight", env_var="SSD300_DETECTOR_WEIGHT", type=int, default=3, help="weight of ssd300_detector users (uint8 tensors in)")
-    group.add_argument("--image-weight", env_var="SSD300_IMAGE_WEIGHT", type=int, default=1, help="weight of ssd300_image users (encoded files in)")
-    group.add_argument("--batch-size", env_var="SSD300_BATCH_SIZE", type=int, default=1, help="images per ssd300_detector request")
-    group.add_argument("--image-batch-size", env_var="SSD300_IMAGE_BATCH_SIZE", type=int, default=1, help="images per ssd300_image request")
-    group.add_argument("--think-time-s", env_var="SSD300_THINK_TIME_S", type=float, default=0.0, help="pause between a user's requests")
-    group.add_argument("--request-timeout-s", env_var="SSD300_REQUEST_TIMEOUT_S", type=float, default=60.0, help="client timeout per request")
     group.add_argument(
-        "--max-failure-ratio", env_var="SSD300_MAX_FAILURE_RATIO", type=float, default=DEFAULT_MAX_FAILURE_RATIO, help="fail the run above this"
+        "--grpc-url",
+        env_var="SSD300_GRPC_URL",
+        default="",
+        help="gRPC endpoint host:port (default: --host if it is one)",
     )
-    group.add_argument("--max-p95-ms", env_var="SSD300_MAX_P95_MS", type=float, default=DEFAULT_MAX_P95_MS, help="fail the run above this p95 (0: no limit)")
+    group.add_argument(
+        "--http-url",
+        env_var="SSD300_HTTP_URL",
+        default="",
+        help="HTTP endpoint [http://]host:port (default: --host if it is one)",
+    )
+    group.add_argument(
+        "--detector-weight",
+        env_var="SSD300_DETECTOR_WEIGHT",
+        type=int,
+        default=3,
+        help="weight of ssd300_detector users (uint8 tensors in)",
+    )
+    group.add_argument(
+        "--image-weight",
+        env_var="SSD300_IMAGE_WEIGHT",
+        type=int,
+        default=1,
+        help="weight of ssd300_image users (encoded files in)",
+    )
+    group.add_argument(
+        "--batch-size",
+        env_var="SSD300_BATCH_SIZE",
+        type=int,
+        default=1,
+        help="images per ssd300_detector request",
+    )
+    group.add_argument(
+        "--image-batch-size",
+        env_var="SSD300_IMAGE_BATCH_SIZE",
+        type=int,
+        default=1,
+        help="images per ssd300_image request",
+    )
+    group.add_argument(
+        "--think-time-s",
+        env_var="SSD300_THINK_TIME_S",
+        type=float,
+        default=0.0,
+        help="pause between a user's requests",
+    )
+    group.add_argument(
+        "--request-timeout-s",
+        env_var="SSD300_REQUEST_TIMEOUT_S",
+        type=float,
+        default=60.0,
+        help="client timeout per request",
+    )
+    group.add_argument(
+        "--max-failure-ratio",
+        env_var="SSD300_MAX_FAILURE_RATIO",
+        type=float,
+        default=DEFAULT_MAX_FAILURE_RATIO,
+        help="fail the run above this",
+    )
+    group.add_argument(
+        "--max-p95-ms",
+        env_var="SSD300_MAX_P95_MS",
+        type=float,
+        default=DEFAULT_MAX_P95_MS,
+        help="fail the run above this p95 (0: no limit)",
+    )
 
 
 def user_weights(options) -> dict[type, int]:
@@ -94,11 +149,18 @@ def choose_users(environment, **_kwargs):
             raise ValueError(f"--{name.replace('_', '-')} must be at least 1")
     endpoints = resolve_endpoints(environment.host, grpc_url=options.grpc_url, http_url=options.http_url)
     if not endpoints:
-        raise ValueError("no endpoint: pass --host (host:port for gRPC, http://host:port for HTTP) or --grpc-url/--http-url")
+        raise ValueError(
+            "no endpoint: pass --host (host:port for gRPC, http://host:port for HTTP) "
+            "or --grpc-url/--http-url"
+        )
     weights = user_weights(options)
     for user_class in environment.user_classes:
-        user_class.weight = weights.get(user_class, user_class.weight) if user_class.protocol in endpoints else 0
-    environment.user_classes[:] = [user_class for user_class in environment.user_classes if user_class.weight > 0]
+        user_class.weight = (
+            weights.get(user_class, user_class.weight) if user_class.protocol in endpoints else 0
+        )
+    environment.user_classes[:] = [
+        user_class for user_class in environment.user_classes if user_class.weight > 0
+    ]
     if not environment.user_classes:
         raise ValueError("every user weight is 0 for the protocols given")
     mix = ", ".join(f"{user_class.__name__}={user_class.weight}" for user_class in environment.user_classes)
@@ -114,10 +176,16 @@ def judge_run(environment, **_kwargs):
     thresholds = Thresholds(max_failure_ratio=options.max_failure_ratio, max_p95_ms=options.max_p95_ms)
     total = environment.stats.total
     problems = thresholds.violations(
-        requests=total.num_requests, failures=total.num_failures, p95_ms=total.get_response_time_percentile(0.95) or 0.0
+        requests=total.num_requests,
+        failures=total.num_failures,
+        p95_ms=total.get_response_time_percentile(0.95) or 0.0,
     )
     for problem in problems:
         log.error("threshold violated: %s", problem)
     if not problems:
-        log.info("thresholds met: failure ratio %.2f%%, p95 %.0f ms", 100 * total.fail_ratio, total.get_response_time_percentile(0.95))
+        log.info(
+            "thresholds met: failure ratio %.2f%%, p95 %.0f ms",
+            100 * total.fail_ratio,
+            total.get_response_time_percentile(0.95),
+        )
     environment.process_exit_code = 1 if problems else 0

@@ -45,7 +45,12 @@ class SampleImages:
     @cached_property
     def pixels(self) -> np.ndarray:
         """uint8 [n, 300, 300, 3]: each photo, then each photo mirrored (twice the variety)."""
-        photos = np.stack([resize_for_model(decode_image(data, name=str(path))) for path, data in zip(self.paths, self.encoded)])
+        photos = np.stack(
+            [
+                resize_for_model(decode_image(data, name=str(path)))
+                for path, data in zip(self.paths, self.encoded)
+            ]
+        )
         return np.concatenate([photos, photos[:, :, ::-1]])
 
     def pixel_batch(self, size: int, start: int = 0) -> np.ndarray:

@@ -36,13 +36,17 @@ log = logging.getLogger("load_tests.run")
 
 def server_ready(http_address: str) -> bool:
     try:
-        with urllib.request.urlopen(f"http://{http_address}/v2/models/ssd300_detector/ready", timeout=2) as response:
+        with urllib.request.urlopen(
+            f"http://{http_address}/v2/models/ssd300_detector/ready", timeout=2
+        ) as response:
             return response.status == 200
     except (urllib.error.URLError, OSError):
         return False
 
 
-def locust_command(args: argparse.Namespace, grpc_address: str, http_address: str, extra: list[str]) -> list[str]:
+def locust_command(
+    args: argparse.Namespace, grpc_address: str, http_address: str, extra: list[str]
+) -> list[str]:
     prefix = args.reports / "ssd300"
     return [
         sys.executable, "-m", "locust",
@@ -64,15 +68,32 @@ def locust_command(args: argparse.Namespace, grpc_address: str, http_address: st
 
 def parse_args(argv: list[str] | None) -> tuple[argparse.Namespace, list[str]]:
     parser = argparse.ArgumentParser(prog="python -m load_tests.run", description=__doc__.split("\n\n")[0])
-    parser.add_argument("--http-url", default="127.0.0.1:8000", help="server HTTP endpoint (default: %(default)s)")
-    parser.add_argument("--grpc-url", default="127.0.0.1:8001", help="server gRPC endpoint (default: %(default)s)")
-    parser.add_argument("--repository", type=Path, default=Path("model_repository"), help="served if no server answers")
+    parser.add_argument(
+        "--http-url", default="127.0.0.1:8000", help="server HTTP endpoint (default: %(default)s)"
+    )
+    parser.add_argument(
+        "--grpc-url", default="127.0.0.1:8001", help="server gRPC endpoint (default: %(default)s)"
+    )
+    parser.add_argument(
+        "--repository", type=Path, default=Path("model_repository"), help="served if no server answers"
+    )
     parser.add_argument("--run-time", default="60s", help="Locust --run-time (default: %(default)s)")
     parser.add_argument("--users", type=int, default=8, help="concurrent users (default: %(default)s)")
-    parser.add_argument("--spawn-rate", type=float, default=0, help="users started per second (default: all at once)")
-    parser.add_argument("--max-p95-ms", type=float, default=CPU_MAX_P95_MS, help="p95 threshold (default: %(default)s, for CPU)")
-    parser.add_argument("--max-failure-ratio", type=float, default=0.0, help="failure-ratio threshold (default: %(default)s)")
-    parser.add_argument("--reports", type=Path, default=Path("reports/load"), help="CSV/HTML folder (default: %(default)s)")
+    parser.add_argument(
+        "--spawn-rate", type=float, default=0, help="users started per second (default: all at once)"
+    )
+    parser.add_argument(
+        "--max-p95-ms",
+        type=float,
+        default=CPU_MAX_P95_MS,
+        help="p95 threshold (default: %(default)s, for CPU)",
+    )
+    parser.add_argument(
+        "--max-failure-ratio", type=float, default=0.0, help="failure-ratio threshold (default: %(default)s)"
+    )
+    parser.add_argument(
+        "--reports", type=Path, default=Path("reports/load"), help="CSV/HTML folder (default: %(default)s)"
+    )
     args, extra = parser.parse_known_args(argv)
     return args, [item for item in extra if item != "--"]
 
@@ -80,7 +101,10 @@ def parse_args(argv: list[str] | None) -> tuple[argparse.Namespace, list[str]]:
 def main(argv: list[str] | None = None) -> int:
     args, extra = parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(message)s")
-    http, grpc = parse_endpoint(args.http_url, default_protocol=HTTP), parse_endpoint(args.grpc_url, default_protocol=GRPC)
+    http, grpc = (
+        parse_endpoint(args.http_url, default_protocol=HTTP),
+        parse_endpoint(args.grpc_url, default_protocol=GRPC),
+    )
     args.reports.mkdir(parents=True, exist_ok=True)
     with ExitStack() as stack:
         if server_ready(http.address):
@@ -89,7 +113,11 @@ def main(argv: list[str] | None = None) -> int:
             log.error("no server answers at %s (an embedded one is started only on loopback)", http.address)
             return 2
         else:
-            log.info("no server answers at %s: starting the embedded tritonserver on %s", http.address, args.repository)
+            log.info(
+                "no server answers at %s: starting the embedded tritonserver on %s",
+                http.address,
+                args.repository,
+            )
             server = EmbeddedServer(
                 args.repository,
                 http_port=int(http.address.rsplit(":", 1)[1]),

@@ -23,7 +23,9 @@ class Thresholds:
         # Locust counts failed requests in num_requests too (its fail_ratio is failures / requests).
         failure_ratio = failures / requests
         if failure_ratio > self.max_failure_ratio:
-            problems.append(f"failure ratio {failure_ratio:.2%} > {self.max_failure_ratio:.2%} ({failures} of {requests})")
+            problems.append(
+                f"failure ratio {failure_ratio:.2%} > {self.max_failure_ratio:.2%} ({failures} of {requests})"
+            )
         if self.max_p95_ms and p95_ms > self.max_p95_ms:
             problems.append(f"p95 latency {p95_ms:.0f} ms > {self.max_p95_ms:.0f} ms")
         return problems

@@ -9,21 +9,20 @@ geventhttpclient, which is gevent-native.
 
 from __future__ import annotations
 
-import locust  # noqa: F401  (monkey-patches the standard library, which must precede init_gevent)
 import grpc.experimental.gevent as grpc_gevent
+import locust  # noqa: F401  (monkey-patches the standard library, which must precede init_gevent)
 
 grpc_gevent.init_gevent()
 
-import random  # noqa: E402
-import time  # noqa: E402
+import random
+import time
 
-import numpy as np  # noqa: E402
-import tritonclient.grpc as grpcclient  # noqa: E402
-import tritonclient.http as httpclient  # noqa: E402
-from locust import User  # noqa: E402
-
-from endpoints import GRPC, HTTP, Endpoint, resolve_endpoints  # noqa: E402
-from payloads import SampleImages  # noqa: E402
+import numpy as np
+import tritonclient.grpc as grpcclient
+import tritonclient.http as httpclient
+from endpoints import GRPC, HTTP, Endpoint, resolve_endpoints
+from locust import User
+from payloads import SampleImages
 
 DETECTOR_MODEL = "ssd300_detector"
 IMAGE_MODEL = "ssd300_image"
@@ -56,7 +55,9 @@ class TimedTritonClient:
                 endpoint.address, ssl=endpoint.ssl, connection_timeout=timeout_s, network_timeout=timeout_s
             )
 
-    def infer(self, model: str, input_name: str, data: np.ndarray, datatype: str, outputs: tuple[str, ...]) -> None:
+    def infer(
+        self, model: str, input_name: str, data: np.ndarray, datatype: str, outputs: tuple[str, ...]
+    ) -> None:
         start = time.perf_counter()
         response_length, exception = 0, None
         try:
@@ -118,8 +119,12 @@ class TritonUser(User):
 
     def on_start(self) -> None:
         options = self.environment.parsed_options
-        endpoints = resolve_endpoints(self.environment.host, grpc_url=options.grpc_url, http_url=options.http_url)
-        self.client = TimedTritonClient(endpoints[self.protocol], self.environment, timeout_s=options.request_timeout_s)
+        endpoints = resolve_endpoints(
+            self.environment.host, grpc_url=options.grpc_url, http_url=options.http_url
+        )
+        self.client = TimedTritonClient(
+            endpoints[self.protocol], self.environment, timeout_s=options.request_timeout_s
+        )
         self.images = sample_images()
         # Users start at different photos: concurrent requests, and so the batches, differ.
         self.cursor = random.randrange(len(self.images.pixels))
@@ -130,13 +135,17 @@ class TritonUser(User):
     def detect_pixels(self) -> None:
         """One ``ssd300_detector`` request: client-side preprocessed uint8 images."""
         size = self.environment.parsed_options.batch_size
-        self.client.infer(DETECTOR_MODEL, "images", self.images.pixel_batch(size, self.cursor), "UINT8", DETECTION_OUTPUTS)
+        self.client.infer(
+            DETECTOR_MODEL, "images", self.images.pixel_batch(size, self.cursor), "UINT8", DETECTION_OUTPUTS
+        )
         self.cursor += size
 
     def detect_encoded(self) -> None:
         """One ``ssd300_image`` request: the image files' bytes, decoded by the server."""
         size = self.environment.parsed_options.image_batch_size
-        self.client.infer(IMAGE_MODEL, "encoded_image", self.images.encoded_batch(size, self.cursor), "BYTES", IMAGE_OUTPUTS)
+        self.client.infer(
+            IMAGE_MODEL, "encoded_image", self.images.encoded_batch(size, self.cursor), "BYTES", IMAGE_OUTPUTS
+        )
         self.cursor += size
 
 

@@ -36,7 +36,9 @@ def built_repository(tmp_path_factory, random_network) -> Path:
     """A copy of model_repository/ with model.pt built from ``random_network``."""
     repository = tmp_path_factory.mktemp("repo") / "model_repository"
     shutil.copytree(
-        REPO_ROOT / "model_repository", repository, ignore=shutil.ignore_patterns("model.pt", "weights.json", "__pycache__")
+        REPO_ROOT / "model_repository",
+        repository,
+        ignore=shutil.ignore_patterns("model.pt", "weights.json", "__pycache__"),
     )
     network, metadata = random_network
     write_model(network, repository, metadata)
@@ -48,7 +50,11 @@ def triton_server(built_repository, tmp_path_factory):
     """The embedded tritonserver serving ``built_repository``; ``.http_url``/``.grpc_url`` are host:port."""
     log_path = tmp_path_factory.mktemp("server") / "tritonserver.log"
     server = EmbeddedServer(
-        built_repository, http_port=free_port(), grpc_port=free_port(), metrics_port=free_port(), log_path=log_path
+        built_repository,
+        http_port=free_port(),
+        grpc_port=free_port(),
+        metrics_port=free_port(),
+        log_path=log_path,
     )
     with server:
         yield server

@@ -90,7 +90,9 @@ def photo_folder(tmp_path, sample_paths):
 @pytest.mark.filterwarnings("ignore::ssd300_client.RandomWeightsWarning")
 def test_a_folder_gives_annotated_images_and_coco_results(triton_server, photo_folder, tmp_path, capsys):
     out, results = tmp_path / "out", tmp_path / "results.json"
-    code = main([str(photo_folder), "--url", triton_server.grpc_url, "--out", str(out), "--json", str(results)])
+    code = main(
+        [str(photo_folder), "--url", triton_server.grpc_url, "--out", str(out), "--json", str(results)]
+    )
     assert code == 0
     for source in sorted(photo_folder.iterdir()):
         annotated = Image.open(out / f"{source.stem}.png")
@@ -118,7 +120,9 @@ def test_an_unreadable_file_is_reported_skipped_and_exits_one(triton_server, pho
 
 @pytest.mark.server
 @pytest.mark.filterwarnings("ignore::ssd300_client.RandomWeightsWarning")
-def test_print_with_server_side_decode_over_http_lists_confident_detections(triton_server, sample_paths, capsys):
+def test_print_with_server_side_decode_over_http_lists_confident_detections(
+    triton_server, sample_paths, capsys
+):
     code = main(
         [
             str(sample_paths[0]),
@@ -155,7 +159,11 @@ def test_max_print_shows_the_best_detections_and_counts_the_rest():
     from ssd300_client.cli import format_detections
 
     detections = Detections(
-        xyxy=[[0, 0, 10, 10]] * 3, confidence=[0.9, 0.8, 0.7], class_id=[1, 16, 17], image_size=(20, 20), name="x.jpg"
+        xyxy=[[0, 0, 10, 10]] * 3,
+        confidence=[0.9, 0.8, 0.7],
+        class_id=[1, 16, 17],
+        image_size=(20, 20),
+        name="x.jpg",
     )
     lines = format_detections(detections, limit=2).splitlines()
     assert lines[0] == "x.jpg: 3 objects"

@@ -31,7 +31,8 @@ DETECTION_OUTPUTS = {
 
 
 @pytest.mark.parametrize(
-    "model", [contract.DETECTOR_MODEL, contract.IMAGE_MODEL, contract.NETWORK_MODEL, contract.POSTPROCESS_MODEL]
+    "model",
+    [contract.DETECTOR_MODEL, contract.IMAGE_MODEL, contract.NETWORK_MODEL, contract.POSTPROCESS_MODEL],
 )
 def test_every_model_the_client_names_exists(model):
     assert load_config(model).name == model
@@ -54,7 +55,9 @@ def test_detector_model_outputs_the_four_detection_tensors():
 
 
 def test_image_model_takes_one_encoded_file_per_item():
-    assert tensors(load_config(contract.IMAGE_MODEL).input) == {contract.ENCODED_IMAGE_INPUT: (mc.TYPE_STRING, (1,))}
+    assert tensors(load_config(contract.IMAGE_MODEL).input) == {
+        contract.ENCODED_IMAGE_INPUT: (mc.TYPE_STRING, (1,))
+    }
     assert contract.ENCODED_IMAGE_DATATYPE == "BYTES"  # TYPE_STRING is BYTES on the wire
 
 
@@ -64,7 +67,9 @@ def test_image_model_outputs_the_detections_and_the_image_size():
 
 
 def test_server_score_threshold_and_detection_count_match_the_postprocess_parameters():
-    parameters = {key: value.string_value for key, value in load_config(contract.POSTPROCESS_MODEL).parameters.items()}
+    parameters = {
+        key: value.string_value for key, value in load_config(contract.POSTPROCESS_MODEL).parameters.items()
+    }
     assert float(parameters["score_threshold"]) == contract.SERVER_SCORE_THRESHOLD
     assert int(parameters["max_detections"]) == contract.MAX_DETECTIONS
 

@@ -14,7 +14,14 @@ import tritonclient.grpc as grpcclient
 from numpy.testing import assert_allclose, assert_array_equal
 from PIL import Image
 
-from ssd300_client import AsyncDetector, Detections, Detector, InvalidImageError, RandomWeightsWarning, SSD300Error
+from ssd300_client import (
+    AsyncDetector,
+    Detections,
+    Detector,
+    InvalidImageError,
+    RandomWeightsWarning,
+    SSD300Error,
+)
 
 pytestmark = [pytest.mark.server, pytest.mark.filterwarnings("ignore::ssd300_client.RandomWeightsWarning")]
 
@@ -110,7 +117,9 @@ def test_threshold_keeps_only_confident_detections(triton_server, photo, referen
 @pytest.mark.parametrize("protocol", ["grpc", "http"])
 def test_request_parameters_reach_the_postprocess(triton_server, photo, reference, protocol):
     # max_detections=5 keeps the five highest-scoring detections of the default answer.
-    with Detector(url_for(triton_server, protocol), protocol=protocol, parameters={"max_detections": 5}) as detector:
+    with Detector(
+        url_for(triton_server, protocol), protocol=protocol, parameters={"max_detections": 5}
+    ) as detector:
         top = detector.detect(photo)
     assert len(top) == 5
     assert_array_equal(top.class_id, reference.class_id[:5])
@@ -135,11 +144,18 @@ def test_an_exif_rotated_jpeg_is_detected_upright_by_client_and_server(triton_se
 
 
 @pytest.mark.parametrize("server_side_decode", [False, True], ids=["client-decode", "server-decode"])
-def test_detect_many_keeps_input_order_and_reports_bad_images_in_place(triton_server, sample_paths, server_side_decode):
+def test_detect_many_keeps_input_order_and_reports_bad_images_in_place(
+    triton_server, sample_paths, server_side_decode
+):
     images = [sample_paths[0], b"\x89PNG but not really", sample_paths[1], sample_paths[2]]
     with Detector(triton_server.grpc_url, server_side_decode=server_side_decode) as detector:
         results = detector.detect_many(images, batch_size=2, concurrency=2, return_exceptions=True)
-    assert [r.name for r in results] == [str(sample_paths[0]), "images[1]", str(sample_paths[1]), str(sample_paths[2])]
+    assert [r.name for r in results] == [
+        str(sample_paths[0]),
+        "images[1]",
+        str(sample_paths[1]),
+        str(sample_paths[2]),
+    ]
     assert isinstance(results[1], InvalidImageError)
     assert [r.image_size for r in results if isinstance(r, Detections)] == [
         Image.open(p).size[::-1] for p in (sample_paths[0], *sample_paths[1:3])

@@ -48,7 +48,10 @@ def test_a_dead_first_server_fails_over_to_the_next(triton_server, dead_url, pho
 
 
 def test_after_failover_the_server_that_answered_is_asked_first(triton_server, dead_url, photo, caplog):
-    with Detector(f"{dead_url},{triton_server.grpc_url}") as detector, caplog.at_level(logging.INFO, "ssd300_client"):
+    with (
+        Detector(f"{dead_url},{triton_server.grpc_url}") as detector,
+        caplog.at_level(logging.INFO, "ssd300_client"),
+    ):
         detector.detect(photo)
         detector.detect(photo)
     assert sum(dead_url in record.getMessage() for record in caplog.records) == 1

@@ -38,7 +38,7 @@ def test_label_for_category_id_inverts_coco_category_id():
     assert [label_for_category_id(coco_category_id(label)) for label in range(1, 81)] == list(range(1, 81))
 
 
-@pytest.mark.parametrize("category_id", sorted(UNUSED_CATEGORY_IDS) + [0, 91])
+@pytest.mark.parametrize("category_id", [*sorted(UNUSED_CATEGORY_IDS), 0, 91])
 def test_unused_category_ids_have_no_label(category_id):
     with pytest.raises(ValueError, match="not one of the 80"):
         label_for_category_id(category_id)

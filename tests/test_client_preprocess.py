@@ -32,7 +32,9 @@ def test_boxes_scale_by_width_and_height_of_a_landscape_image():
 
 def test_boxes_scale_by_width_and_height_of_a_portrait_image():
     # 480×640: (0.1·480, 0.1·640, 0.9·480, 0.5·640) = (48, 64, 432, 320)
-    assert_allclose(boxes_to_pixels([[0.1, 0.1, 0.9, 0.5]], width=480, height=640), [[48, 64, 432, 320]], rtol=1e-6)
+    assert_allclose(
+        boxes_to_pixels([[0.1, 0.1, 0.9, 0.5]], width=480, height=640), [[48, 64, 432, 320]], rtol=1e-6
+    )
 
 
 def test_boxes_of_a_tiny_image_keep_sub_pixel_coordinates():

@@ -66,7 +66,12 @@ def test_coco_results_have_xywh_boxes_and_category_ids():
 
 
 def test_coco_results_are_json_serialisable():
-    assert json.loads(json.dumps(make_detections().to_coco(image_id=1)))[0]["bbox"] == [10.0, 20.0, 50.0, 60.0]
+    assert json.loads(json.dumps(make_detections().to_coco(image_id=1)))[0]["bbox"] == [
+        10.0,
+        20.0,
+        50.0,
+        60.0,
+    ]
 
 
 def test_to_dict_describes_the_image_and_each_detection():

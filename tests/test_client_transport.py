@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import os
 import random
-import socket
 
 import numpy as np
 import pytest
@@ -139,28 +138,29 @@ def test_a_refused_connection_is_unavailable_never_a_timeout():
 
 def test_a_socket_timeout_during_inference_is_an_inference_timeout():
     assert isinstance(
-        translate_error(socket.timeout("timed out"), where="h:1 (http)", model="m"), InferenceTimeoutError
+        translate_error(TimeoutError("timed out"), where="h:1 (http)", model="m"), InferenceTimeoutError
     )
 
 
 def test_a_timeout_on_a_health_query_means_the_server_is_unavailable():
     error = translate_error(
-        InferenceServerException("late", status="StatusCode.DEADLINE_EXCEEDED"), where="h:1", model="m", control=True
+        InferenceServerException("late", status="StatusCode.DEADLINE_EXCEEDED"),
+        where="h:1",
+        model="m",
+        control=True,
     )
     assert isinstance(error, ServerUnavailableError)
 
 
 def test_errors_that_are_not_transport_failures_pass_through():
-    with pytest.raises(KeyError):
-        with translated_errors("h:1", "m"):
-            raise KeyError("a bug, not the network")
+    with pytest.raises(KeyError), translated_errors("h:1", "m"):
+        raise KeyError("a bug, not the network")
 
 
 def test_typed_errors_are_raised_from_the_transport_error():
     original = InferenceServerException("bad shape", status="StatusCode.INVALID_ARGUMENT")
-    with pytest.raises(InvalidInputError) as caught:
-        with translated_errors("h:1", "m"):
-            raise original
+    with pytest.raises(InvalidInputError) as caught, translated_errors("h:1", "m"):
+        raise original
     assert caught.value.__cause__ is original
 
 
@@ -252,5 +252,8 @@ def test_auto_shared_memory_falls_back_to_sending_pixels(unmappable_server, capl
 
 
 def test_required_shared_memory_fails_loudly_when_the_server_cannot_map_it(unmappable_server):
-    with Detector("127.0.0.1:8001", shared_memory=True) as detector, pytest.raises(InferenceError, match="shared memory"):
+    with (
+        Detector("127.0.0.1:8001", shared_memory=True) as detector,
+        pytest.raises(InferenceError, match="shared memory"),
+    ):
         detector.detect(np.zeros((8, 8, 3), np.uint8))

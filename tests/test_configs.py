@@ -101,7 +101,9 @@ def test_ensemble_steps_wire_tensors_of_matching_type_and_shape(ensemble, varian
     config = load(ensemble)
     available = {t.name: (t.data_type, tuple(t.dims)) for t in config.input}
     for step in config.ensemble_scheduling.step:
-        model = load(step.model_name, variant if (REPOSITORY / step.model_name / "configs").is_dir() else None)
+        model = load(
+            step.model_name, variant if (REPOSITORY / step.model_name / "configs").is_dir() else None
+        )
         assert model.max_batch_size >= config.max_batch_size
         inputs = {t.name: (t.data_type, tuple(t.dims)) for t in model.input}
         outputs = {t.name: (t.data_type, tuple(t.dims)) for t in model.output}
@@ -118,7 +120,8 @@ def test_server_side_decode_uses_the_clients_imaging_module_verbatim():
     client_copy = REPOSITORY.parent / "client" / "ssd300_client" / "imaging.py"
     server_copy = REPOSITORY / "ssd300_image_preprocess" / "1" / "imaging.py"
     assert server_copy.read_bytes() == client_copy.read_bytes(), (
-        "model_repository/ssd300_image_preprocess/1/imaging.py must be a copy of client/ssd300_client/imaging.py"
+        "model_repository/ssd300_image_preprocess/1/imaging.py must be a copy of "
+        "client/ssd300_client/imaging.py"
     )
 
 

@@ -84,7 +84,9 @@ def only(docs: list[dict], kind: str) -> dict:
 
 def server_deployment(docs: list[dict]) -> dict:
     (deployment,) = [
-        d for d in find(docs, "Deployment") if d["metadata"]["labels"]["app.kubernetes.io/component"] == "server"
+        d
+        for d in find(docs, "Deployment")
+        if d["metadata"]["labels"]["app.kubernetes.io/component"] == "server"
     ]
     return deployment
 
@@ -193,17 +195,32 @@ def test_values_schema_is_a_valid_json_schema_that_accepts_the_defaults():
 def test_default_install_is_server_service_and_guards_only(default_docs):
     kinds = sorted(d["kind"] for d in default_docs)
     assert kinds == [
-        "Deployment", "NetworkPolicy", "PodDisruptionBudget", "Secret", "Service", "ServiceAccount",
+        "Deployment",
+        "NetworkPolicy",
+        "PodDisruptionBudget",
+        "Secret",
+        "Service",
+        "ServiceAccount",
     ]
 
 
 def test_everything_on_renders_every_optional_object(everything_docs):
     kinds = sorted(d["kind"] for d in everything_docs)
-    assert kinds == sorted([
-        "Deployment", "Service", "ServiceAccount", "PodDisruptionBudget", "HorizontalPodAutoscaler",
-        "ServiceMonitor", "NetworkPolicy", "NetworkPolicy",  # server + Locust master
-        "Service", "Job", "Job",  # Locust master Service, master and worker Jobs
-    ])  # no Secret: everything-on brings its own admin key Secret
+    assert kinds == sorted(
+        [
+            "Deployment",
+            "Service",
+            "ServiceAccount",
+            "PodDisruptionBudget",
+            "HorizontalPodAutoscaler",
+            "ServiceMonitor",
+            "NetworkPolicy",
+            "NetworkPolicy",  # server + Locust master
+            "Service",
+            "Job",
+            "Job",  # Locust master Service, master and worker Jobs
+        ]
+    )  # no Secret: everything-on brings its own admin key Secret
 
 
 def test_objects_carry_recommended_labels(everything_docs):
@@ -278,7 +295,9 @@ def test_the_canary_needs_nothing_but_the_standard_library():
     # The serving image's python3 has torch but not this project: -S drops site-packages.
     done = subprocess.run(
         [sys.executable, "-I", "-S", str(REPO / "build" / "ssd300_build" / "health.py"), "--help"],
-        capture_output=True, text=True, timeout=30,
+        capture_output=True,
+        text=True,
+        timeout=30,
     )
     assert done.returncode == 0, done.stderr
     assert "--url" in done.stdout and "--timeout" in done.stdout
@@ -289,6 +308,7 @@ def test_liveness_is_more_patient_than_readiness(default_docs):
     # a minute of failed canaries, so a slow answer under load never costs a restart.
     container = server_container(default_docs)
     readiness, liveness = container["readinessProbe"], container["livenessProbe"]
+
     def patience_s(probe: dict) -> int:
         return probe["periodSeconds"] * probe["failureThreshold"]
 
@@ -311,7 +331,9 @@ def test_probes_and_service_reach_the_ports_the_server_listens_on(default_docs):
         assert command[command.index("--url") + 1] == f"127.0.0.1:{ports['http']}"
     service = only(default_docs, "Service")
     assert {p["name"]: (p["port"], p["targetPort"]) for p in service["spec"]["ports"]} == {
-        "http": (8000, "http"), "grpc": (8001, "grpc"), "metrics": (8002, "metrics"),
+        "http": (8000, "http"),
+        "grpc": (8001, "grpc"),
+        "metrics": (8002, "metrics"),
     }
 
 
@@ -374,10 +396,17 @@ def test_grace_period_covers_prestop_pause_and_server_exit_timeout(default_docs)
 
 
 def test_pvc_source_mounts_the_claim_read_only():
-    docs = objects({"modelRepository": {"source": "pvc", "pvc": {"claimName": "models", "subPath": "ssd300"}}})
+    docs = objects(
+        {"modelRepository": {"source": "pvc", "pvc": {"claimName": "models", "subPath": "ssd300"}}}
+    )
     container = server_container(docs)
     (mount,) = [m for m in container["volumeMounts"] if m["name"] == "model-repository"]
-    assert mount == {"name": "model-repository", "mountPath": "/models", "readOnly": True, "subPath": "ssd300"}
+    assert mount == {
+        "name": "model-repository",
+        "mountPath": "/models",
+        "readOnly": True,
+        "subPath": "ssd300",
+    }
     volumes = {v["name"]: v for v in server_deployment(docs)["spec"]["template"]["spec"]["volumes"]}
     assert volumes["model-repository"]["persistentVolumeClaim"] == {"claimName": "models", "readOnly": True}
     assert flags(container["args"])["--model-repository"] == ["/models"]
@@ -388,7 +417,9 @@ def test_object_storage_source_syncs_in_an_init_container(everything_docs):
     (sync,) = pod["initContainers"]
     assert sync["args"][:3] == ["copy", ":s3,provider=AWS,env_auth=true:models-bucket/ssd300", "/models"]
     assert sync["envFrom"] == [{"secretRef": {"name": "ssd300-bucket-credentials"}}]
-    server_mount = [m for m in server_container(everything_docs)["volumeMounts"] if m["name"] == "model-repository"]
+    server_mount = [
+        m for m in server_container(everything_docs)["volumeMounts"] if m["name"] == "model-repository"
+    ]
     assert server_mount[0]["readOnly"] is True
     assert flags(server_container(everything_docs)["args"])["--model-repository"] == ["/models"]
 
@@ -487,7 +518,11 @@ def test_ui_load_test_runs_deployments_with_the_web_port():
 
 @pytest.mark.parametrize(
     ("service_type", "hint"),
-    [("ClusterIP", "port-forward svc/"), ("NodePort", ".nodePort}"), ("LoadBalancer", ".status.loadBalancer.ingress")],
+    [
+        ("ClusterIP", "port-forward svc/"),
+        ("NodePort", ".nodePort}"),
+        ("LoadBalancer", ".status.loadBalancer.ingress"),
+    ],
 )
 def test_notes_print_the_next_commands_for_the_service_type(service_type, hint):
     notes = render({"service": {"type": service_type}})["ssd300-triton/templates/NOTES.txt"]
@@ -525,8 +560,17 @@ def test_notes_print_the_next_commands_for_the_service_type(service_type, hint):
         ),
     ],
     ids=[
-        "negative-replicas", "no-image", "short-grace", "pvc-without-claim", "bucket-without-uri",
-        "hpa-min-above-max", "pdb-both", "unknown-api", "unknown-mode", "typo-key", "no-time-for-the-canary",
+        "negative-replicas",
+        "no-image",
+        "short-grace",
+        "pvc-without-claim",
+        "bucket-without-uri",
+        "hpa-min-above-max",
+        "pdb-both",
+        "unknown-api",
+        "unknown-mode",
+        "typo-key",
+        "no-time-for-the-canary",
     ],
 )
 def test_bad_values_fail_with_a_readable_message(values, message):
@@ -542,7 +586,10 @@ def test_templates_still_refuse_a_missing_image_without_the_schema(tmp_path):
     # `helm template --skip-schema-validation` (and Helm's lint mode) bypass values.schema.json.
     unchecked = tmp_path / "chart"
     shutil.copytree(CHART, unchecked, ignore=shutil.ignore_patterns("values.schema.json"))
-    with helm.Chart.load(unchecked) as chart, pytest.raises(helm.HelmError, match="image.repository must be set"):
+    with (
+        helm.Chart.load(unchecked) as chart,
+        pytest.raises(helm.HelmError, match="image.repository must be set"),
+    ):
         chart.render({"image": {"repository": ""}}, name=RELEASE, namespace=NAMESPACE)
 
 
@@ -561,7 +608,9 @@ def test_image_entrypoint_and_command_are_exec_form():
         assert command.json, f"{keyword} must be a JSON array"
     (entrypoint,) = instructions("serve", "ENTRYPOINT")
     assert entrypoint.value == ("/opt/nvidia/nvidia_entrypoint.sh", "/opt/ssd300/entrypoint.sh")
-    assert re.search(r'^exec tritonserver "\$@"', ENTRYPOINT.read_text(), re.M)  # the script exits into the server
+    assert re.search(
+        r'^exec tritonserver "\$@"', ENTRYPOINT.read_text(), re.M
+    )  # the script exits into the server
 
 
 def test_image_builds_both_stages_from_one_ngc_release():
@@ -571,7 +620,9 @@ def test_image_builds_both_stages_from_one_ngc_release():
     (serve_from,) = instructions("serve", "FROM")
     assert export_from.value[0] == "nvcr.io/nvidia/pytorch:${NGC_RELEASE}-py3"
     assert serve_from.value[0] == "nvcr.io/nvidia/tritonserver:${NGC_RELEASE}-py3"
-    build_args = {c.value[0].split("=")[0]: c.value[0].split("=", 1)[1] for c in instructions("export", "ARG")}
+    build_args = {
+        c.value[0].split("=")[0]: c.value[0].split("=", 1)[1] for c in instructions("export", "ARG")
+    }
     assert build_args["WEIGHTS"] == "nvidia"
     torch_args = {c.value[0].split("=")[0]: c.value[0].split("=", 1)[1] for c in instructions("serve", "ARG")}
     assert torch_args == {
@@ -600,11 +651,20 @@ def test_loadtest_image_ships_the_locustfile_and_the_pinned_locust():
     copies = [c.value for c in instructions("loadtest", "COPY")]
     assert ("load_tests/", "load_tests/") in copies
     assert values["loadTest"]["locustfile"] == f"{workdir.value[0]}/load_tests/locustfile.py"
-    # The image installs the requirements.txt lines its grep selects: Locust and the client must be among them.
+    # The image installs the requirements.txt lines its grep selects: Locust and the client must be
+    # among them.
     install = next(c.value[0] for c in instructions("loadtest", "RUN") if "grep -E" in c.value[0])
     pattern = re.search(r"grep -E '([^']+)'", install).group(1)
-    pinned = [line for line in (REPO / "requirements.txt").read_text().splitlines() if re.search(pattern, line)]
-    assert {line.split("==")[0] for line in pinned} >= {"locust", "gevent", "tritonclient[all]", "numpy", "pillow"}
+    pinned = [
+        line for line in (REPO / "requirements.txt").read_text().splitlines() if re.search(pattern, line)
+    ]
+    assert {line.split("==")[0] for line in pinned} >= {
+        "locust",
+        "gevent",
+        "tritonclient[all]",
+        "numpy",
+        "pillow",
+    }
 
 
 # --- the entrypoint ------------------------------------------------------------------------------
@@ -616,7 +676,9 @@ def fake_tritonserver(tmp_path) -> Path:
     record = tmp_path / "record.txt"
     script = tmp_path / "bin" / "tritonserver"
     script.parent.mkdir()
-    script.write_text(f'#!/bin/sh\nprintf "%s\\n" "$@" > {record}\necho "KEYENV=${{TRITON_ADMIN_KEY:-}}" >> {record}\n')
+    script.write_text(
+        f'#!/bin/sh\nprintf "%s\\n" "$@" > {record}\necho "KEYENV=${{TRITON_ADMIN_KEY:-}}" >> {record}\n'
+    )
     script.chmod(0o755)
     return record
 
@@ -664,7 +726,10 @@ def test_entrypoint_refuses_values_that_would_split_the_flag(fake_tritonserver, 
 
 def test_chart_passes_the_entrypoint_its_settings(default_docs):
     env = {e["name"]: e for e in server_container(default_docs)["env"]}
-    assert env["TRITON_ADMIN_KEY"]["valueFrom"]["secretKeyRef"] == {"name": "ssd300-triton-admin", "key": "admin-key"}
+    assert env["TRITON_ADMIN_KEY"]["valueFrom"]["secretKeyRef"] == {
+        "name": "ssd300-triton-admin",
+        "key": "admin-key",
+    }
     assert env["TRITON_ADMIN_HEADER"]["value"] == "admin-key"
     assert env["TRITON_RESTRICTED_APIS"]["value"] == "model-repository,shared-memory,logging,trace"
     assert only(default_docs, "Secret")["metadata"]["name"] == "ssd300-triton-admin"
@@ -711,21 +776,31 @@ def test_embedded_tritonserver_accepts_the_image_flags_and_enforces_the_key(tmp_
     http, grpc, metrics = free_ports(3)
     replaced = {
         "--model-repository": str(tmp_path / "empty_repository"),
-        "--http-port": str(http), "--grpc-port": str(grpc), "--metrics-port": str(metrics),
+        "--http-port": str(http),
+        "--grpc-port": str(grpc),
+        "--metrics-port": str(metrics),
     }
     (cmd,) = instructions("serve", "CMD")
     args = swap_flags(list(cmd.value), replaced)
-    args += ["--http-address=127.0.0.1", "--grpc-address=127.0.0.1", f"--backend-directory={server_dir / 'backends'}"]
+    args += [
+        "--http-address=127.0.0.1",
+        "--grpc-address=127.0.0.1",
+        f"--backend-directory={server_dir / 'backends'}",
+    ]
     (tmp_path / "empty_repository").mkdir()
     env = {
         **os.environ,
         "PATH": f"{server_dir / 'bin'}:{os.environ['PATH']}",
-        "LD_LIBRARY_PATH": f"{sysconfig.get_config_var('LIBDIR')}:{server_dir.parent.parent / 'nvidia_pytriton.libs'}",
+        "LD_LIBRARY_PATH": (
+            f"{sysconfig.get_config_var('LIBDIR')}:{server_dir.parent.parent / 'nvidia_pytriton.libs'}"
+        ),
         "TRITON_ADMIN_KEY": "s3cret",
     }
     log = tmp_path / "server.log"
     with log.open("w") as sink:
-        server = subprocess.Popen(["sh", str(ENTRYPOINT), *args], env=env, stdout=sink, stderr=subprocess.STDOUT)
+        server = subprocess.Popen(
+            ["sh", str(ENTRYPOINT), *args], env=env, stdout=sink, stderr=subprocess.STDOUT
+        )
     try:
         base = f"http://127.0.0.1:{http}"
         deadline = time.monotonic() + 30
@@ -744,7 +819,9 @@ def test_embedded_tritonserver_accepts_the_image_flags_and_enforces_the_key(tmp_
         # Over gRPC tritonserver 2.51 expects the header name with a fixed prefix.
         with grpcclient.InferenceServerClient(f"127.0.0.1:{grpc}") as client:
             for headers in (None, {"admin-key": "s3cret"}):
-                with pytest.raises(grpcclient.InferenceServerException, match="triton-grpc-protocol-admin-key"):
+                with pytest.raises(
+                    grpcclient.InferenceServerException, match="triton-grpc-protocol-admin-key"
+                ):
                     client.get_model_repository_index(headers=headers)
             client.get_model_repository_index(headers={"triton-grpc-protocol-admin-key": "s3cret"})
     finally:

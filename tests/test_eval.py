@@ -34,8 +34,14 @@ def tiny_coco(tmp_path_factory, sample_paths):
             w, h = float(rng.uniform(20, width / 2)), float(rng.uniform(20, height / 2))
             x, y = float(rng.uniform(0, width - w)), float(rng.uniform(0, height - h))
             annotations.append(
-                {"id": len(annotations) + 1, "image_id": image_id, "category_id": CATEGORIES[len(annotations) % len(CATEGORIES)],
-                 "bbox": [x, y, w, h], "area": w * h, "iscrowd": 0}
+                {
+                    "id": len(annotations) + 1,
+                    "image_id": image_id,
+                    "category_id": CATEGORIES[len(annotations) % len(CATEGORIES)],
+                    "bbox": [x, y, w, h],
+                    "area": w * h,
+                    "iscrowd": 0,
+                }
             )
     categories = [{"id": c, "name": str(c), "supercategory": "thing"} for c in CATEGORIES]
     (root / "annotations" / "instances_val2017.json").write_text(
@@ -91,8 +97,12 @@ def test_missing_annotations_are_named(tiny_coco, tmp_path):
 def test_missing_image_files_are_counted_and_named(tiny_coco, tmp_path):
     (tmp_path / "val2017").mkdir()
     (tmp_path / "annotations").mkdir()
-    (tmp_path / "annotations" / "instances_val2017.json").write_text((tiny_coco / "annotations" / "instances_val2017.json").read_text())
-    with pytest.raises(DatasetError, match=r"4 of 4 images .* are not in .*val2017, e\.g\. 000000001000\.jpg"):
+    (tmp_path / "annotations" / "instances_val2017.json").write_text(
+        (tiny_coco / "annotations" / "instances_val2017.json").read_text()
+    )
+    with pytest.raises(
+        DatasetError, match=r"4 of 4 images .* are not in .*val2017, e\.g\. 000000001000\.jpg"
+    ):
         find_images(tmp_path)
 
 

@@ -38,7 +38,9 @@ def test_the_host_form_selects_the_protocol(host, expected):
     assert parse_endpoint(host) == expected
 
 
-@pytest.mark.parametrize("host, message", [("ftp://h:21", "scheme"), ("http://h", "host:port"), ("http://h:8000/v2", "no path")])
+@pytest.mark.parametrize(
+    "host, message", [("ftp://h:21", "scheme"), ("http://h", "host:port"), ("http://h:8000/v2", "no path")]
+)
 def test_malformed_hosts_are_refused_with_the_reason(host, message):
     with pytest.raises(ValueError, match=message):
         parse_endpoint(host)
@@ -58,16 +60,23 @@ def test_a_url_of_the_wrong_protocol_is_refused():
 
 
 def test_a_run_within_thresholds_passes():
-    assert Thresholds(max_failure_ratio=0.01, max_p95_ms=500).violations(requests=200, failures=2, p95_ms=499) == []
+    assert (
+        Thresholds(max_failure_ratio=0.01, max_p95_ms=500).violations(requests=200, failures=2, p95_ms=499)
+        == []
+    )
 
 
 def test_each_violated_threshold_is_reported():
-    problems = Thresholds(max_failure_ratio=0.01, max_p95_ms=500).violations(requests=100, failures=5, p95_ms=800)
+    problems = Thresholds(max_failure_ratio=0.01, max_p95_ms=500).violations(
+        requests=100, failures=5, p95_ms=800
+    )
     assert problems == ["failure ratio 5.00% > 1.00% (5 of 100)", "p95 latency 800 ms > 500 ms"]
 
 
 def test_a_zero_latency_limit_disables_the_latency_check():
-    assert Thresholds(max_failure_ratio=0.0, max_p95_ms=0).violations(requests=10, failures=0, p95_ms=1e6) == []
+    assert (
+        Thresholds(max_failure_ratio=0.0, max_p95_ms=0).violations(requests=10, failures=0, p95_ms=1e6) == []
+    )
 
 
 def test_a_run_without_requests_fails():
@@ -104,7 +113,8 @@ def smoke_run(triton_server, tmp_path_factory):
     before = network_counts(triton_server)
     completed = subprocess.run(
         [
-            sys.executable, "-m", "load_tests.run", "--http-url", triton_server.http_url, "--grpc-url", triton_server.grpc_url,
+            sys.executable, "-m", "load_tests.run",
+            "--http-url", triton_server.http_url, "--grpc-url", triton_server.grpc_url,
             "--run-time", f"{SMOKE_SECONDS}s", "--users", "6", "--max-p95-ms", "0", "--reports", str(reports),
             "--", "--image-batch-size", "2", "--json-file", str(reports / "final"),
         ],

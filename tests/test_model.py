@@ -25,7 +25,13 @@ def test_state_dict_has_the_published_checkpoint_layout(network):
     assert {p for p in prefixes if p.startswith("feature_extractor")} == {
         "feature_extractor.feature_extractor"
     }
-    assert {key.split(".")[2] for key in state if key.startswith("feature_extractor")} == {"0", "1", "4", "5", "6"}
+    assert {key.split(".")[2] for key in state if key.startswith("feature_extractor")} == {
+        "0",
+        "1",
+        "4",
+        "5",
+        "6",
+    }
     assert {key.split(".")[2] for key in state if key.startswith("additional_blocks")} == {"0", "1", "3", "4"}
     assert state["conf.0.weight"].shape == (4 * 81, 1024, 3, 3)
     assert state["loc.5.weight"].shape == (4 * 4, 256, 3, 3)

@@ -15,7 +15,9 @@ from ssd300_build.reference import decode_batch
 
 from .test_export import photo_batch
 
-SELECTION_FILE = Path(__file__).resolve().parents[1] / "model_repository/ssd300_postprocess/1/detection_selection.py"
+SELECTION_FILE = (
+    Path(__file__).resolve().parents[1] / "model_repository/ssd300_postprocess/1/detection_selection.py"
+)
 spec = importlib.util.spec_from_file_location("detection_selection", SELECTION_FILE)
 selection = importlib.util.module_from_spec(spec)
 spec.loader.exec_module(selection)
@@ -56,7 +58,7 @@ def test_iou_exactly_at_the_criteria_suppresses_as_the_reference_does():
 def test_boxes_of_different_classes_never_suppress_each_other():
     boxes = torch.tensor([[[0, 0, 1, 1], [0, 0, 1, 1]]], dtype=torch.float32)
     scores = torch.tensor([[[0.9, 0.0], [0.0, 0.8]]])  # anchor 0 -> class 1, anchor 1 -> class 2
-    _, out_scores, out_labels, count = select(boxes, scores)
+    _, _out_scores, out_labels, count = select(boxes, scores)
     assert count.item() == 2 and out_labels[0, :2].tolist() == [1, 2]
 
 
@@ -70,14 +72,16 @@ def test_only_the_best_candidates_per_class_enter_nms():
     # 300 disjoint boxes of one class: only the 200 highest scores survive the candidate cut
     boxes = [[i, 0, i + 0.5, 1] for i in range(300)]
     class_scores = [0.1 + i / 1000 for i in range(300)]
-    out_boxes, out_scores, _, count = select(*one_class(boxes, class_scores), max_detections=200)
+    _out_boxes, out_scores, _, count = select(*one_class(boxes, class_scores), max_detections=200)
     assert count.item() == 200
     assert out_scores[0].min().item() == pytest.approx(0.1 + 100 / 1000)
 
 
 def test_max_detections_keeps_the_highest_scores_and_pads_the_rest():
     boxes = [[i, 0, i + 0.5, 1] for i in range(10)]
-    out_boxes, out_scores, out_labels, count = select(*one_class(boxes, [0.1 * (i + 1) - 0.01 for i in range(10)]), max_detections=3)
+    out_boxes, out_scores, _out_labels, count = select(
+        *one_class(boxes, [0.1 * (i + 1) - 0.01 for i in range(10)]), max_detections=3
+    )
     assert count.item() == 3
     assert out_boxes.shape == (1, 3, 4)
     assert_close(out_scores[0], torch.tensor([0.99, 0.89, 0.79]))
@@ -92,18 +96,23 @@ def test_images_without_candidates_give_zero_detections_and_zero_padding():
 
 def test_non_finite_boxes_and_scores_are_never_selected():
     boxes, scores = one_class([[0, 0, 1, 1], [0, 0, float("inf"), 1], [2, 2, 3, 3]], [float("nan"), 0.9, 0.8])
-    out_boxes, out_scores, out_labels, count = select(boxes, scores)
+    out_boxes, out_scores, _out_labels, count = select(boxes, scores)
     assert count.item() == 1
     assert torch.isfinite(out_boxes).all() and torch.isfinite(out_scores).all()
     assert_close(out_boxes[0, 0], torch.tensor([2.0, 2.0, 3.0, 3.0]))
 
 
 def as_set(boxes, scores, labels, digits=4):
-    return sorted((int(l), round(float(s), 5), *[round(float(v), digits) for v in b]) for b, s, l in zip(boxes, scores, labels))
+    return sorted(
+        (int(label), round(float(s), 5), *[round(float(v), digits) for v in b])
+        for b, s, label in zip(boxes, scores, labels)
+    )
 
 
 @pytest.mark.parametrize("criteria, max_output", [(0.45, 200), (0.5, 200), (0.5, 20)])
-def test_batched_selection_equals_the_per_class_reference_on_real_outputs(random_network, sample_paths, criteria, max_output):
+def test_batched_selection_equals_the_per_class_reference_on_real_outputs(
+    random_network, sample_paths, criteria, max_output
+):
     network = random_network[0]
     detector = SSD300Detector(network).eval()
     images = photo_batch(sample_paths, 6)
@@ -111,7 +120,9 @@ def test_batched_selection_equals_the_per_class_reference_on_real_outputs(random
         ploc, plabel = network(detector.normalize(images))
         boxes, scores = detector(images)
     expected = decode_batch(ploc, plabel, dboxes300_coco(), criteria=criteria, max_output=max_output)
-    out_boxes, out_scores, out_labels, counts = select(boxes, scores, iou_threshold=criteria, max_detections=max_output)
+    out_boxes, out_scores, out_labels, counts = select(
+        boxes, scores, iou_threshold=criteria, max_detections=max_output
+    )
     for image, reference in enumerate(expected):
         n = counts[image].item()
         assert n == len(reference.scores)

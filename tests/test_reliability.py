@@ -35,11 +35,11 @@ import sys
 import threading
 import time
 import zlib
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor, wait
 from dataclasses import dataclass
 from functools import cache
 from pathlib import Path
-from typing import Callable
 
 import numpy as np
 import pytest
@@ -70,7 +70,14 @@ pytestmark = [pytest.mark.server, pytest.mark.filterwarnings("ignore::ssd300_cli
 REPO = Path(__file__).resolve().parents[1]
 ENTRYPOINT = REPO / "deploy" / "entrypoint.sh"
 DETECTOR, IMAGE_MODEL, POSTPROCESS = "ssd300_detector", "ssd300_image", "ssd300_postprocess"
-ALL_MODELS = ("ssd300", POSTPROCESS, DETECTOR, IMAGE_MODEL, "ssd300_image_preprocess", "ssd300_image_postprocess")
+ALL_MODELS = (
+    "ssd300",
+    POSTPROCESS,
+    DETECTOR,
+    IMAGE_MODEL,
+    "ssd300_image_preprocess",
+    "ssd300_image_postprocess",
+)
 IMAGE_SHAPE = [1, 300, 300, 3]
 IMAGE_BYTES = 300 * 300 * 3
 ANCHORS, CLASSES = 8732, 80
@@ -108,12 +115,27 @@ class Figures:
         self._lock = threading.Lock()
 
     def case(
-        self, *, kind: str, side: str, via: str, answer: str, message: str = "", healthy_after: bool, non_finite: int = 0
+        self,
+        *,
+        kind: str,
+        side: str,
+        via: str,
+        answer: str,
+        message: str = "",
+        healthy_after: bool,
+        non_finite: int = 0,
     ) -> None:
         with self._lock:
             self.data["bad_input"]["cases"].append(
-                {"kind": kind, "side": side, "via": via, "answer": answer, "message": message,
-                 "healthy_after": healthy_after, "non_finite": non_finite}
+                {
+                    "kind": kind,
+                    "side": side,
+                    "via": via,
+                    "answer": answer,
+                    "message": message,
+                    "healthy_after": healthy_after,
+                    "non_finite": non_finite,
+                }
             )
 
     def section(self, name: str, **values) -> None:
@@ -136,19 +158,30 @@ class Figures:
                 self.data["meta"]["tritonserver"] = json.loads(body).get("version", "?")
 
     def write(self, path: Path) -> None:
-        self.data["meta"].update(recorded_at=datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
-                                 commit=_commit(), cpus=os.cpu_count())
+        self.data["meta"].update(
+            recorded_at=datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
+            commit=_commit(),
+            cpus=os.cpu_count(),
+        )
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_text(json.dumps(self.data, indent=2) + "\n")
 
 
 def _commit() -> str:
     try:
-        head = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=REPO, capture_output=True, text=True, timeout=10)
-        dirty = subprocess.run(["git", "status", "--porcelain"], cwd=REPO, capture_output=True, text=True, timeout=30)
+        head = subprocess.run(
+            ["git", "rev-parse", "--short", "HEAD"], cwd=REPO, capture_output=True, text=True, timeout=10
+        )
+        dirty = subprocess.run(
+            ["git", "status", "--porcelain"], cwd=REPO, capture_output=True, text=True, timeout=30
+        )
     except (OSError, subprocess.SubprocessError):
         return "unknown"
-    return head.stdout.strip() + ("-dirty" if dirty.stdout.strip() else "") if head.returncode == 0 else "unknown"
+    return (
+        head.stdout.strip() + ("-dirty" if dirty.stdout.strip() else "")
+        if head.returncode == 0
+        else "unknown"
+    )
 
 
 @pytest.fixture(scope="module")
@@ -192,7 +225,9 @@ def http_answer_raw(
         connection.close()
 
 
-def http_answer(http_url: str, method: str, path: str, body: bytes = b"", headers: dict | None = None) -> tuple[str, str]:
+def http_answer(
+    http_url: str, method: str, path: str, body: bytes = b"", headers: dict | None = None
+) -> tuple[str, str]:
     """("HTTP 400", the server's error message), as tritonserver's JSON error body says it."""
     status, payload = http_answer_raw(http_url, method, path, body, headers)
     try:
@@ -202,11 +237,16 @@ def http_answer(http_url: str, method: str, path: str, body: bytes = b"", header
     return f"HTTP {status}", message
 
 
-def binary_request(header: dict, payload: bytes, *, header_length: int | str | None = None) -> tuple[bytes, dict]:
+def binary_request(
+    header: dict, payload: bytes, *, header_length: int | str | None = None
+) -> tuple[bytes, dict]:
     """A binary-tensor request: JSON header, then the raw tensor bytes; the length header may lie."""
     text = json.dumps(header).encode()
     length = len(text) if header_length is None else header_length
-    return text + payload, {"Inference-Header-Content-Length": str(length), "Content-Type": "application/octet-stream"}
+    return text + payload, {
+        "Inference-Header-Content-Length": str(length),
+        "Content-Type": "application/octet-stream",
+    }
 
 
 def outputs_of(result) -> dict[str, np.ndarray]:
@@ -278,7 +318,9 @@ def png_photo() -> bytes:
 def huge_jpeg() -> bytes:
     """8000 × 6000 (48 megapixels), smooth so the file stays ~1 MB."""
     ramp = Image.linear_gradient("L").resize((8000, 6000))
-    return encode(Image.merge("RGB", (ramp, ramp.transpose(Image.Transpose.FLIP_LEFT_RIGHT), ramp)), "JPEG", quality=80)
+    return encode(
+        Image.merge("RGB", (ramp, ramp.transpose(Image.Transpose.FLIP_LEFT_RIGHT), ramp)), "JPEG", quality=80
+    )
 
 
 def animated_gif() -> bytes:
@@ -291,7 +333,7 @@ def palette_with_transparency() -> bytes:
 
 
 def sixteen_bit_png() -> bytes:
-    return encode(Image.fromarray((np.arange(64 * 48, dtype=np.uint16).reshape(48, 64) * 21)), "PNG")
+    return encode(Image.fromarray(np.arange(64 * 48, dtype=np.uint16).reshape(48, 64) * 21), "PNG")
 
 
 def float_tiff() -> bytes:
@@ -313,7 +355,9 @@ class Refusal:
 
 def grpc_pixels(shape, dtype=np.uint8, datatype="UINT8", model=DETECTOR, name="images", **options):
     def send(server):
-        return grpc_answer(server.grpc_url, model, [tensor(name, np.zeros(shape, dtype), datatype)], **options)[:2]
+        return grpc_answer(
+            server.grpc_url, model, [tensor(name, np.zeros(shape, dtype), datatype)], **options
+        )[:2]
 
     return send
 
@@ -353,7 +397,11 @@ def http_binary(model: str, header: dict, payload: bytes, **lying):
 
 
 def binary_input(name: str, shape: list[int], datatype: str, size: int) -> dict:
-    return {"inputs": [{"name": name, "shape": shape, "datatype": datatype, "parameters": {"binary_data_size": size}}]}
+    return {
+        "inputs": [
+            {"name": name, "shape": shape, "datatype": datatype, "parameters": {"binary_data_size": size}}
+        ]
+    }
 
 
 def images_header(size: int = IMAGE_BYTES) -> dict:
@@ -369,7 +417,9 @@ def bytes_element(claimed_length: int, data: bytes) -> bytes:
 
 
 def json_pixels(**overrides) -> dict:
-    return {"inputs": [{"name": "images", "shape": IMAGE_SHAPE, "datatype": "UINT8", "data": [0], **overrides}]}
+    return {
+        "inputs": [{"name": "images", "shape": IMAGE_SHAPE, "datatype": "UINT8", "data": [0], **overrides}]
+    }
 
 
 GRPC = f"gRPC {DETECTOR}"
@@ -382,98 +432,298 @@ PARSER_500 = "HTTP 500"
 
 REFUSALS = [
     # Tensors that do not fit the model.
-    Refusal("wrong dtype (FP32 pixels)", GRPC, grpc_pixels(IMAGE_SHAPE, np.float32, "FP32"), "INVALID_ARGUMENT",
-            r"data-type is 'FP32', but model 'ssd300_detector' expects 'UINT8'"),
-    Refusal("wrong shape (224×224)", GRPC, grpc_pixels([1, 224, 224, 3]), "INVALID_ARGUMENT",
-            r"unexpected shape for input 'images'.*got \[1,224,224,3\]"),
-    Refusal("missing channel axis", GRPC, grpc_pixels([1, 300, 300]), "INVALID_ARGUMENT",
-            r"unexpected shape for input 'images'"),
-    Refusal("batch over the maximum (65)", GRPC, grpc_pixels([65, 300, 300, 3]), "INVALID_ARGUMENT",
-            r"batch-size must be <= 64 for 'ssd300_detector'"),
-    Refusal("empty batch (0 images)", GRPC, grpc_pixels([0, 300, 300, 3]), "INVALID_ARGUMENT",
-            r"input byte size mismatch for input 'images'.*Expected 270000, got 0"),
-    Refusal("zero-size image (1×0×300×3)", GRPC, grpc_pixels([1, 0, 300, 3]), "INVALID_ARGUMENT",
-            r"unexpected shape for input 'images'.*got \[1,0,300,3\]"),
-    Refusal("no inputs", GRPC, grpc_inputs(), "INVALID_ARGUMENT",
-            r"expected 1 inputs but got 0 inputs.*missing required input\(s\) \['images'\]"),
-    Refusal("an extra input", GRPC, grpc_inputs(("images", IMAGE_SHAPE), ("masks", IMAGE_SHAPE)), "INVALID_ARGUMENT",
-            r"expected 1 inputs but got 2 inputs"),
-    Refusal("misnamed input", GRPC, grpc_inputs(("pixels", IMAGE_SHAPE)), "INVALID_ARGUMENT",
-            r"unexpected inference input 'pixels'"),
-    Refusal("unknown model", GRPC, grpc_pixels(IMAGE_SHAPE, model="no_such_model"), "NOT_FOUND",
-            r"unknown model: 'no_such_model' is not found"),
-    Refusal("unknown model version", GRPC, grpc_pixels(IMAGE_SHAPE, model_version="7"), "NOT_FOUND",
-            r"'ssd300_detector' version 7 is not found"),
-    Refusal("unknown output requested", GRPC, grpc_pixels(IMAGE_SHAPE, outputs=[grpcclient.InferRequestedOutput("masks")]),
-            "INVALID_ARGUMENT", r"unexpected inference output 'masks'"),
-    Refusal("unregistered shared-memory region", GRPC, grpc_unregistered_region, "NOT_FOUND",
-            r"Unable to find shared memory region: 'nowhere'"),
-    Refusal("integers instead of encoded bytes", GRPC_IMAGE,
-            grpc_pixels([1, 1], np.int64, "INT64", IMAGE_MODEL, name="encoded_image"), "INVALID_ARGUMENT",
-            r"data-type is 'INT64', but model 'ssd300_image' expects 'BYTES'"),
+    Refusal(
+        "wrong dtype (FP32 pixels)",
+        GRPC,
+        grpc_pixels(IMAGE_SHAPE, np.float32, "FP32"),
+        "INVALID_ARGUMENT",
+        r"data-type is 'FP32', but model 'ssd300_detector' expects 'UINT8'",
+    ),
+    Refusal(
+        "wrong shape (224×224)",
+        GRPC,
+        grpc_pixels([1, 224, 224, 3]),
+        "INVALID_ARGUMENT",
+        r"unexpected shape for input 'images'.*got \[1,224,224,3\]",
+    ),
+    Refusal(
+        "missing channel axis",
+        GRPC,
+        grpc_pixels([1, 300, 300]),
+        "INVALID_ARGUMENT",
+        r"unexpected shape for input 'images'",
+    ),
+    Refusal(
+        "batch over the maximum (65)",
+        GRPC,
+        grpc_pixels([65, 300, 300, 3]),
+        "INVALID_ARGUMENT",
+        r"batch-size must be <= 64 for 'ssd300_detector'",
+    ),
+    Refusal(
+        "empty batch (0 images)",
+        GRPC,
+        grpc_pixels([0, 300, 300, 3]),
+        "INVALID_ARGUMENT",
+        r"input byte size mismatch for input 'images'.*Expected 270000, got 0",
+    ),
+    Refusal(
+        "zero-size image (1×0×300×3)",
+        GRPC,
+        grpc_pixels([1, 0, 300, 3]),
+        "INVALID_ARGUMENT",
+        r"unexpected shape for input 'images'.*got \[1,0,300,3\]",
+    ),
+    Refusal(
+        "no inputs",
+        GRPC,
+        grpc_inputs(),
+        "INVALID_ARGUMENT",
+        r"expected 1 inputs but got 0 inputs.*missing required input\(s\) \['images'\]",
+    ),
+    Refusal(
+        "an extra input",
+        GRPC,
+        grpc_inputs(("images", IMAGE_SHAPE), ("masks", IMAGE_SHAPE)),
+        "INVALID_ARGUMENT",
+        r"expected 1 inputs but got 2 inputs",
+    ),
+    Refusal(
+        "misnamed input",
+        GRPC,
+        grpc_inputs(("pixels", IMAGE_SHAPE)),
+        "INVALID_ARGUMENT",
+        r"unexpected inference input 'pixels'",
+    ),
+    Refusal(
+        "unknown model",
+        GRPC,
+        grpc_pixels(IMAGE_SHAPE, model="no_such_model"),
+        "NOT_FOUND",
+        r"unknown model: 'no_such_model' is not found",
+    ),
+    Refusal(
+        "unknown model version",
+        GRPC,
+        grpc_pixels(IMAGE_SHAPE, model_version="7"),
+        "NOT_FOUND",
+        r"'ssd300_detector' version 7 is not found",
+    ),
+    Refusal(
+        "unknown output requested",
+        GRPC,
+        grpc_pixels(IMAGE_SHAPE, outputs=[grpcclient.InferRequestedOutput("masks")]),
+        "INVALID_ARGUMENT",
+        r"unexpected inference output 'masks'",
+    ),
+    Refusal(
+        "unregistered shared-memory region",
+        GRPC,
+        grpc_unregistered_region,
+        "NOT_FOUND",
+        r"Unable to find shared memory region: 'nowhere'",
+    ),
+    Refusal(
+        "integers instead of encoded bytes",
+        GRPC_IMAGE,
+        grpc_pixels([1, 1], np.int64, "INT64", IMAGE_MODEL, name="encoded_image"),
+        "INVALID_ARGUMENT",
+        r"data-type is 'INT64', but model 'ssd300_image' expects 'BYTES'",
+    ),
     # Request parameters: the postprocess validates its overrides (NaN compares false: refused too).
-    Refusal("nms_iou_threshold NaN", GRPC, grpc_pixels(IMAGE_SHAPE, parameters={"nms_iou_threshold": math.nan}),
-            "INVALID_ARGUMENT", r"nms_iou_threshold must be within \[0.0, 1.0\], got nan"),
-    Refusal("score_threshold +inf", GRPC, grpc_pixels(IMAGE_SHAPE, parameters={"score_threshold": math.inf}),
-            "INVALID_ARGUMENT", r"score_threshold must be within \[0.0, 1.0\], got inf"),
-    Refusal("negative nms_iou_threshold", GRPC, grpc_pixels(IMAGE_SHAPE, parameters={"nms_iou_threshold": -0.1}),
-            "INVALID_ARGUMENT", r"nms_iou_threshold must be within \[0.0, 1.0\], got -0.1"),
-    Refusal("max_detections 0", GRPC, grpc_pixels(IMAGE_SHAPE, parameters={"max_detections": 0}),
-            "INVALID_ARGUMENT", r"max_detections must be within \[1, 200\], got 0"),
-    Refusal("candidates_per_class 0", GRPC, grpc_pixels(IMAGE_SHAPE, parameters={"candidates_per_class": 0}),
-            "INVALID_ARGUMENT", r"candidates_per_class must be within \[1, 8732\], got 0"),
-    Refusal("boolean score_threshold", GRPC, grpc_pixels(IMAGE_SHAPE, parameters={"score_threshold": True}),
-            "INVALID_ARGUMENT", r"score_threshold must be a number, got True"),
+    Refusal(
+        "nms_iou_threshold NaN",
+        GRPC,
+        grpc_pixels(IMAGE_SHAPE, parameters={"nms_iou_threshold": math.nan}),
+        "INVALID_ARGUMENT",
+        r"nms_iou_threshold must be within \[0.0, 1.0\], got nan",
+    ),
+    Refusal(
+        "score_threshold +inf",
+        GRPC,
+        grpc_pixels(IMAGE_SHAPE, parameters={"score_threshold": math.inf}),
+        "INVALID_ARGUMENT",
+        r"score_threshold must be within \[0.0, 1.0\], got inf",
+    ),
+    Refusal(
+        "negative nms_iou_threshold",
+        GRPC,
+        grpc_pixels(IMAGE_SHAPE, parameters={"nms_iou_threshold": -0.1}),
+        "INVALID_ARGUMENT",
+        r"nms_iou_threshold must be within \[0.0, 1.0\], got -0.1",
+    ),
+    Refusal(
+        "max_detections 0",
+        GRPC,
+        grpc_pixels(IMAGE_SHAPE, parameters={"max_detections": 0}),
+        "INVALID_ARGUMENT",
+        r"max_detections must be within \[1, 200\], got 0",
+    ),
+    Refusal(
+        "candidates_per_class 0",
+        GRPC,
+        grpc_pixels(IMAGE_SHAPE, parameters={"candidates_per_class": 0}),
+        "INVALID_ARGUMENT",
+        r"candidates_per_class must be within \[1, 8732\], got 0",
+    ),
+    Refusal(
+        "boolean score_threshold",
+        GRPC,
+        grpc_pixels(IMAGE_SHAPE, parameters={"score_threshold": True}),
+        "INVALID_ARGUMENT",
+        r"score_threshold must be a number, got True",
+    ),
     # Encoded images that are not images.
-    Refusal("empty encoded image", GRPC_IMAGE, grpc_encoded(lambda: b""), "INVALID_ARGUMENT",
-            r"encoded_image\[0\] is empty"),
-    Refusal("text instead of an image", GRPC_IMAGE, grpc_encoded(lambda: b"hello, this is not a photo"), "INVALID_ARGUMENT",
-            r"encoded_image\[0\]: not an image file Pillow recognises \(26 bytes\)"),
-    Refusal("truncated JPEG", GRPC_IMAGE, grpc_encoded(lambda: jpeg_photo()[: len(jpeg_photo()) // 2]), "INVALID_ARGUMENT",
-            r"encoded_image\[0\]: not a decodable image \(OSError: image file is truncated"),
-    Refusal("truncated PNG", GRPC_IMAGE, grpc_encoded(lambda: png_photo()[: len(png_photo()) // 2]), "INVALID_ARGUMENT",
-            r"encoded_image\[0\]: not a decodable image \(OSError: image file is truncated"),
-    Refusal("JPEG header only (20 bytes)", GRPC_IMAGE, grpc_encoded(lambda: jpeg_photo()[:20]), "INVALID_ARGUMENT",
-            r"encoded_image\[0\]: not an image file Pillow recognises \(20 bytes\)"),
-    Refusal("decompression bomb: PNG claiming 50000×50000", GRPC_IMAGE,
-            grpc_encoded(lambda: png_claiming(50000, 50000, 10)), "INVALID_ARGUMENT",
-            r"encoded_image\[0\]: refused as a decompression bomb \(Image size \(2500000000 pixels\) exceeds limit"),
-    Refusal("base64 of something that is no image (JSON)", HTTP_IMAGE,
-            http_json(IMAGE_MODEL, {"inputs": [{"name": "encoded_image", "shape": [1, 1], "datatype": "BYTES",
-                                                "data": ["QUJD"]}]}),
-            "HTTP 400", r"encoded_image\[0\]: (neither an image file nor base64 of one|not an image file)"),
+    Refusal(
+        "empty encoded image",
+        GRPC_IMAGE,
+        grpc_encoded(lambda: b""),
+        "INVALID_ARGUMENT",
+        r"encoded_image\[0\] is empty",
+    ),
+    Refusal(
+        "text instead of an image",
+        GRPC_IMAGE,
+        grpc_encoded(lambda: b"hello, this is not a photo"),
+        "INVALID_ARGUMENT",
+        r"encoded_image\[0\]: not an image file Pillow recognises \(26 bytes\)",
+    ),
+    Refusal(
+        "truncated JPEG",
+        GRPC_IMAGE,
+        grpc_encoded(lambda: jpeg_photo()[: len(jpeg_photo()) // 2]),
+        "INVALID_ARGUMENT",
+        r"encoded_image\[0\]: not a decodable image \(OSError: image file is truncated",
+    ),
+    Refusal(
+        "truncated PNG",
+        GRPC_IMAGE,
+        grpc_encoded(lambda: png_photo()[: len(png_photo()) // 2]),
+        "INVALID_ARGUMENT",
+        r"encoded_image\[0\]: not a decodable image \(OSError: image file is truncated",
+    ),
+    Refusal(
+        "JPEG header only (20 bytes)",
+        GRPC_IMAGE,
+        grpc_encoded(lambda: jpeg_photo()[:20]),
+        "INVALID_ARGUMENT",
+        r"encoded_image\[0\]: not an image file Pillow recognises \(20 bytes\)",
+    ),
+    Refusal(
+        "decompression bomb: PNG claiming 50000×50000",
+        GRPC_IMAGE,
+        grpc_encoded(lambda: png_claiming(50000, 50000, 10)),
+        "INVALID_ARGUMENT",
+        r"encoded_image\[0\]: refused as a decompression bomb "
+        r"\(Image size \(2500000000 pixels\) exceeds limit",
+    ),
+    Refusal(
+        "base64 of something that is no image (JSON)",
+        HTTP_IMAGE,
+        http_json(
+            IMAGE_MODEL,
+            {"inputs": [{"name": "encoded_image", "shape": [1, 1], "datatype": "BYTES", "data": ["QUJD"]}]},
+        ),
+        "HTTP 400",
+        r"encoded_image\[0\]: (neither an image file nor base64 of one|not an image file)",
+    ),
     # HTTP bodies and headers that lie.
-    Refusal("malformed JSON", HTTP, http_post(DETECTOR, b"{not json", {"Content-Type": "application/json"}), PARSER_500,
-            r"failed to parse the request JSON buffer"),
-    Refusal("JSON without inputs", HTTP, http_json(DETECTOR, {"outputs": []}), PARSER_500, r"Unable to parse 'inputs'"),
-    Refusal("JSON data shorter than its shape", HTTP, http_json(DETECTOR, json_pixels(data=[1, 2, 3])), PARSER_500,
-            r"Unable to parse 'data': Shape does not match true shape of 'data' field"),
-    Refusal("negative dimension", HTTP, http_json(DETECTOR, json_pixels(shape=[-1, 300, 300, 3])), PARSER_500,
-            r"Unable to parse 'shape'"),
-    Refusal("unknown datatype", HTTP, http_json(DETECTOR, json_pixels(datatype="UINT3")), "HTTP 400",
-            r"invalid datatype for input images"),
-    Refusal("Inference-Header-Content-Length beyond the body", HTTP,
-            http_binary(DETECTOR, images_header(), bytes(IMAGE_BYTES), header_length=10**6), "HTTP 400",
-            r"inference header size should be in range \(0, \d+\), got: 1000000"),
-    Refusal("negative Inference-Header-Content-Length", HTTP,
-            http_binary(DETECTOR, images_header(), bytes(IMAGE_BYTES), header_length=-5), "HTTP 400",
-            r"inference header size should be in range \(0, \d+\), got: -5"),
-    Refusal("Inference-Header-Content-Length cutting the JSON", HTTP,
-            http_binary(DETECTOR, images_header(), bytes(IMAGE_BYTES), header_length=10), PARSER_500,
-            r"failed to parse the request JSON buffer"),
-    Refusal("binary tensor shorter than binary_data_size", HTTP, http_binary(DETECTOR, images_header(), bytes(1000)),
-            "HTTP 400", r"unexpected size for input 'images', expecting 269000 additional bytes"),
-    Refusal("BYTES length prefix beyond the data", HTTP_IMAGE,
-            http_binary(IMAGE_MODEL, bytes_header(4 + 100), bytes_element(1100, bytes(100))), "HTTP 400",
-            r"incomplete string data for inference input 'encoded_image', "
-            r"expecting string of length 1100 but only 100 bytes"),
-    Refusal("BYTES data holding two elements for shape [1, 1]", HTTP_IMAGE,
-            http_binary(IMAGE_MODEL, bytes_header(8 + 10 + 86), bytes_element(10, b"a" * 10) + bytes_element(86, b"b" * 86)),
-            "HTTP 400", r"unexpected number of string elements 2 for inference input 'encoded_image'"),
-    Refusal("BYTES length prefix cut short (3 of 4 bytes)", HTTP_IMAGE,
-            http_binary(IMAGE_MODEL, bytes_header(3), b"\x10\x00\x00"), "HTTP 400",
-            r"incomplete string length indicator for inference input 'encoded_image'"),
-    Refusal("GET on the infer endpoint", HTTP, http_post(DETECTOR, b"", method="GET"), "HTTP 405", r"Method Not Allowed"),
+    Refusal(
+        "malformed JSON",
+        HTTP,
+        http_post(DETECTOR, b"{not json", {"Content-Type": "application/json"}),
+        PARSER_500,
+        r"failed to parse the request JSON buffer",
+    ),
+    Refusal(
+        "JSON without inputs",
+        HTTP,
+        http_json(DETECTOR, {"outputs": []}),
+        PARSER_500,
+        r"Unable to parse 'inputs'",
+    ),
+    Refusal(
+        "JSON data shorter than its shape",
+        HTTP,
+        http_json(DETECTOR, json_pixels(data=[1, 2, 3])),
+        PARSER_500,
+        r"Unable to parse 'data': Shape does not match true shape of 'data' field",
+    ),
+    Refusal(
+        "negative dimension",
+        HTTP,
+        http_json(DETECTOR, json_pixels(shape=[-1, 300, 300, 3])),
+        PARSER_500,
+        r"Unable to parse 'shape'",
+    ),
+    Refusal(
+        "unknown datatype",
+        HTTP,
+        http_json(DETECTOR, json_pixels(datatype="UINT3")),
+        "HTTP 400",
+        r"invalid datatype for input images",
+    ),
+    Refusal(
+        "Inference-Header-Content-Length beyond the body",
+        HTTP,
+        http_binary(DETECTOR, images_header(), bytes(IMAGE_BYTES), header_length=10**6),
+        "HTTP 400",
+        r"inference header size should be in range \(0, \d+\), got: 1000000",
+    ),
+    Refusal(
+        "negative Inference-Header-Content-Length",
+        HTTP,
+        http_binary(DETECTOR, images_header(), bytes(IMAGE_BYTES), header_length=-5),
+        "HTTP 400",
+        r"inference header size should be in range \(0, \d+\), got: -5",
+    ),
+    Refusal(
+        "Inference-Header-Content-Length cutting the JSON",
+        HTTP,
+        http_binary(DETECTOR, images_header(), bytes(IMAGE_BYTES), header_length=10),
+        PARSER_500,
+        r"failed to parse the request JSON buffer",
+    ),
+    Refusal(
+        "binary tensor shorter than binary_data_size",
+        HTTP,
+        http_binary(DETECTOR, images_header(), bytes(1000)),
+        "HTTP 400",
+        r"unexpected size for input 'images', expecting 269000 additional bytes",
+    ),
+    Refusal(
+        "BYTES length prefix beyond the data",
+        HTTP_IMAGE,
+        http_binary(IMAGE_MODEL, bytes_header(4 + 100), bytes_element(1100, bytes(100))),
+        "HTTP 400",
+        r"incomplete string data for inference input 'encoded_image', "
+        r"expecting string of length 1100 but only 100 bytes",
+    ),
+    Refusal(
+        "BYTES data holding two elements for shape [1, 1]",
+        HTTP_IMAGE,
+        http_binary(
+            IMAGE_MODEL,
+            bytes_header(8 + 10 + 86),
+            bytes_element(10, b"a" * 10) + bytes_element(86, b"b" * 86),
+        ),
+        "HTTP 400",
+        r"unexpected number of string elements 2 for inference input 'encoded_image'",
+    ),
+    Refusal(
+        "BYTES length prefix cut short (3 of 4 bytes)",
+        HTTP_IMAGE,
+        http_binary(IMAGE_MODEL, bytes_header(3), b"\x10\x00\x00"),
+        "HTTP 400",
+        r"incomplete string length indicator for inference input 'encoded_image'",
+    ),
+    Refusal(
+        "GET on the infer endpoint",
+        HTTP,
+        http_post(DETECTOR, b"", method="GET"),
+        "HTTP 405",
+        r"Method Not Allowed",
+    ),
 ]
 
 
@@ -482,10 +732,14 @@ def test_bad_requests_are_refused_naming_the_problem_and_the_server_carries_on(t
     figures.server_version(triton_server.http_url)
     answer, message = case.send(triton_server)
     healthy = still_serving(triton_server)
-    figures.case(kind=case.kind, side="server", via=case.via, answer=answer, message=message, healthy_after=healthy)
+    figures.case(
+        kind=case.kind, side="server", via=case.via, answer=answer, message=message, healthy_after=healthy
+    )
     if answer == PARSER_500:
-        figures.note("tritonserver 2.51 answers an HTTP body its JSON parser rejects with 500, not 400 "
-                     "(the message names the problem).")
+        figures.note(
+            "tritonserver 2.51 answers an HTTP body its JSON parser rejects with 500, not 400 "
+            "(the message names the problem)."
+        )
     assert answer == case.answer, message
     assert re.search(case.message, message), message
     assert healthy
@@ -502,7 +756,11 @@ ODD_IMAGES = [
     OddImage("1×1 pixel PNG", lambda: encode(Image.new("RGB", (1, 1), (200, 40, 40)), "PNG"), (1, 1)),
     OddImage("8000×6000 JPEG (48 megapixels)", huge_jpeg, (6000, 8000)),
     # Under Pillow's refusal limit (2 × 89.5 MP): decoded, zero-filled, ~0.3 GB for a moment.
-    OddImage("PNG claiming 10000×10000 with 10 rows of data", lambda: png_claiming(10000, 10000, 10), (10000, 10000)),
+    OddImage(
+        "PNG claiming 10000×10000 with 10 rows of data",
+        lambda: png_claiming(10000, 10000, 10),
+        (10000, 10000),
+    ),
     OddImage("1-bit PNG", lambda: encode(noise().convert("1"), "PNG"), (48, 64)),
     OddImage("CMYK JPEG", lambda: encode(noise().convert("CMYK"), "JPEG"), (48, 64)),
     OddImage("16-bit greyscale PNG", sixteen_bit_png, (48, 64)),
@@ -514,13 +772,24 @@ ODD_IMAGES = [
 
 
 @pytest.mark.parametrize("case", ODD_IMAGES, ids=[case.kind for case in ODD_IMAGES])
-def test_odd_but_valid_images_are_served_with_finite_detections_inside_the_image(triton_server, figures, case):
-    answer, message, result = grpc_answer(triton_server.grpc_url, IMAGE_MODEL, [encoded_tensor(case.encode())])
+def test_odd_but_valid_images_are_served_with_finite_detections_inside_the_image(
+    triton_server, figures, case
+):
+    answer, message, result = grpc_answer(
+        triton_server.grpc_url, IMAGE_MODEL, [encoded_tensor(case.encode())]
+    )
     outputs = outputs_of(result) if result is not None else {}
     non_finite = non_finite_values(outputs)
     healthy = still_serving(triton_server)
-    figures.case(kind=case.kind, side="server", via=GRPC_IMAGE, answer="served" if answer == "OK" else answer,
-                 message=message or served_summary(outputs), healthy_after=healthy, non_finite=non_finite)
+    figures.case(
+        kind=case.kind,
+        side="server",
+        via=GRPC_IMAGE,
+        answer="served" if answer == "OK" else answer,
+        message=message or served_summary(outputs),
+        healthy_after=healthy,
+        non_finite=non_finite,
+    )
     assert answer == "OK", message
     height, width = case.size
     assert outputs["image_size"].tolist() == [[height, width]]
@@ -537,16 +806,28 @@ def test_odd_but_valid_images_are_served_with_finite_detections_inside_the_image
     [
         ("all-black image", lambda: np.zeros(IMAGE_SHAPE, np.uint8)),
         ("all-white image", lambda: np.full(IMAGE_SHAPE, 255, np.uint8)),
-        ("one-pixel checkerboard", lambda: np.repeat(np.indices((1, 300, 300, 1)).sum(0) % 2 * 255, 3, -1).astype(np.uint8)),
+        (
+            "one-pixel checkerboard",
+            lambda: np.repeat(np.indices((1, 300, 300, 1)).sum(0) % 2 * 255, 3, -1).astype(np.uint8),
+        ),
     ],
 )
 def test_extreme_pixels_give_finite_detections(triton_server, figures, kind, pixels):
-    answer, message, result = grpc_answer(triton_server.grpc_url, DETECTOR, [tensor("images", pixels(), "UINT8")])
+    answer, message, result = grpc_answer(
+        triton_server.grpc_url, DETECTOR, [tensor("images", pixels(), "UINT8")]
+    )
     outputs = outputs_of(result) if result is not None else {}
     non_finite = non_finite_values(outputs)
     healthy = still_serving(triton_server)
-    figures.case(kind=kind, side="server", via=GRPC, answer="served" if answer == "OK" else answer,
-                 message=message or served_summary(outputs), healthy_after=healthy, non_finite=non_finite)
+    figures.case(
+        kind=kind,
+        side="server",
+        via=GRPC,
+        answer="served" if answer == "OK" else answer,
+        message=message or served_summary(outputs),
+        healthy_after=healthy,
+        non_finite=non_finite,
+    )
     assert answer == "OK", message
     assert non_finite == 0 and healthy
 
@@ -567,14 +848,22 @@ def test_non_finite_network_outputs_never_reach_a_response(triton_server, figure
     else:
         boxes[:, poisoned] = value
     answer, message, result = grpc_answer(
-        triton_server.grpc_url, POSTPROCESS, [tensor("boxes", boxes, "FP32"), tensor("scores", scores, "FP32")]
+        triton_server.grpc_url,
+        POSTPROCESS,
+        [tensor("boxes", boxes, "FP32"), tensor("scores", scores, "FP32")],
     )
     outputs = outputs_of(result) if result is not None else {}
     non_finite = non_finite_values(outputs)
     healthy = still_serving(triton_server)
-    figures.case(kind=f"{poison} into the postprocess", side="server", via=f"gRPC {POSTPROCESS}",
-                 answer="served" if answer == "OK" else answer, message=message or served_summary(outputs),
-                 healthy_after=healthy, non_finite=non_finite)
+    figures.case(
+        kind=f"{poison} into the postprocess",
+        side="server",
+        via=f"gRPC {POSTPROCESS}",
+        answer="served" if answer == "OK" else answer,
+        message=message or served_summary(outputs),
+        healthy_after=healthy,
+        non_finite=non_finite,
+    )
     assert answer == "OK", message
     assert non_finite == 0
     assert int(outputs["num_detections"][0, 0]) > 0  # the clean anchors still count
@@ -607,19 +896,40 @@ def _directory(folder: Path) -> Path:
 
 
 BAD_IMAGES = [
-    BadImage("file that does not exist", lambda folder: folder / "missing.jpg",
-             r"cannot read the file \(No such file or directory\)"),
+    BadImage(
+        "file that does not exist",
+        lambda folder: folder / "missing.jpg",
+        r"cannot read the file \(No such file or directory\)",
+    ),
     BadImage("directory named like a photo", _directory, r"cannot read the file \(Is a directory\)"),
-    BadImage("empty file", _file("empty.jpg", b""), r"(empty file|not an image file Pillow recognises \(0 bytes\))"),
-    BadImage("text file named .jpg", _file("notes.jpg", b"shopping list: milk, eggs"),
-             r"not an image file Pillow recognises"),
-    BadImage("truncated JPEG file", lambda folder: _file("cut.jpg", jpeg_photo()[: len(jpeg_photo()) // 2])(folder),
-             r"image file is truncated"),
-    BadImage("decompression bomb file", lambda folder: _file("bomb.png", png_claiming(50000, 50000, 10))(folder),
-             r"decompression bomb"),
-    BadImage("float32 array", lambda folder: np.zeros((48, 64, 3), np.float32), r"expected a uint8 array, got float32"),
-    BadImage("two-channel array", lambda folder: np.zeros((48, 64, 2), np.uint8),
-             r"expected an array \[H, W\].*got \[48, 64, 2\]"),
+    BadImage(
+        "empty file", _file("empty.jpg", b""), r"(empty file|not an image file Pillow recognises \(0 bytes\))"
+    ),
+    BadImage(
+        "text file named .jpg",
+        _file("notes.jpg", b"shopping list: milk, eggs"),
+        r"not an image file Pillow recognises",
+    ),
+    BadImage(
+        "truncated JPEG file",
+        lambda folder: _file("cut.jpg", jpeg_photo()[: len(jpeg_photo()) // 2])(folder),
+        r"image file is truncated",
+    ),
+    BadImage(
+        "decompression bomb file",
+        lambda folder: _file("bomb.png", png_claiming(50000, 50000, 10))(folder),
+        r"decompression bomb",
+    ),
+    BadImage(
+        "float32 array",
+        lambda folder: np.zeros((48, 64, 3), np.float32),
+        r"expected a uint8 array, got float32",
+    ),
+    BadImage(
+        "two-channel array",
+        lambda folder: np.zeros((48, 64, 2), np.uint8),
+        r"expected an array \[H, W\].*got \[48, 64, 2\]",
+    ),
 ]
 
 
@@ -627,7 +937,10 @@ BAD_IMAGES = [
 def detectors(triton_server):
     """Client-side decode and server-side decode, each kept across cases: a bad image must not
     leave its detector unusable."""
-    pair = {False: Detector(triton_server.grpc_url), True: Detector(triton_server.grpc_url, server_side_decode=True)}
+    pair = {
+        False: Detector(triton_server.grpc_url),
+        True: Detector(triton_server.grpc_url, server_side_decode=True),
+    }
     yield pair
     for detector in pair.values():
         detector.close()
@@ -645,8 +958,14 @@ def test_unreadable_images_raise_an_invalid_image_error_naming_them(
     error = caught.value
     expected_name = str(image) if isinstance(image, Path) else "image"
     served_after = len(detector.detect(sample_paths[0])) > 0  # the same detector carries on
-    figures.case(kind=case.kind, side="client", via=f"Detector ({'server' if server_side_decode else 'client'}-side decode)",
-                 answer=type(error).__name__, message=str(error).replace(str(tmp_path), "…"), healthy_after=served_after)
+    figures.case(
+        kind=case.kind,
+        side="client",
+        via=f"Detector ({'server' if server_side_decode else 'client'}-side decode)",
+        answer=type(error).__name__,
+        message=str(error).replace(str(tmp_path), "…"),
+        healthy_after=served_after,
+    )
     assert error.name == expected_name and expected_name in str(error)
     assert re.search(case.message, str(error)), str(error)
     assert served_after
@@ -654,20 +973,36 @@ def test_unreadable_images_raise_an_invalid_image_error_naming_them(
 
 def test_out_of_range_request_parameters_are_an_invalid_input_error(triton_server, sample_paths, figures):
     with Detector(triton_server.grpc_url, parameters={"nms_iou_threshold": 2.0}) as detector:
-        with pytest.raises(InvalidInputError, match=r"nms_iou_threshold must be within \[0.0, 1.0\], got 2.0") as caught:
+        with pytest.raises(
+            InvalidInputError, match=r"nms_iou_threshold must be within \[0.0, 1.0\], got 2.0"
+        ) as caught:
             detector.detect(sample_paths[0])
     healthy = still_serving(triton_server)
-    figures.case(kind="nms_iou_threshold 2.0 in Detector(parameters=…)", side="client", via="Detector",
-                 answer=type(caught.value).__name__, message=str(caught.value), healthy_after=healthy)
+    figures.case(
+        kind="nms_iou_threshold 2.0 in Detector(parameters=…)",
+        side="client",
+        via="Detector",
+        answer=type(caught.value).__name__,
+        message=str(caught.value),
+        healthy_after=healthy,
+    )
     assert healthy
 
 
 def test_an_unsupported_image_type_is_a_type_error_naming_it(detectors, sample_paths, figures):
-    with pytest.raises(TypeError, match="expected a path, bytes, a PIL image or a numpy array, got list") as caught:
+    with pytest.raises(
+        TypeError, match="expected a path, bytes, a PIL image or a numpy array, got list"
+    ) as caught:
         detectors[False].detect([1, 2, 3])
     served_after = len(detectors[False].detect(sample_paths[0])) > 0
-    figures.case(kind="a list instead of an image", side="client", via="Detector", answer="TypeError",
-                 message=str(caught.value), healthy_after=served_after)
+    figures.case(
+        kind="a list instead of an image",
+        side="client",
+        via="Detector",
+        answer="TypeError",
+        message=str(caught.value),
+        healthy_after=served_after,
+    )
     assert served_after
 
 
@@ -678,22 +1013,48 @@ def test_the_report_renders_recorded_figures_and_marks_missing_ones(tmp_path, ca
     from ssd300_build import reliability_report
 
     overload = {
-        "factor": 4, "capacity_per_s": 5.0, "baseline_latency_s": 0.2, "rate_per_s": 20.0, "duration_s": 10.0,
-        "sent": 200, "succeeded": 80, "refused": 119, "other_errors": 0,
-        "slowest_success_s": 15.0, "slowest_refusal_s": 0.01, "drain_s": 14.0, "deadline_s": 60.0,
-        "rss_idle_bytes": 2**30, "rss_peak_bytes": 2 * 2**30, "rss_bound_bytes": 5 * 2**30,
-        "canary_during": "healthy: ok", "canary_latency_s": 3.0, "recovery_s": 15.0, "latency_after_s": 0.2,
+        "factor": 4,
+        "capacity_per_s": 5.0,
+        "baseline_latency_s": 0.2,
+        "rate_per_s": 20.0,
+        "duration_s": 10.0,
+        "sent": 200,
+        "succeeded": 80,
+        "refused": 119,
+        "other_errors": 0,
+        "slowest_success_s": 15.0,
+        "slowest_refusal_s": 0.01,
+        "drain_s": 14.0,
+        "deadline_s": 60.0,
+        "rss_idle_bytes": 2**30,
+        "rss_peak_bytes": 2 * 2**30,
+        "rss_bound_bytes": 5 * 2**30,
+        "canary_during": "healthy: ok",
+        "canary_latency_s": 3.0,
+        "recovery_s": 15.0,
+        "latency_after_s": 0.2,
     }
-    case = {"kind": "truncated PNG", "side": "server", "via": "gRPC ssd300_image", "answer": "INVALID_ARGUMENT",
-            "message": "[request id: <id_unknown>] encoded_image[0]: not a decodable image", "healthy_after": True}
+    case = {
+        "kind": "truncated PNG",
+        "side": "server",
+        "via": "gRPC ssd300_image",
+        "answer": "INVALID_ARGUMENT",
+        "message": "[request id: <id_unknown>] encoded_image[0]: not a decodable image",
+        "healthy_after": True,
+    }
     source = tmp_path / "figures.json"
-    source.write_text(json.dumps({"meta": {"commit": "abc1234"}, "overload": overload, "bad_input": {"cases": [case]}}))
+    source.write_text(
+        json.dumps({"meta": {"commit": "abc1234"}, "overload": overload, "bad_input": {"cases": [case]}})
+    )
     assert reliability_report.main(["--figures", str(source)]) == 0
     report = (tmp_path / reliability_report.REPORT_NAME).read_text()
     assert report == capsys.readouterr().out  # printed as written
     assert "| Overload | lost (no answer by the deadline) | 1 |" in report  # 200 − 80 − 119 − 0
     assert "| Failover (kill -9) | requests | not measured |" in report
-    assert "| truncated PNG | gRPC ssd300_image | INVALID_ARGUMENT | encoded_image[0]: not a decodable image |" in report
+    assert (
+        "| truncated PNG | gRPC ssd300_image | INVALID_ARGUMENT | encoded_image[0]: not a decodable image |"
+        in report
+    )
 
 
 # --- private servers for the destructive tests ------------------------------------------------
@@ -709,7 +1070,10 @@ def restriction_flags(key: str, folder: Path) -> list[str]:
     environment = {"PATH": f"{stand_in.parent}:{os.environ['PATH']}", "TRITON_ADMIN_KEY": key}
     subprocess.run(["sh", str(ENTRYPOINT)], env=environment, check=True, capture_output=True, timeout=30)
     flags = record.read_text().split()
-    assert [flag.split("=", 1)[0] for flag in flags] == ["--http-restricted-api", "--grpc-restricted-protocol"]
+    assert [flag.split("=", 1)[0] for flag in flags] == [
+        "--http-restricted-api",
+        "--grpc-restricted-protocol",
+    ]
     return flags
 
 
@@ -721,10 +1085,21 @@ class Launcher:
         self.log_path = log_path
         with log_path.open("wb") as log:  # a file, not a pipe: nobody has to keep reading it
             self.process = subprocess.Popen(
-                [sys.executable, "-m", "ssd300_build.embedded_server", "--repository", str(repository),
-                 "--http-port", str(self.http_port), "--grpc-port", str(self.grpc_port),
-                 "--metrics-port", str(self.metrics_port)],
-                stdout=log, stderr=subprocess.STDOUT,
+                [
+                    sys.executable,
+                    "-m",
+                    "ssd300_build.embedded_server",
+                    "--repository",
+                    str(repository),
+                    "--http-port",
+                    str(self.http_port),
+                    "--grpc-port",
+                    str(self.grpc_port),
+                    "--metrics-port",
+                    str(self.metrics_port),
+                ],
+                stdout=log,
+                stderr=subprocess.STDOUT,
             )
 
     @property
@@ -746,8 +1121,12 @@ class Launcher:
     def wait_until_ready(self, timeout_s: float) -> None:
         deadline = time.monotonic() + timeout_s
         while "ssd300 ready" not in self.log():
-            assert self.process.poll() is None, f"the launcher exited with {self.process.returncode}:\n{self.log()[-3000:]}"
-            assert time.monotonic() < deadline, f"the launcher was not ready after {timeout_s} s:\n{self.log()[-3000:]}"
+            assert self.process.poll() is None, (
+                f"the launcher exited with {self.process.returncode}:\n{self.log()[-3000:]}"
+            )
+            assert time.monotonic() < deadline, (
+                f"the launcher was not ready after {timeout_s} s:\n{self.log()[-3000:]}"
+            )
             time.sleep(0.25)
 
     def stop(self) -> None:
@@ -847,8 +1226,14 @@ def dedicated(built_repository, tmp_path_factory, figures):
     key = secrets.token_urlsafe(24)
 
     def server(name: str, *extra: str) -> EmbeddedServer:
-        return EmbeddedServer(built_repository, http_port=free_port(), grpc_port=free_port(), metrics_port=free_port(),
-                              log_path=folder / f"{name}.log", extra_args=extra)
+        return EmbeddedServer(
+            built_repository,
+            http_port=free_port(),
+            grpc_port=free_port(),
+            metrics_port=free_port(),
+            log_path=folder / f"{name}.log",
+            extra_args=extra,
+        )
 
     victim, locked = server("victim"), server("locked", *restriction_flags(key, folder / "entrypoint"))
     launcher = Launcher(built_repository, folder / "launcher.log")
@@ -879,7 +1264,9 @@ def dedicated(built_repository, tmp_path_factory, figures):
 def network_queue_policy(repository: Path) -> tuple[int, float]:
     """(max queue size, queue timeout in s) of ssd300's CPU config: the numbers overload meets."""
     path = repository / "ssd300" / "configs" / "cpu.pbtxt"
-    policy = text_format.Parse(path.read_text(), model_config_pb2.ModelConfig()).dynamic_batching.default_queue_policy
+    policy = text_format.Parse(
+        path.read_text(), model_config_pb2.ModelConfig()
+    ).dynamic_batching.default_queue_policy
     return policy.max_queue_size, policy.default_timeout_microseconds / 1e6
 
 
@@ -911,9 +1298,15 @@ def successes(url: str, model: str) -> int:
 def test_the_client_reads_a_queue_refusal_as_busy_and_a_stopping_server_as_unavailable():
     # The messages tritonserver 2.51 sends (observed below and in the SIGTERM test).
     unavailable = "StatusCode.UNAVAILABLE"
-    full = InferenceServerException("in ensemble 'ssd300_detector', Exceeds maximum queue size", status=unavailable)
-    late = InferenceServerException("in ensemble 'ssd300_detector', Request timeout expired", status=unavailable)
-    stopping = InferenceServerException("Server is stopping, scheduler for model has stopped", status=unavailable)
+    full = InferenceServerException(
+        "in ensemble 'ssd300_detector', Exceeds maximum queue size", status=unavailable
+    )
+    late = InferenceServerException(
+        "in ensemble 'ssd300_detector', Request timeout expired", status=unavailable
+    )
+    stopping = InferenceServerException(
+        "Server is stopping, scheduler for model has stopped", status=unavailable
+    )
     for error in (full, late):
         assert isinstance(translate_error(error, where="h:1 (grpc)", model=DETECTOR), ServerBusyError)
     translated = translate_error(stopping, where="h:1 (grpc)", model=DETECTOR)
@@ -974,7 +1367,10 @@ def test_overload_ends_every_request_in_an_answer_and_the_server_recovers(dedica
                     detail = ""
                 else:
                     translated = translate_error(error, where=server.grpc_url, model=DETECTOR)
-                    kind, detail = ("busy" if isinstance(translated, ServerBusyError) else "other"), str(error)
+                    kind, detail = (
+                        ("busy" if isinstance(translated, ServerBusyError) else "other"),
+                        str(error),
+                    )
                 with lock:
                     outcomes[index] = (kind, latency, detail)
 
@@ -989,7 +1385,9 @@ def test_overload_ends_every_request_in_an_answer_and_the_server_recovers(dedica
             if pause > 0:
                 time.sleep(pause)
             sent_at[index] = time.monotonic()
-            client.async_infer(DETECTOR, pixels_request(), on_answer(index), client_timeout=drain_deadline_s + 60)
+            client.async_infer(
+                DETECTOR, pixels_request(), on_answer(index), client_timeout=drain_deadline_s + 60
+            )
         last_sent = time.monotonic()
         while len(outcomes) < count and time.monotonic() < last_sent + drain_deadline_s:
             time.sleep(0.1)
@@ -1011,29 +1409,51 @@ def test_overload_ends_every_request_in_an_answer_and_the_server_recovers(dedica
 
     kinds = [kind for kind, _, _ in outcomes.values()]
     canary_answer = canary.get("answer", (False, "no answer"))
-    latencies = {kind: [latency for k, latency, _ in outcomes.values() if k == kind] for kind in ("ok", "busy")}
+    latencies = {
+        kind: [latency for k, latency, _ in outcomes.values() if k == kind] for kind in ("ok", "busy")
+    }
     figures.section(
-        "overload", factor=OVERLOAD_FACTOR, capacity_per_s=capacity, baseline_latency_s=baseline, rate_per_s=rate,
-        duration_s=duration, sent=count, succeeded=kinds.count("ok"), refused=kinds.count("busy"),
+        "overload",
+        factor=OVERLOAD_FACTOR,
+        capacity_per_s=capacity,
+        baseline_latency_s=baseline,
+        rate_per_s=rate,
+        duration_s=duration,
+        sent=count,
+        succeeded=kinds.count("ok"),
+        refused=kinds.count("busy"),
         other_errors=len(kinds) - kinds.count("ok") - kinds.count("busy"),
-        slowest_success_s=max(latencies["ok"], default=0.0), slowest_refusal_s=max(latencies["busy"], default=0.0),
-        drain_s=drained - last_sent, deadline_s=drain_deadline_s,
-        rss_idle_bytes=rss_idle, rss_peak_bytes=max(rss_samples), rss_bound_bytes=rss_idle + RSS_HEADROOM_BYTES,
+        slowest_success_s=max(latencies["ok"], default=0.0),
+        slowest_refusal_s=max(latencies["busy"], default=0.0),
+        drain_s=drained - last_sent,
+        deadline_s=drain_deadline_s,
+        rss_idle_bytes=rss_idle,
+        rss_peak_bytes=max(rss_samples),
+        rss_bound_bytes=rss_idle + RSS_HEADROOM_BYTES,
         canary_during=("healthy: " if canary_answer[0] else "UNHEALTHY: ") + brief(canary_answer[1]),
-        canary_latency_s=canary.get("latency_s", 0.0), recovery_s=recovery_s if recovery_s is not None else float("nan"),
-        latency_after_s=latency_after, largest_batch=max((size for size, n in batches.items() if n > 0), default=0),
+        canary_latency_s=canary.get("latency_s", 0.0),
+        recovery_s=recovery_s if recovery_s is not None else float("nan"),
+        latency_after_s=latency_after,
+        largest_batch=max((size for size, n in batches.items() if n > 0), default=0),
     )
     largest = figures.data["overload"]["largest_batch"]
-    figures.note(f"Under overload the dynamic batcher ran ssd300 batches of up to {largest} images (preferred size 8, "
-                 "max_batch_size 64): latency and memory under overload are set by max_batch_size, not the preferred size.")
+    figures.note(
+        f"Under overload the dynamic batcher ran ssd300 batches of up to {largest} images (preferred size 8, "
+        "max_batch_size 64): latency and memory under overload are set by max_batch_size, "
+        "not the preferred size."
+    )
 
-    assert len(outcomes) == count, f"{count - len(outcomes)} requests got no answer within {drain_deadline_s:.0f} s"
+    assert len(outcomes) == count, (
+        f"{count - len(outcomes)} requests got no answer within {drain_deadline_s:.0f} s"
+    )
     unexpected = [detail or kind for kind, _, detail in outcomes.values() if kind not in ("ok", "busy")]
     assert unexpected == [], unexpected[:5]
     assert kinds.count("busy") > 0 and kinds.count("ok") > 0  # it was overloaded, and it kept working
     assert max(rss_samples) <= rss_idle + RSS_HEADROOM_BYTES
     assert canary_answer[0], canary_answer  # busy is healthy: no restart for load
-    assert recovery_s is not None, f"no request within {fast_enough:.2f} s in the {RECOVERY_DEADLINE_S} s after the overload"
+    assert recovery_s is not None, (
+        f"no request within {fast_enough:.2f} s in the {RECOVERY_DEADLINE_S} s after the overload"
+    )
     assert latency_after <= fast_enough
     assert still_serving(server)
 
@@ -1046,15 +1466,26 @@ def admin_headers(protocol: str, key: str) -> dict[str, str]:
     return {"admin-key": key} if protocol == "http" else {"triton-grpc-protocol-admin-key": key}
 
 
-def admin_call(server: EmbeddedServer, protocol: str, action: str, headers: dict | None, **arguments) -> tuple[str, str]:
+def admin_call(
+    server: EmbeddedServer, protocol: str, action: str, headers: dict | None, **arguments
+) -> tuple[str, str]:
     """One admin API call → ("OK" / "HTTP 200", "") or the refusal and its message."""
     if protocol == "http":
         paths = {
             "unload": ("POST", f"/v2/repository/models/{arguments.get('model')}/unload", b"{}"),
             "load": ("POST", f"/v2/repository/models/{arguments.get('model')}/load", b"{}"),
-            "register": ("POST", f"/v2/systemsharedmemory/region/{arguments.get('name')}/register", json.dumps(
-                {"key": arguments.get("key"), "offset": 0, "byte_size": arguments.get("byte_size")}).encode()),
-            "unregister": ("POST", f"/v2/systemsharedmemory/region/{arguments.get('name')}/unregister", b"{}"),
+            "register": (
+                "POST",
+                f"/v2/systemsharedmemory/region/{arguments.get('name')}/register",
+                json.dumps(
+                    {"key": arguments.get("key"), "offset": 0, "byte_size": arguments.get("byte_size")}
+                ).encode(),
+            ),
+            "unregister": (
+                "POST",
+                f"/v2/systemsharedmemory/region/{arguments.get('name')}/unregister",
+                b"{}",
+            ),
             "logging": ("GET", "/v2/logging", b""),
             "trace": ("GET", "/v2/trace/setting", b""),
         }
@@ -1079,8 +1510,13 @@ def admin_call(server: EmbeddedServer, protocol: str, action: str, headers: dict
 
 
 ALLOWED = {"http": "HTTP 200", "grpc": "OK"}
-REFUSED = {"http": ("HTTP 403", r"This API is restricted, expecting header 'admin-key'"),
-           "grpc": ("UNAVAILABLE", r"This protocol is restricted, expecting header 'triton-grpc-protocol-admin-key'")}
+REFUSED = {
+    "http": ("HTTP 403", r"This API is restricted, expecting header 'admin-key'"),
+    "grpc": (
+        "UNAVAILABLE",
+        r"This protocol is restricted, expecting header 'triton-grpc-protocol-admin-key'",
+    ),
+}
 
 
 def assert_refused(protocol: str, answer: tuple[str, str]) -> None:
@@ -1099,7 +1535,9 @@ def test_model_load_and_unload_need_the_admin_key(dedicated, figures, protocol):
     unloaded = admin_call(server, protocol, "unload", admin_headers(protocol, key), model=model)
     gone = not server.is_model_ready(model)
     loaded = admin_call(server, protocol, "load", admin_headers(protocol, key), model=model)
-    figures.restriction(f"model load/unload ({protocol.upper()})", [without[0], wrong[0], f"{unloaded[0]} / {loaded[0]}"])
+    figures.restriction(
+        f"model load/unload ({protocol.upper()})", [without[0], wrong[0], f"{unloaded[0]} / {loaded[0]}"]
+    )
     assert unloaded[0] == ALLOWED[protocol] and gone
     assert loaded[0] == ALLOWED[protocol] and server.is_model_ready(model)
     assert still_serving(server)
@@ -1118,7 +1556,9 @@ def test_shared_memory_registration_needs_the_admin_key(dedicated, figures, prot
         released = admin_call(server, protocol, "unregister", admin_headers(protocol, key), name=name)
     finally:
         shared_memory.destroy_shared_memory_region(region)
-    figures.restriction(f"system shared-memory registration ({protocol.upper()})", [without[0], wrong[0], allowed[0]])
+    figures.restriction(
+        f"system shared-memory registration ({protocol.upper()})", [without[0], wrong[0], allowed[0]]
+    )
     assert_refused(protocol, without)
     assert_refused(protocol, wrong)
     assert allowed[0] == ALLOWED[protocol] and released[0] == ALLOWED[protocol]
@@ -1140,13 +1580,21 @@ def test_logging_and_trace_settings_need_the_admin_key(dedicated, figures, proto
 def test_inference_health_and_metadata_stay_open_without_a_key(dedicated):
     # Probes and clients hold no key: only the admin APIs are locked.
     server = dedicated.locked
-    for path in ("/v2/health/ready", "/v2/health/live", f"/v2/models/{DETECTOR}/ready", f"/v2/models/{DETECTOR}", "/v2"):
+    for path in (
+        "/v2/health/ready",
+        "/v2/health/live",
+        f"/v2/models/{DETECTOR}/ready",
+        f"/v2/models/{DETECTOR}",
+        "/v2",
+    ):
         assert http_answer_raw(server.http_url, "GET", path)[0] == "200", path
     assert health.check(server.http_url, timeout_s=60) == (True, "ok")
 
 
 @pytest.mark.parametrize("protocol", ["grpc", "http"])
-def test_a_client_beside_a_locked_server_sends_images_over_the_socket(dedicated, sample_paths, protocol, caplog):
+def test_a_client_beside_a_locked_server_sends_images_over_the_socket(
+    dedicated, sample_paths, protocol, caplog
+):
     """shared_memory="auto" picks shared memory on loopback; a production server refuses to
     register it without the key (gRPC says UNAVAILABLE), and the client must then fall back,
     not report the server as down."""
@@ -1159,7 +1607,9 @@ def test_a_client_beside_a_locked_server_sends_images_over_the_socket(dedicated,
 
 def test_the_client_reads_a_restricted_api_refusal_as_access_denied_not_as_an_outage():
     refusal = "This protocol is restricted, expecting header 'triton-grpc-protocol-admin-key'"
-    translated = translate_error(InferenceServerException(refusal, status="StatusCode.UNAVAILABLE"), where="h:1", model="")
+    translated = translate_error(
+        InferenceServerException(refusal, status="StatusCode.UNAVAILABLE"), where="h:1", model=""
+    )
     assert isinstance(translated, AccessDeniedError) and not isinstance(translated, ServerUnavailableError)
     forbidden = InferenceServerException("This API is restricted, expecting header 'admin-key'", status="403")
     assert isinstance(translate_error(forbidden, where="h:1", model=""), AccessDeniedError)
@@ -1185,8 +1635,13 @@ SECRET_FILE_NAMES = re.compile(
 def test_no_secrets_are_committed(figures):
     """Every file git tracks or would add (untracked, not ignored) is free of private keys,
     tokens and credentials; the admin key is generated at install time (chart Secret)."""
-    listed = subprocess.run(["git", "ls-files", "-z", "--cached", "--others", "--exclude-standard"], cwd=REPO,
-                            capture_output=True, check=True, timeout=60).stdout.split(b"\0")
+    listed = subprocess.run(
+        ["git", "ls-files", "-z", "--cached", "--others", "--exclude-standard"],
+        cwd=REPO,
+        capture_output=True,
+        check=True,
+        timeout=60,
+    ).stdout.split(b"\0")
     findings, scanned = [], 0
     for name in filter(None, (item.decode() for item in listed)):
         path = REPO / name
@@ -1208,16 +1663,22 @@ def test_no_secrets_are_committed(figures):
 def test_checkpoint_loading_safety_is_specified_in_test_weights(figures):
     # Not repeated here: test_weights.py refuses arbitrary pickles (weights_only) and pins sha256.
     tree = ast.parse((REPO / "tests" / "test_weights.py").read_text())
-    names = {node.name for node in tree.body if isinstance(node, ast.FunctionDef) and node.name.startswith("test_")}
+    names = {
+        node.name for node in tree.body if isinstance(node, ast.FunctionDef) and node.name.startswith("test_")
+    }
     required = {"test_arbitrary_pickled_objects_are_refused", "test_sha256_mismatch_is_refused"}
-    figures.section("security", checkpoint_tests=sorted(f"tests/test_weights.py::{name}" for name in required & names))
+    figures.section(
+        "security", checkpoint_tests=sorted(f"tests/test_weights.py::{name}" for name in required & names)
+    )
     assert required <= names
 
 
 # --- 3. faults ------------------------------------------------------------------------------------
 
 
-def test_a_detector_with_two_servers_completes_every_request_when_one_is_killed(dedicated, figures, sample_paths):
+def test_a_detector_with_two_servers_completes_every_request_when_one_is_killed(
+    dedicated, figures, sample_paths
+):
     victim, survivor = dedicated.victim, dedicated.locked
     photo = sample_paths[-1]
     # Over the socket, as any client on another machine: the survivor locks shared memory anyway.
@@ -1241,9 +1702,15 @@ def test_a_detector_with_two_servers_completes_every_request_when_one_is_killed(
             done, pending = wait(futures, timeout=300)
     outcomes = [future.result() for future in futures if future in done]
     served_by_survivor = successes(survivor.grpc_url, DETECTOR) - served_before
-    figures.section("failover", requests=FAILOVER_REQUESTS, killed_after=answered_before_kill, in_flight_at_kill=in_flight,
-                    completed=len(outcomes), served_by_survivor=served_by_survivor,
-                    slowest_s=max((latency for _, latency in outcomes), default=0.0))
+    figures.section(
+        "failover",
+        requests=FAILOVER_REQUESTS,
+        killed_after=answered_before_kill,
+        in_flight_at_kill=in_flight,
+        completed=len(outcomes),
+        served_by_survivor=served_by_survivor,
+        slowest_s=max((latency for _, latency in outcomes), default=0.0),
+    )
     assert not pending and len(outcomes) == FAILOVER_REQUESTS
     for detections, _ in outcomes:
         assert_same_detections(detections, reference)
@@ -1262,10 +1729,19 @@ def test_a_killed_python_stub_keeps_readiness_green_but_fails_the_canary(dedicat
     readiness = {path: int(http_answer_raw(server.http_url, "GET", path)[0]) for path in paths}
     answer, message, _ = grpc_answer(server.grpc_url, DETECTOR, pixels_request())
     canary = health.check(server.http_url, timeout_s=30)
-    cli = subprocess.run([sys.executable, "-m", "ssd300_build.health", "--url", server.http_url],
-                         capture_output=True, text=True, timeout=60)
-    figures.section("stub_crash", model=model, readiness=readiness, inference=brief(f"{answer}: {message}"),
-                    canary=("healthy: " if canary[0] else "UNHEALTHY: ") + brief(canary[1]))
+    cli = subprocess.run(
+        [sys.executable, "-m", "ssd300_build.health", "--url", server.http_url],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    figures.section(
+        "stub_crash",
+        model=model,
+        readiness=readiness,
+        inference=brief(f"{answer}: {message}"),
+        canary=("healthy: " if canary[0] else "UNHEALTHY: ") + brief(canary[1]),
+    )
     assert all(status == 200 for status in readiness.values()), readiness  # the server's blind spot
     assert answer == "INTERNAL" and f"Stub process '{model}_0_0' is not healthy" in message
     assert canary[0] is False and "is not healthy" in canary[1]
@@ -1283,12 +1759,17 @@ def test_sigterm_under_load_finishes_in_flight_requests_refuses_new_ones_and_exi
 
         def on_answer(index: int):
             def callback(result, error):
-                finished[index] = ("ok" if error is None else f"{error.status()}: {error.message()}", time.monotonic())
+                finished[index] = (
+                    "ok" if error is None else f"{error.status()}: {error.message()}",
+                    time.monotonic(),
+                )
 
             return callback
 
         for index in range(SIGTERM_IN_FLIGHT):
-            client.async_infer(DETECTOR, pixels_request(), on_answer(index), client_timeout=2 * EXIT_TIMEOUT_S + 30)
+            client.async_infer(
+                DETECTOR, pixels_request(), on_answer(index), client_timeout=2 * EXIT_TIMEOUT_S + 30
+            )
         time.sleep(0.5)  # received and queued by the server
         in_flight = SIGTERM_IN_FLIGHT - len(finished)
         terminated = time.monotonic()
@@ -1321,11 +1802,19 @@ def test_sigterm_under_load_finishes_in_flight_requests_refuses_new_ones_and_exi
     stubs_left = processes_mentioning(launcher.shm_prefix)
     shm_left = list(Path("/dev/shm").glob(f"{launcher.shm_prefix}*"))
     figures.section(
-        "sigterm", in_flight=SIGTERM_IN_FLIGHT, in_flight_completed=len(completed), exit_timeout_s=EXIT_TIMEOUT_S,
+        "sigterm",
+        in_flight=SIGTERM_IN_FLIGHT,
+        in_flight_completed=len(completed),
+        exit_timeout_s=EXIT_TIMEOUT_S,
         drain_s=max((at for _, at in finished.values()), default=terminated) - terminated,
-        new_requests=len(new_answers), new_refused=refused, new_answers=answers,
+        new_requests=len(new_answers),
+        new_refused=refused,
+        new_answers=answers,
         slowest_refusal_s=max((latency for _, latency in new_answers), default=0.0),
-        exit_code=exit_code, exit_s=exited - terminated, stubs_left=len(stubs_left), shm_files_left=len(shm_left),
+        exit_code=exit_code,
+        exit_s=exited - terminated,
+        stubs_left=len(stubs_left),
+        shm_files_left=len(shm_left),
     )
     assert in_flight > 0  # the signal did arrive under load
     assert sorted(finished) == list(range(SIGTERM_IN_FLIGHT)), finished

@@ -22,7 +22,14 @@ from ssd300_build.reference import decode_batch
 from .test_export import photo_batch
 from .test_postprocess import as_set
 
-MODELS = ("ssd300", "ssd300_postprocess", "ssd300_detector", "ssd300_image", "ssd300_image_preprocess", "ssd300_image_postprocess")
+MODELS = (
+    "ssd300",
+    "ssd300_postprocess",
+    "ssd300_detector",
+    "ssd300_image",
+    "ssd300_image_preprocess",
+    "ssd300_image_postprocess",
+)
 OUTPUTS = ("detection_boxes", "detection_scores", "detection_classes", "num_detections")
 
 
@@ -66,7 +73,16 @@ def test_server_reports_the_weights_the_model_was_built_with(grpc):
 def test_plain_json_over_http_works_without_a_client_library(triton_server, sample_paths):
     """What `curl -d @request.json …/v2/models/ssd300_detector/infer` sends."""
     image = photo_batch(sample_paths, 1).numpy()
-    body = {"inputs": [{"name": "images", "shape": list(image.shape), "datatype": "UINT8", "data": image.flatten().tolist()}]}
+    body = {
+        "inputs": [
+            {
+                "name": "images",
+                "shape": list(image.shape),
+                "datatype": "UINT8",
+                "data": image.flatten().tolist(),
+            }
+        ]
+    }
     status, reply = http_json(triton_server, "/v2/models/ssd300_detector/infer", body)
     assert status == 200
     outputs = {o["name"]: o for o in reply["outputs"]}
@@ -116,7 +132,9 @@ def test_image_ensemble_gives_the_tensor_paths_detections_in_pixels(grpc, sample
     n = int(tensor_path["num_detections"][0, 0])
     assert int(result.as_numpy("num_detections")[0, 0]) == n
     np.testing.assert_array_equal(result.as_numpy("detection_classes"), tensor_path["detection_classes"])
-    np.testing.assert_allclose(result.as_numpy("detection_scores"), tensor_path["detection_scores"], atol=1e-6)
+    np.testing.assert_allclose(
+        result.as_numpy("detection_scores"), tensor_path["detection_scores"], atol=1e-6
+    )
     expected = tensor_path["detection_boxes"][0, :n] * np.array([600, 400, 600, 400], dtype=np.float32)
     expected = np.clip(expected, 0, [600, 400, 600, 400])
     np.testing.assert_allclose(result.as_numpy("detection_boxes")[0, :n], expected, atol=1e-3)
@@ -153,7 +171,9 @@ def test_dynamic_batching_groups_concurrent_requests(grpc, triton_server, sample
         ([65, 300, 300, 3], "UINT8", "batch-size must be <= 64 for .ssd300_detector."),
     ],
 )
-def test_malformed_input_is_refused_with_invalid_arg_and_the_server_carries_on(grpc, sample_paths, shape, datatype, message):
+def test_malformed_input_is_refused_with_invalid_arg_and_the_server_carries_on(
+    grpc, sample_paths, shape, datatype, message
+):
     dtype = np.float32 if datatype == "FP32" else np.uint8
     tensor = grpcclient.InferInput("images", shape, datatype)
     tensor.set_data_from_numpy(np.zeros(shape, dtype=dtype))
@@ -176,14 +196,20 @@ def test_request_parameters_select_the_coco_evaluation_settings(grpc, random_net
     images = photo_batch(sample_paths, 2)
     tensor = grpcclient.InferInput("images", list(images.shape), "UINT8")
     tensor.set_data_from_numpy(images.numpy())
-    result = grpc.infer("ssd300_detector", [tensor], parameters={"nms_iou_threshold": 0.5, "max_detections": 20})
+    result = grpc.infer(
+        "ssd300_detector", [tensor], parameters={"nms_iou_threshold": 0.5, "max_detections": 20}
+    )
     network = random_network[0]
     with torch.no_grad():
         ploc, plabel = network(SSD300Detector(network).normalize(images))
-    for image, reference in enumerate(decode_batch(ploc, plabel, dboxes300_coco(), criteria=0.5, max_output=20)):
+    for image, reference in enumerate(
+        decode_batch(ploc, plabel, dboxes300_coco(), criteria=0.5, max_output=20)
+    ):
         n = int(result.as_numpy("num_detections")[image, 0])
         assert n == len(reference.scores) == 20
-        assert_close(torch.tensor(result.as_numpy("detection_scores")[image, :n]), reference.scores, rtol=0, atol=1e-5)
+        assert_close(
+            torch.tensor(result.as_numpy("detection_scores")[image, :n]), reference.scores, rtol=0, atol=1e-5
+        )
         assert (result.as_numpy("detection_classes")[image, n:] == 0).all()
 
 
@@ -205,7 +231,9 @@ def test_out_of_range_request_parameters_are_refused(grpc, sample_paths, paramet
 
 
 @pytest.mark.parametrize("model", ["ssd300_detector", "ssd300_image"])
-@pytest.mark.parametrize("wanted", [["num_detections"], ["detection_scores", "detection_classes"], ["detection_boxes"]])
+@pytest.mark.parametrize(
+    "wanted", [["num_detections"], ["detection_scores", "detection_classes"], ["detection_boxes"]]
+)
 def test_any_subset_of_outputs_can_be_requested(grpc, sample_paths, model, wanted):
     if model == "ssd300_image":
         tensor = grpcclient.InferInput("encoded_image", [1, 1], "BYTES")

@@ -13,7 +13,13 @@ import torch
 from ssd300_build import weights as weights_module
 from ssd300_build.model import SSD300
 from ssd300_build.sources import load_network
-from ssd300_build.weights import CheckpointError, CheckpointUnavailable, load_weights, read_state_dict, sha256_of
+from ssd300_build.weights import (
+    CheckpointError,
+    CheckpointUnavailable,
+    load_weights,
+    read_state_dict,
+    sha256_of,
+)
 
 
 @pytest.fixture(scope="module")
@@ -38,7 +44,9 @@ def ngc_checkpoint(state, *, half=False):
 def assert_same_weights(loaded, state, **tolerance):
     assert loaded.keys() == state.keys()
     for key, value in state.items():
-        torch.testing.assert_close(loaded[key], value.float() if value.is_floating_point() else value, **tolerance)
+        torch.testing.assert_close(
+            loaded[key], value.float() if value.is_floating_point() else value, **tolerance
+        )
 
 
 def test_ngc_training_checkpoint_loads_strictly(tmp_path, state):
@@ -106,7 +114,9 @@ def test_missing_key_is_named(tmp_path, state):
 def test_misshaped_key_is_named_with_both_shapes(state):
     broken = dict(state)
     broken["loc.0.weight"] = torch.zeros(8, 1024, 3, 3)
-    with pytest.raises(CheckpointError, match=r"loc\.0\.weight is \[8, 1024, 3, 3\], SSD300 needs \[16, 1024, 3, 3\]"):
+    with pytest.raises(
+        CheckpointError, match=r"loc\.0\.weight is \[8, 1024, 3, 3\], SSD300 needs \[16, 1024, 3, 3\]"
+    ):
         load_weights(SSD300(), broken, "ckpt.pt")
 
 
@@ -173,5 +183,7 @@ def test_build_cli_reports_a_bad_checkpoint_in_one_line(tmp_path):
         text=True,
     )
     assert result.returncode == 2
-    assert result.stderr.strip().splitlines()[-1].startswith(f"error: {bad}: not a readable PyTorch checkpoint")
+    assert (
+        result.stderr.strip().splitlines()[-1].startswith(f"error: {bad}: not a readable PyTorch checkpoint")
+    )
     assert "Traceback" not in result.stderr

@@ -42,7 +42,12 @@ def main(argv: list[str] | None = None) -> int:
         help="auto (NVIDIA checkpoint if cached or downloadable, else random), nvidia, random, "
         "or the path of a checkpoint / state dict (default: %(default)s)",
     )
-    parser.add_argument("--repository", type=Path, default=Path("model_repository"), help="model repository to write into (default: %(default)s)")
+    parser.add_argument(
+        "--repository",
+        type=Path,
+        default=Path("model_repository"),
+        help="model repository to write into (default: %(default)s)",
+    )
     parser.add_argument("--sha256", help="expected sha256 of the checkpoint file; refuse it on mismatch")
     parser.add_argument(
         "--stamp-config",
@@ -50,7 +55,9 @@ def main(argv: list[str] | None = None) -> int:
         help="also record the weights' source in ssd300/config.pbtxt (for serving images; the "
         "embedded server stamps its own copy at start)",
     )
-    parser.add_argument("--seed", type=int, default=DEFAULT_SEED, help="seed for WEIGHTS=random (default: %(default)s)")
+    parser.add_argument(
+        "--seed", type=int, default=DEFAULT_SEED, help="seed for WEIGHTS=random (default: %(default)s)"
+    )
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
 

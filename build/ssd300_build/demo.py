@@ -15,8 +15,12 @@ from .embedded_server import EmbeddedServer, ServerError, free_port
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m ssd300_build.demo", description=__doc__)
     parser.add_argument("--repository", type=Path, default=Path("model_repository"))
-    parser.add_argument("--images", type=Path, default=SAMPLES_DIR, help="folder of images (default: the sample photos)")
-    parser.add_argument("--out", type=Path, default=Path("out/demo"), help="where annotated images and JSON go")
+    parser.add_argument(
+        "--images", type=Path, default=SAMPLES_DIR, help="folder of images (default: the sample photos)"
+    )
+    parser.add_argument(
+        "--out", type=Path, default=Path("out/demo"), help="where annotated images and JSON go"
+    )
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     from ssd300_client import cli  # the client is what users run; the demo shows it
@@ -35,7 +39,18 @@ def main(argv: list[str] | None = None) -> int:
         with server:
             print(f"serving on gRPC {server.grpc_url}; running ssd300-detect on {args.images}/\n", flush=True)
             code = cli.main(
-                [str(args.images), "--url", server.grpc_url, "--out", str(args.out), "--json", str(args.out / "detections.json"), "--print", "--max-print", "10"]
+                [
+                    str(args.images),
+                    "--url",
+                    server.grpc_url,
+                    "--out",
+                    str(args.out),
+                    "--json",
+                    str(args.out / "detections.json"),
+                    "--print",
+                    "--max-print",
+                    "10",
+                ]
             )
     except ServerError as exc:
         print(f"error: {exc}", file=sys.stderr)

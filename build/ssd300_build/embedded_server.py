@@ -99,7 +99,9 @@ def _repository_view(repository: Path, workdir: Path, config_name: str) -> Path:
         if not config_path.is_file():
             config_path = network / "config.pbtxt"
         (stamped / "configs").mkdir()
-        (stamped / "configs" / f"{config_name}.pbtxt").write_text(stamp_weights(config_path.read_text(), metadata))
+        (stamped / "configs" / f"{config_name}.pbtxt").write_text(
+            stamp_weights(config_path.read_text(), metadata)
+        )
     return view
 
 
@@ -164,20 +166,28 @@ class EmbeddedServer:
 
     def environment(self) -> dict[str, str]:
         env = dict(os.environ)
-        libs = [sysconfig.get_config_var("LIBDIR") or "", str(_pytriton_server_dir().parent.parent / "nvidia_pytriton.libs")]
+        libs = [
+            sysconfig.get_config_var("LIBDIR") or "",
+            str(_pytriton_server_dir().parent.parent / "nvidia_pytriton.libs"),
+        ]
         env["LD_LIBRARY_PATH"] = os.pathsep.join(filter(None, [*libs, env.get("LD_LIBRARY_PATH", "")]))
         # The Python stub runs `python3` models with whatever site-packages PATH leads to: ours.
         env["PATH"] = os.pathsep.join([str(Path(sys.executable).parent), env.get("PATH", "")])
         return env
 
-    def start(self, *, timeout_s: float = DEFAULT_START_TIMEOUT_S) -> "EmbeddedServer":
+    def start(self, *, timeout_s: float = DEFAULT_START_TIMEOUT_S) -> EmbeddedServer:
         if not (self.repository / "ssd300" / "1" / "model.pt").is_file():
             raise ServerError(f"{self.repository}/ssd300/1/model.pt is missing: build it with `make model`")
         self._workdir = Path(tempfile.mkdtemp(prefix="ssd300-triton-"))
         binary, backends = _runtime_tree(self._workdir)
         view = _repository_view(self.repository, self._workdir, self.config_name)
-        output = open(self.log_path, "ab") if self.log_path else None
-        log.info("starting tritonserver on http %s, grpc %s, metrics %s", self.http_url, self.grpc_url, self.metrics_url)
+        output = open(self.log_path, "ab") if self.log_path else None  # noqa: SIM115 (the server writes to it until stop())
+        log.info(
+            "starting tritonserver on http %s, grpc %s, metrics %s",
+            self.http_url,
+            self.grpc_url,
+            self.metrics_url,
+        )
         self.process = subprocess.Popen(
             self.command(binary, backends, view),
             env=self.environment(),
@@ -196,7 +206,9 @@ class EmbeddedServer:
 
     def is_model_ready(self, model: str) -> bool:
         try:
-            with urllib.request.urlopen(f"http://{self.http_url}/v2/models/{model}/ready", timeout=2) as response:
+            with urllib.request.urlopen(
+                f"http://{self.http_url}/v2/models/{model}/ready", timeout=2
+            ) as response:
                 return response.status == 200
         except (urllib.error.URLError, OSError):
             return False
@@ -209,12 +221,17 @@ class EmbeddedServer:
         deadline = time.monotonic() + timeout_s
         while time.monotonic() < deadline:
             if self.process.poll() is not None:
-                raise ServerError(f"tritonserver exited with code {self.process.returncode} while starting{self._log_hint()}")
+                raise ServerError(
+                    f"tritonserver exited with code {self.process.returncode} "
+                    f"while starting{self._log_hint()}"
+                )
             if all(self.is_model_ready(model) for model in PUBLIC_MODELS):
                 healthy, reason = self.health(timeout_s=max(deadline - time.monotonic(), 1.0))
                 if healthy:
                     return
-                raise ServerError(f"models loaded but the canary inference failed: {reason}{self._log_hint()}")
+                raise ServerError(
+                    f"models loaded but the canary inference failed: {reason}{self._log_hint()}"
+                )
             time.sleep(0.5)
         raise ServerError(f"models not ready after {timeout_s:.0f} s{self._log_hint()}")
 
@@ -241,7 +258,10 @@ class EmbeddedServer:
                 return False
         while time.monotonic() < deadline:
             try:
-                states = {entry["name"]: entry.get("state") for entry in json.loads(self._post("/v2/repository/index"))}
+                states = {
+                    entry["name"]: entry.get("state")
+                    for entry in json.loads(self._post("/v2/repository/index"))
+                }
             except (TypeError, ValueError, KeyError):  # no answer, or not the index
                 return False
             if not any(states.get(model) in _DRAINING_STATES for model in PUBLIC_MODELS):
@@ -280,7 +300,7 @@ class EmbeddedServer:
             self._workdir = None
         return code
 
-    def __enter__(self) -> "EmbeddedServer":
+    def __enter__(self) -> EmbeddedServer:
         return self.start() if self.process is None else self
 
     def __exit__(self, *exc_info) -> None:
@@ -295,8 +315,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--repository", type=Path, default=Path("model_repository"))
     for name, port in DEFAULT_PORTS.items():
         parser.add_argument(f"--{name}-port", type=int, default=port, help=f"default: {port}")
-    parser.add_argument("--config-name", default="cpu", help="model config variant (configs/<name>.pbtxt); default: cpu")
-    parser.add_argument("--timeout", type=float, default=DEFAULT_START_TIMEOUT_S, help="seconds to wait for the models")
+    parser.add_argument(
+        "--config-name", default="cpu", help="model config variant (configs/<name>.pbtxt); default: cpu"
+    )
+    parser.add_argument(
+        "--timeout", type=float, default=DEFAULT_START_TIMEOUT_S, help="seconds to wait for the models"
+    )
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(message)s")
 
@@ -322,7 +346,8 @@ def main(argv: list[str] | None = None) -> int:
         return 1
     print(
         f"\nssd300 ready: HTTP {server.http_url}  gRPC {server.grpc_url}  metrics {server.metrics_url}\n"
-        "models: ssd300_detector (uint8 [300,300,3] in), ssd300_image (encoded image bytes in). Ctrl-C stops.",
+        "models: ssd300_detector (uint8 [300,300,3] in), ssd300_image (encoded image bytes in).\n"
+        "Ctrl-C stops.",
         flush=True,
     )
     while not stopping and server.process.poll() is None:

@@ -23,7 +23,9 @@ METADATA_FILE = "weights.json"
 def trace_detector(network: SSD300) -> torch.jit.ScriptModule:
     """TorchScript of :class:`SSD300Detector` with a dynamic batch dimension."""
     detector = SSD300Detector(network).eval()
-    example = torch.randint(0, 256, (2, *INPUT_SHAPE), dtype=torch.uint8, generator=torch.Generator().manual_seed(0))
+    example = torch.randint(
+        0, 256, (2, *INPUT_SHAPE), dtype=torch.uint8, generator=torch.Generator().manual_seed(0)
+    )
     # Triton's PyTorch backend runs TorchScript; torch's deprecation notice does not apply to us.
     with torch.no_grad(), warnings.catch_warnings():
         warnings.simplefilter("ignore", FutureWarning)

@@ -34,7 +34,12 @@ def tiny_png(width: int = 8, height: int = 8) -> bytes:
 
     rows = b"".join(b"\x00" + b"\x80" * width for _ in range(height))
     header = struct.pack(">IIBBBBB", width, height, 8, 0, 0, 0, 0)
-    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", zlib.compress(rows)) + chunk(b"IEND", b"")
+    return (
+        b"\x89PNG\r\n\x1a\n"
+        + chunk(b"IHDR", header)
+        + chunk(b"IDAT", zlib.compress(rows))
+        + chunk(b"IEND", b"")
+    )
 
 
 def canary_request(image: bytes) -> tuple[bytes, dict[str, str]]:
@@ -43,18 +48,28 @@ def canary_request(image: bytes) -> tuple[bytes, dict[str, str]]:
     header = json.dumps(
         {
             "inputs": [
-                {"name": "encoded_image", "shape": [1, 1], "datatype": "BYTES", "parameters": {"binary_data_size": len(element)}}
+                {
+                    "name": "encoded_image",
+                    "shape": [1, 1],
+                    "datatype": "BYTES",
+                    "parameters": {"binary_data_size": len(element)},
+                }
             ],
         }
     ).encode()
-    headers = {"Content-Type": "application/octet-stream", "Inference-Header-Content-Length": str(len(header))}
+    headers = {
+        "Content-Type": "application/octet-stream",
+        "Inference-Header-Content-Length": str(len(header)),
+    }
     return header + element, headers
 
 
 def check(url: str, *, timeout_s: float = 10.0) -> tuple[bool, str]:
     """(healthy, reason) for the server at ``host:port`` (HTTP)."""
     body, headers = canary_request(tiny_png())
-    request = urllib.request.Request(f"http://{url}/v2/models/{CANARY_MODEL}/infer", data=body, headers=headers)
+    request = urllib.request.Request(
+        f"http://{url}/v2/models/{CANARY_MODEL}/infer", data=body, headers=headers
+    )
     try:
         with urllib.request.urlopen(request, timeout=timeout_s) as response:
             reply = json.loads(response.read())
@@ -72,7 +87,9 @@ def check(url: str, *, timeout_s: float = 10.0) -> tuple[bool, str]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m ssd300_build.health", description=__doc__.split("\n\n")[0])
+    parser = argparse.ArgumentParser(
+        prog="python -m ssd300_build.health", description=__doc__.split("\n\n")[0]
+    )
     parser.add_argument("--url", default="127.0.0.1:8000", help="HTTP host:port (default: %(default)s)")
     parser.add_argument("--timeout", type=float, default=10.0, help="seconds (default: %(default)s)")
     args = parser.parse_args(argv)

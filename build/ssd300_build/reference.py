@@ -78,6 +78,8 @@ def decode_single(
     return ReferenceDetections(torch.cat(out_boxes)[best], scores[best], torch.cat(out_labels)[best])
 
 
-def decode_batch(ploc: torch.Tensor, plabel: torch.Tensor, dboxes: torch.Tensor, **options) -> list[ReferenceDetections]:
+def decode_batch(
+    ploc: torch.Tensor, plabel: torch.Tensor, dboxes: torch.Tensor, **options
+) -> list[ReferenceDetections]:
     """ploc: Tensor[N, 4, 8732]; plabel: Tensor[N, 81, 8732]. One result per image."""
     return [decode_single(loc, label, dboxes, **options) for loc, label in zip(ploc, plabel)]

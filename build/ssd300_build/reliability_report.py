@@ -15,8 +15,8 @@ import json
 import os
 import re
 import sys
+from collections.abc import Callable, Iterable
 from pathlib import Path
-from typing import Callable, Iterable
 
 from .markdown_sections import update_section
 
@@ -63,7 +63,10 @@ def _yes(flag: bool) -> str:
 
 
 def _counts(counts: dict) -> str:
-    return ", ".join(f"{name} {number}" for name, number in sorted(counts.items(), key=lambda kv: -kv[1])) or "none"
+    return (
+        ", ".join(f"{name} {number}" for name, number in sorted(counts.items(), key=lambda kv: -kv[1]))
+        or "none"
+    )
 
 
 def _bad_input_rows(figures: dict) -> list[Row]:
@@ -117,14 +120,26 @@ def _overload_rows(figures: dict) -> list[Row]:
         ),
         ("Overload", "other errors", str(o["other_errors"])),
         ("Overload", "lost (no answer by the deadline)", str(lost)),
-        ("Overload", "last answer after the last request", f"{_s(o['drain_s'])} (deadline {_s(o['deadline_s'])})"),
+        (
+            "Overload",
+            "last answer after the last request",
+            f"{_s(o['drain_s'])} (deadline {_s(o['deadline_s'])})",
+        ),
         (
             "Overload",
             "server memory (RSS, tritonserver + stubs)",
             f"{_mib(o['rss_idle_bytes'])} idle → {_mib(o['rss_peak_bytes'])} peak (bound {_mib(o['rss_bound_bytes'])})",
         ),
-        ("Overload", "canary health check during overload", f"{o['canary_during']} ({_s(o['canary_latency_s'])})"),
-        ("Overload", "recovery: first request at baseline latency", f"{_s(o['recovery_s'])} after the last request"),
+        (
+            "Overload",
+            "canary health check during overload",
+            f"{o['canary_during']} ({_s(o['canary_latency_s'])})",
+        ),
+        (
+            "Overload",
+            "recovery: first request at baseline latency",
+            f"{_s(o['recovery_s'])} after the last request",
+        ),
         (
             "Overload",
             "latency after recovery (p50 of 3)",
@@ -182,7 +197,11 @@ def _stub_rows(figures: dict) -> list[Row]:
     ok = sum(status == 200 for status in ready.values())
     return [
         ("Python stub killed", "stub", s["model"]),
-        ("Python stub killed", "readiness endpoints still answering 200 (server behaviour)", f"{ok}/{len(ready)}"),
+        (
+            "Python stub killed",
+            "readiness endpoints still answering 200 (server behaviour)",
+            f"{ok}/{len(ready)}",
+        ),
         ("Python stub killed", "inference answer", s["inference"]),
         ("Python stub killed", "canary health check (chart readiness/liveness)", s["canary"]),
     ]
@@ -225,7 +244,9 @@ def _table(header: Iterable[str], body: Iterable[Iterable[str]]) -> list[str]:
     def line(cells):
         return (
             "| "
-            + " | ".join(_REQUEST_ID.sub("", str(cell)).replace("|", "\\|").replace("\n", " ") for cell in cells)
+            + " | ".join(
+                _REQUEST_ID.sub("", str(cell)).replace("|", "\\|").replace("\n", " ") for cell in cells
+            )
             + " |"
         )
 
@@ -251,7 +272,12 @@ def render(figures: dict) -> str:
         lines += _table(
             ("Kind", "Sent as", "Answer", "Message"),
             (
-                (c["kind"], c["via"], c["answer"], _REQUEST_ID.sub("", c.get("message") or "")[:MESSAGE_CHARS])
+                (
+                    c["kind"],
+                    c["via"],
+                    c["answer"],
+                    _REQUEST_ID.sub("", c.get("message") or "")[:MESSAGE_CHARS],
+                )
                 for c in cases
             ),
         )
@@ -267,13 +293,17 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("--figures", help=f"figures JSON (default: ${FIGURES_ENV} or {DEFAULT_FIGURES})")
     parser.add_argument("--out", help=f"Markdown file to write (default: {REPORT_NAME} next to the figures)")
-    parser.add_argument("--readme", help="also refresh the table between <!-- reliability:start/end --> in this file")
+    parser.add_argument(
+        "--readme", help="also refresh the table between <!-- reliability:start/end --> in this file"
+    )
     args = parser.parse_args(argv)
     source = figures_path(args.figures)
     try:
         figures = json.loads(source.read_text())
     except FileNotFoundError:
-        print(f"error: {source} does not exist: run `pytest tests/test_reliability.py` first", file=sys.stderr)
+        print(
+            f"error: {source} does not exist: run `pytest tests/test_reliability.py` first", file=sys.stderr
+        )
         return 1
     except json.JSONDecodeError as exc:
         print(f"error: {source} is not valid JSON ({exc})", file=sys.stderr)
@@ -284,7 +314,9 @@ def main(argv: list[str] | None = None) -> int:
     target.write_text(report)
     if args.readme:
         # The README shows the table under its own heading, so drop the report's title.
-        update_section(args.readme, "reliability", report.split("\n", 1)[1] if report.startswith("# ") else report)
+        update_section(
+            args.readme, "reliability", report.split("\n", 1)[1] if report.startswith("# ") else report
+        )
     print(report, end="")
     print(f"\n(written to {target})", file=sys.stderr)
     return 0

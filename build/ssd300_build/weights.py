@@ -61,7 +61,10 @@ def fetch_nvidia_checkpoint(*, timeout_s: float = DOWNLOAD_TIMEOUT_S, progress: 
     partial = target.with_name(target.name + ".partial")
     log.info("downloading %s -> %s", NGC_CHECKPOINT_URL, target)
     try:
-        with urllib.request.urlopen(NGC_CHECKPOINT_URL, timeout=timeout_s) as response, open(partial, "wb") as out:
+        with (
+            urllib.request.urlopen(NGC_CHECKPOINT_URL, timeout=timeout_s) as response,
+            open(partial, "wb") as out,
+        ):
             _copy_with_progress(response, out, int(response.headers.get("Content-Length") or 0), progress)
     except (urllib.error.URLError, OSError) as exc:
         partial.unlink(missing_ok=True)
@@ -78,7 +81,9 @@ def fetch_nvidia_checkpoint(*, timeout_s: float = DOWNLOAD_TIMEOUT_S, progress: 
 def _copy_with_progress(source, out, total: int, progress: bool) -> None:
     from tqdm import tqdm
 
-    with tqdm(total=total or None, unit="B", unit_scale=True, desc=NGC_CHECKPOINT_NAME, disable=not progress) as bar:
+    with tqdm(
+        total=total or None, unit="B", unit_scale=True, desc=NGC_CHECKPOINT_NAME, disable=not progress
+    ) as bar:
         for chunk in iter(lambda: source.read(1 << 20), b""):
             out.write(chunk)
             bar.update(len(chunk))
@@ -99,7 +104,7 @@ def read_state_dict(path: str | Path, *, expected_sha256: str | None = None) -> 
     state = _find_state_dict(raw, path)
     cleaned = {}
     for key, value in state.items():
-        key = key[len("module."):] if key.startswith("module.") else key
+        key = key[len("module.") :] if key.startswith("module.") else key
         cleaned[key] = value.float() if value.is_floating_point() else value
     return cleaned
 
@@ -119,7 +124,8 @@ def _torch_load(path: Path):
         unpickler = re.search(r"WeightsUnpickler error: (.*)", text)
         detail = unpickler.group(1) if unpickler else (text.strip().splitlines() or [""])[0]
         raise CheckpointError(
-            f"{path}: not a readable PyTorch checkpoint (truncated or corrupt?): {type(exc).__name__}: {detail}"
+            f"{path}: not a readable PyTorch checkpoint (truncated or corrupt?): "
+            f"{type(exc).__name__}: {detail}"
         ) from exc
 
 
@@ -134,7 +140,8 @@ def _find_state_dict(raw, path: Path) -> dict[str, torch.Tensor]:
     not_tensors = [k for k, v in raw.items() if not isinstance(v, torch.Tensor)]
     if not_tensors:
         raise CheckpointError(
-            f"{path}: no SSD300 state dict found: entries {sorted(map(str, not_tensors))[:5]} are not tensors "
+            f"{path}: no SSD300 state dict found: "
+            f"entries {sorted(map(str, not_tensors))[:5]} are not tensors "
             "(expected a state dict or a checkpoint with a 'model' entry)"
         )
     return raw

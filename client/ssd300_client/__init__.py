@@ -32,14 +32,14 @@ from .preprocess import boxes_to_pixels, load_image
 from .results import DEFAULT_DISPLAY_THRESHOLD, Detection, Detections
 
 __all__ = [
-    "AccessDeniedError",
-    "AsyncDetector",
     "COCO_CATEGORY_IDS",
     "COCO_NAMES",
     "DEFAULT_BATCH_SIZE",
     "DEFAULT_CONCURRENCY",
     "DEFAULT_DISPLAY_THRESHOLD",
     "DEFAULT_TIMEOUT_S",
+    "AccessDeniedError",
+    "AsyncDetector",
     "Detection",
     "Detections",
     "Detector",

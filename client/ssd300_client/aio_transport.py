@@ -48,13 +48,17 @@ class AsyncConnection:
     async def model_config(self, model: str) -> dict:
         with translated_errors(self.where, model, control=True):
             if self.protocol == "grpc":
-                return await self._get_client().get_model_config(model, as_json=True, **self._timeout_kwargs())
+                return await self._get_client().get_model_config(
+                    model, as_json=True, **self._timeout_kwargs()
+                )
             return await self._get_client().get_model_config(model)
 
     async def ready_models(self) -> list[str]:
         with translated_errors(self.where, "", control=True):
             if self.protocol == "grpc":
-                index = await self._get_client().get_model_repository_index(as_json=True, **self._timeout_kwargs())
+                index = await self._get_client().get_model_repository_index(
+                    as_json=True, **self._timeout_kwargs()
+                )
             else:
                 index = await self._get_client().get_model_repository_index()
             return ready_models(index)
@@ -71,7 +75,11 @@ class AsyncConnection:
         inputs, outputs = build_tensors(self._module, request)
         with translated_errors(self.where, request.model):
             result = await self._get_client().infer(
-                request.model, inputs, outputs=outputs, parameters=request.parameters, **self._timeout_kwargs()
+                request.model,
+                inputs,
+                outputs=outputs,
+                parameters=request.parameters,
+                **self._timeout_kwargs(),
             )
         return {name: result.as_numpy(name) for name in request.outputs}
 

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from typing import Awaitable, Callable, Iterable, Mapping, TypeVar
+from collections.abc import Awaitable, Callable, Iterable, Mapping
+from typing import TypeVar
 
 import numpy as np
 
@@ -53,7 +54,8 @@ class AsyncDetector(DetectorBase):
         )
 
     async def check_ready(self) -> None:
-        """Raise :class:`ServerUnavailableError` or :class:`ModelNotReadyError` when no server serves the model."""
+        """Raise :class:`ServerUnavailableError` or :class:`ModelNotReadyError` when no server
+        serves the model."""
 
         async def check(connection: AsyncConnection) -> None:
             await self._ensure_ready(connection, force=True)
@@ -100,7 +102,9 @@ class AsyncDetector(DetectorBase):
             if isinstance(outcome, SSD300Error) and not return_exceptions:
                 raise outcome
             results.append(
-                outcome.filter(threshold) if threshold is not None and isinstance(outcome, Detections) else outcome
+                outcome.filter(threshold)
+                if threshold is not None and isinstance(outcome, Detections)
+                else outcome
             )
         return results
 
@@ -119,7 +123,7 @@ class AsyncDetector(DetectorBase):
         for connection in self._connections:
             await connection.close()
 
-    async def __aenter__(self) -> "AsyncDetector":
+    async def __aenter__(self) -> AsyncDetector:
         return self
 
     async def __aexit__(self, *exc_info) -> None:
@@ -128,7 +132,9 @@ class AsyncDetector(DetectorBase):
     def __repr__(self) -> str:
         return f"AsyncDetector({list(self.urls)!r}, protocol={self.protocol!r}, model={self.model!r})"
 
-    async def _infer_isolating_bad_images(self, prepared: list[tuple[int, PreparedImage]]) -> dict[int, Outcome]:
+    async def _infer_isolating_bad_images(
+        self, prepared: list[tuple[int, PreparedImage]]
+    ) -> dict[int, Outcome]:
         items = [item for _, item in prepared]
         try:
             results = await self._with_failover(lambda connection: self._infer_on(connection, items))

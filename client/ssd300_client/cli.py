@@ -9,8 +9,8 @@ import logging
 import sys
 import time
 import warnings
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Sequence
 
 from tqdm import tqdm
 from tqdm.contrib.logging import logging_redirect_tqdm
@@ -66,10 +66,17 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("inputs", nargs="+", metavar="INPUT", help="image file, folder or glob pattern")
     output = parser.add_argument_group("output (with none of these, detections are printed)")
     output.add_argument("--out", type=Path, metavar="DIR", help="write annotated images to DIR as <name>.png")
-    output.add_argument("--json", type=Path, metavar="PATH", help="write COCO detection results (a JSON list) to PATH")
-    output.add_argument("--print", action="store_true", dest="print_detections", help="print each image's detections")
     output.add_argument(
-        "--max-print", type=_positive_int, metavar="N", help="print at most N detections per image, best first (default: all)"
+        "--json", type=Path, metavar="PATH", help="write COCO detection results (a JSON list) to PATH"
+    )
+    output.add_argument(
+        "--print", action="store_true", dest="print_detections", help="print each image's detections"
+    )
+    output.add_argument(
+        "--max-print",
+        type=_positive_int,
+        metavar="N",
+        help="print at most N detections per image, best first (default: all)",
     )
     output.add_argument(
         "--threshold",
@@ -213,7 +220,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         args = build_parser().parse_args(argv)
     except SystemExit as exc:  # --help (0) or a usage error (2): return the code, as promised
         return exc.code if isinstance(exc.code, int) else EXIT_USAGE_OR_SERVER
-    logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING, format="%(levelname)s: %(message)s")
+    logging.basicConfig(
+        level=logging.INFO if args.verbose else logging.WARNING, format="%(levelname)s: %(message)s"
+    )
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", RandomWeightsWarning)  # the detector logs it as a warning already
         return _detect_files(args)

@@ -5,8 +5,9 @@ from __future__ import annotations
 import logging
 import time
 from collections import deque
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from concurrent.futures import Future, ThreadPoolExecutor
-from typing import Callable, Iterable, Iterator, Mapping, TypeVar
+from typing import TypeVar
 
 import numpy as np
 
@@ -100,7 +101,9 @@ class Detector(DetectorBase):
         ``return_exceptions=True`` takes that exception's place in the list.
         """
         results = []
-        for _, outcome in self.detect_iter(images, concurrency=concurrency, batch_size=batch_size, threshold=threshold):
+        for _, outcome in self.detect_iter(
+            images, concurrency=concurrency, batch_size=batch_size, threshold=threshold
+        ):
             if isinstance(outcome, SSD300Error) and not return_exceptions:
                 raise outcome
             results.append(outcome)
@@ -149,7 +152,7 @@ class Detector(DetectorBase):
         for connection in self._connections:
             connection.close()
 
-    def __enter__(self) -> "Detector":
+    def __enter__(self) -> Detector:
         return self
 
     def __exit__(self, *exc_info) -> None:

@@ -14,7 +14,7 @@ import sys
 import threading
 import warnings
 import weakref
-from typing import Iterable, Iterator, Mapping, Union
+from collections.abc import Iterable, Iterator, Mapping
 
 import numpy as np
 
@@ -55,7 +55,7 @@ RANDOM_WEIGHTS_MESSAGE = (
     "its detections are meaningless. Build the model with WEIGHTS=nvidia for real ones."
 )
 
-Outcome = Union[Detections, InvalidImageError]
+Outcome = Detections | InvalidImageError
 _SERVER_ITEM_ERROR = re.compile(r"encoded_image\[\d+\]:\s*(.*)", re.DOTALL)
 
 
@@ -90,7 +90,9 @@ class DetectorBase:
         self.parameters = dict(parameters) if parameters else None
         #: The weights the server reports for ssd300 ("random", "nvidia", "file"), once known.
         self.server_weights: str | None = None
-        self._connections = [connection_class(item, protocol=protocol, timeout_s=self.timeout_s) for item in self.urls]
+        self._connections = [
+            connection_class(item, protocol=protocol, timeout_s=self.timeout_s) for item in self.urls
+        ]
         self._preferred = 0  # index of the last connection that answered
         self._ready_urls: set[str] = set()
         self._shm_refused: set[str] = set()
@@ -115,7 +117,9 @@ class DetectorBase:
         prepared, failed = [], {}
         for index, image in batch:
             try:
-                prepared.append((index, self._prepare(image, name=describe(image, fallback=f"images[{index}]"))))
+                prepared.append(
+                    (index, self._prepare(image, name=describe(image, fallback=f"images[{index}]")))
+                )
             except InvalidImageError as exc:
                 failed[index] = exc
         return prepared, failed
@@ -127,7 +131,9 @@ class DetectorBase:
             tensor = InputTensor(
                 contract.ENCODED_IMAGE_INPUT, contract.ENCODED_IMAGE_DATATYPE, encoded.shape, data=encoded
             )
-            return InferRequest(self.model, (tensor,), outputs + (contract.IMAGE_SIZE_OUTPUT,), self.parameters)
+            return InferRequest(
+                self.model, (tensor,), (*outputs, contract.IMAGE_SIZE_OUTPUT), self.parameters
+            )
         shape = (len(prepared), MODEL_INPUT_SIZE, MODEL_INPUT_SIZE, 3)
         if region is not None:
             tensor = InputTensor(
@@ -155,7 +161,9 @@ class DetectorBase:
                 boxes = boxes_to_pixels(boxes, width=width, height=height)
             scores = outputs[contract.SCORES_OUTPUT][row, :count]
             classes = outputs[contract.CLASSES_OUTPUT][row, :count]
-            results.append(Detections(boxes, scores, classes, (height, width), name=item.name, source=item.source))
+            results.append(
+                Detections(boxes, scores, classes, (height, width), name=item.name, source=item.source)
+            )
         return results
 
     @staticmethod
@@ -175,7 +183,9 @@ class DetectorBase:
         """The server's "encoded_image[i]: …" rejection, told about the caller's file."""
         match = _SERVER_ITEM_ERROR.search(str(error))
         reason = match.group(1) if match else str(error)
-        image_error = InvalidImageError(f"{item.name}: the server could not decode it ({reason})", name=item.name)
+        image_error = InvalidImageError(
+            f"{item.name}: the server could not decode it ({reason})", name=item.name
+        )
         image_error.__cause__, image_error.__suppress_context__ = error, True  # as `raise … from error`
         return image_error
 
@@ -191,7 +201,9 @@ class DetectorBase:
         """In "auto" mode a server that cannot map our regions (another container, say) gets bytes."""
         if self.shared_memory is True or isinstance(error, ServerUnavailableError):
             raise error
-        log.warning("%s cannot use this machine's shared memory (%s); sending images over the socket", url, error)
+        log.warning(
+            "%s cannot use this machine's shared memory (%s); sending images over the socket", url, error
+        )
         self._shm_refused.add(url)
 
     # ----- readiness, weights, failover -----
@@ -214,7 +226,9 @@ class DetectorBase:
         self.server_weights = weights or None
         if weights == contract.RANDOM_WEIGHTS:
             log.warning(RANDOM_WEIGHTS_MESSAGE)
-            warnings.warn(RANDOM_WEIGHTS_MESSAGE, RandomWeightsWarning, stacklevel=_first_frame_outside_package())
+            warnings.warn(
+                RANDOM_WEIGHTS_MESSAGE, RandomWeightsWarning, stacklevel=_first_frame_outside_package()
+            )
 
     def _failover_order(self) -> list[tuple[int, object]]:
         """(position, connection) pairs, the one that answered last first."""
@@ -229,7 +243,11 @@ class DetectorBase:
     def _final_error(self, errors: list[SSD300Error]) -> SSD300Error:
         if len(self._connections) == 1:
             return errors[-1]
-        kind = ModelNotReadyError if all(isinstance(e, ModelNotReadyError) for e in errors) else ServerUnavailableError
+        kind = (
+            ModelNotReadyError
+            if all(isinstance(e, ModelNotReadyError) for e in errors)
+            else ServerUnavailableError
+        )
         summary = kind(
             f"no server could run {self.model!r} ({len(errors)} attempts): "
             + "; ".join(dict.fromkeys(map(str, errors)))

@@ -25,7 +25,7 @@ def _font(size: int) -> ImageFont.ImageFont:
         return ImageFont.load_default()
 
 
-def draw_detections(picture: Image.Image, detections: "Detections") -> Image.Image:
+def draw_detections(picture: Image.Image, detections: Detections) -> Image.Image:
     """A copy of ``picture`` (RGB) with each detection's box and "name 0.87" label."""
     canvas = picture.convert("RGB") if picture.mode != "RGB" else picture.copy()
     draw = ImageDraw.Draw(canvas)

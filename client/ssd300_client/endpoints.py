@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import ipaddress
-from typing import Iterable
+from collections.abc import Iterable
 
 PROTOCOLS = ("grpc", "http")
 DEFAULT_PORTS = {"http": 8000, "grpc": 8001}  # Triton's defaults (DESIGN §6)

@@ -27,7 +27,8 @@ from .errors import SSD300Error
 
 log = logging.getLogger(__name__)
 
-# NVIDIA's COCO evaluation of SSD300 (DeepLearningExamples `evaluate`): decode_batch(criteria=0.50, max_output=200).
+# NVIDIA's COCO evaluation of SSD300 (DeepLearningExamples `evaluate`):
+# decode_batch(criteria=0.50, max_output=200).
 EVALUATION_SETTINGS = {"score_threshold": 0.05, "nms_iou_threshold": 0.5, "max_detections": 200}
 # COCOeval.stats, in the order COCOeval.summarize() prints them.
 SUMMARY_NAMES = (
@@ -62,12 +63,16 @@ def find_images(root: str | Path, *, limit: int | None = None) -> tuple[Path, li
         listed = json.loads(annotations.read_text())["images"]
     except (json.JSONDecodeError, KeyError, TypeError) as exc:
         raise DatasetError(f"{annotations} is not a COCO annotation file ({exc})") from exc
-    images = sorted((CocoImage(int(item["id"]), images_dir / item["file_name"]) for item in listed), key=lambda i: i.image_id)
+    images = sorted(
+        (CocoImage(int(item["id"]), images_dir / item["file_name"]) for item in listed),
+        key=lambda i: i.image_id,
+    )
     images = images[:limit] if limit else images
     absent = [image.path.name for image in images if not image.path.is_file()]
     if absent:
         raise DatasetError(
-            f"{len(absent)} of {len(images)} images listed in {annotations} are not in {images_dir}, e.g. {', '.join(absent[:3])}"
+            f"{len(absent)} of {len(images)} images listed in {annotations} are not in {images_dir}, "
+            f"e.g. {', '.join(absent[:3])}"
         )
     if not images:
         raise DatasetError(f"{annotations} lists no images")
@@ -93,13 +98,19 @@ def coco_summary(annotations: Path, results: list[dict], image_ids: list[int]) -
     return {name: float(value) for name, value in zip(SUMMARY_NAMES, evaluator.stats)}
 
 
-def detect_all(detector, images: list[CocoImage], *, batch_size: int, concurrency: int, progress: bool = True) -> list[dict]:
+def detect_all(
+    detector, images: list[CocoImage], *, batch_size: int, concurrency: int, progress: bool = True
+) -> list[dict]:
     """COCO results (category ids, [x, y, w, h] pixels) for every image; fails on any unreadable one."""
     from tqdm import tqdm
 
     results: list[dict] = []
-    outcomes = detector.detect_iter([image.path for image in images], batch_size=batch_size, concurrency=concurrency)
-    for index, outcome in tqdm(outcomes, total=len(images), unit="img", desc="evaluating", disable=not progress):
+    outcomes = detector.detect_iter(
+        [image.path for image in images], batch_size=batch_size, concurrency=concurrency
+    )
+    for index, outcome in tqdm(
+        outcomes, total=len(images), unit="img", desc="evaluating", disable=not progress
+    ):
         if isinstance(outcome, SSD300Error):
             raise outcome
         results.extend(outcome.to_coco(images[index].image_id))
@@ -108,12 +119,20 @@ def detect_all(detector, images: list[CocoImage], *, batch_size: int, concurrenc
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
-        prog="python -m ssd300_client.evaluation", description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter
+        prog="python -m ssd300_client.evaluation",
+        description=__doc__.split("\n\n")[0],
+        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    parser.add_argument("--coco", type=Path, required=True, help=f"folder with {IMAGES_DIR}/ and {ANNOTATIONS_FILE}")
+    parser.add_argument(
+        "--coco", type=Path, required=True, help=f"folder with {IMAGES_DIR}/ and {ANNOTATIONS_FILE}"
+    )
     parser.add_argument("--limit", type=int, help="evaluate only the first N images (by image id)")
-    parser.add_argument("--url", default="127.0.0.1:8001", help="Triton gRPC host:port (default: %(default)s)")
-    parser.add_argument("--out", type=Path, default=Path("reports/eval"), help="results folder (default: %(default)s)")
+    parser.add_argument(
+        "--url", default="127.0.0.1:8001", help="Triton gRPC host:port (default: %(default)s)"
+    )
+    parser.add_argument(
+        "--out", type=Path, default=Path("reports/eval"), help="results folder (default: %(default)s)"
+    )
     parser.add_argument("--batch-size", type=int, default=8)
     parser.add_argument("--concurrency", type=int, default=2)
     args = parser.parse_args(argv)
@@ -130,7 +149,11 @@ def main(argv: list[str] | None = None) -> int:
     except (DatasetError, SSD300Error) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
-    print(f"{len(images)} images in {seconds:.1f} s ({len(images) / seconds:.2f} images/s), {len(results)} detections", flush=True)
+    print(
+        f"{len(images)} images in {seconds:.1f} s ({len(images) / seconds:.2f} images/s), "
+        f"{len(results)} detections",
+        flush=True,
+    )
     summary = coco_summary(annotations, results, [image.image_id for image in images])
     args.out.mkdir(parents=True, exist_ok=True)
     (args.out / "detections.json").write_text(json.dumps(results))

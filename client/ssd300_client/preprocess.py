@@ -67,7 +67,9 @@ def load_image(image: ImageInput, *, name: str = "image") -> Image.Image:
             return to_rgb(_from_array(image, name=name), name=name)
     except ImageDecodeError as exc:
         raise InvalidImageError(str(exc), name=name) from exc
-    raise TypeError(f"{name}: expected a path, bytes, a PIL image or a numpy array, got {type(image).__name__}")
+    raise TypeError(
+        f"{name}: expected a path, bytes, a PIL image or a numpy array, got {type(image).__name__}"
+    )
 
 
 def _loaded(image: Image.Image, *, name: str) -> Image.Image:

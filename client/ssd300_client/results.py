@@ -7,8 +7,9 @@ Showing them is another matter: :data:`DEFAULT_DISPLAY_THRESHOLD` is for drawing
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from dataclasses import dataclass, field
-from typing import Any, Iterator, NamedTuple
+from typing import Any, NamedTuple
 
 import numpy as np
 from PIL import Image
@@ -74,7 +75,11 @@ class Detections:
         label = int(self.class_id[index])
         x1, y1, x2, y2 = (float(v) for v in self.xyxy[index])
         return Detection(
-            (x1, y1, x2, y2), float(self.confidence[index]), label, COCO_NAMES[label - 1], int(coco_category_ids(label))
+            (x1, y1, x2, y2),
+            float(self.confidence[index]),
+            label,
+            COCO_NAMES[label - 1],
+            int(coco_category_ids(label)),
         )
 
     def __iter__(self) -> Iterator[Detection]:
@@ -84,15 +89,21 @@ class Detections:
         height, width = self.image_size
         return f"Detections(name={self.name!r}, {len(self)} detections, image {width}×{height})"
 
-    def filter(self, threshold: float) -> "Detections":
+    def filter(self, threshold: float) -> Detections:
         """The detections with ``confidence >= threshold``, as a new :class:`Detections`."""
         keep = self.confidence >= threshold
         return Detections(
-            self.xyxy[keep], self.confidence[keep], self.class_id[keep], self.image_size, self.name, self.source
+            self.xyxy[keep],
+            self.confidence[keep],
+            self.class_id[keep],
+            self.image_size,
+            self.name,
+            self.source,
         )
 
     def to_coco(self, image_id: int) -> list[dict]:
-        """COCO detection results: ``image_id``, ``category_id``, ``bbox`` [x, y, w, h] (pixels), ``score``."""
+        """COCO detection results: ``image_id``, ``category_id``, ``bbox`` [x, y, w, h] (pixels),
+        ``score``."""
         widths_heights = self.xyxy[:, 2:] - self.xyxy[:, :2]
         boxes = np.concatenate([self.xyxy[:, :2], widths_heights], axis=1).astype(np.float64)
         return [
@@ -137,5 +148,7 @@ class Detections:
         picture = load_image(self.source if image is None else image, name=self.name)
         if (picture.height, picture.width) != self.image_size:
             height, width = self.image_size
-            raise ValueError(f"image is {picture.width}×{picture.height}, detections are for {width}×{height}")
+            raise ValueError(
+                f"image is {picture.width}×{picture.height}, detections are for {width}×{height}"
+            )
         return draw_detections(picture, self.filter(threshold))

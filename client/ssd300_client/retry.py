@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import random
-from typing import Sequence
+from collections.abc import Sequence
 
 # First pause 0.25 s, doubling, at most 4 s: with the default 3 retries a dead cluster is
 # reported after about 1–2 s, while a server restarting under a load balancer gets a few seconds.
@@ -13,7 +13,11 @@ MAX_BACKOFF_S = 4.0
 
 
 def backoff_delays_s(
-    retries: int, *, base_s: float = DEFAULT_BACKOFF_S, max_s: float = MAX_BACKOFF_S, rng: random.Random | None = None
+    retries: int,
+    *,
+    base_s: float = DEFAULT_BACKOFF_S,
+    max_s: float = MAX_BACKOFF_S,
+    rng: random.Random | None = None,
 ) -> list[float]:
     """The pause before each round of attempts: 0 before the first, then for retry k (1-based)
     ``min(max_s, base_s · 2^(k−1))`` scaled by a random factor in [0.5, 1] so that clients
@@ -21,7 +25,9 @@ def backoff_delays_s(
     if retries < 0:
         raise ValueError(f"retries must be >= 0, got {retries}")
     rng = rng or random
-    return [0.0] + [min(max_s, base_s * 2 ** (k - 1)) * (0.5 + 0.5 * rng.random()) for k in range(1, retries + 1)]
+    return [0.0] + [
+        min(max_s, base_s * 2 ** (k - 1)) * (0.5 + 0.5 * rng.random()) for k in range(1, retries + 1)
+    ]
 
 
 def rotation(items: Sequence, first: int) -> list:

@@ -13,9 +13,9 @@ import logging
 import os
 import threading
 import uuid
+from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from typing import Iterator
 
 import numpy as np
 import tritonclient.utils.shared_memory as shm

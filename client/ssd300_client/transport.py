@@ -9,9 +9,9 @@ from __future__ import annotations
 
 import logging
 import threading
+from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import Iterator
 
 import numpy as np
 import tritonclient.grpc as grpcclient
@@ -83,7 +83,9 @@ def build_tensors(module, request: InferRequest) -> tuple[list, list]:
     return inputs, [module.InferRequestedOutput(name) for name in request.outputs]
 
 
-def translate_error(exc: BaseException, *, where: str, model: str, control: bool = False) -> SSD300Error | None:
+def translate_error(
+    exc: BaseException, *, where: str, model: str, control: bool = False
+) -> SSD300Error | None:
     """The typed error for a transport failure, or None when ``exc`` is not one.
 
     ``control``: the call was a health/metadata query, where no answer in time means the
@@ -92,7 +94,9 @@ def translate_error(exc: BaseException, *, where: str, model: str, control: bool
     if isinstance(exc, InferenceServerException):
         status, message = exc.status() or "", exc.message() or ""
         if status in _DENIED or _RESTRICTED_API in message:
-            return AccessDeniedError(f"Triton server {where} refused a restricted API without its key: {message}")
+            return AccessDeniedError(
+                f"Triton server {where} refused a restricted API without its key: {message}"
+            )
         if status in _UNAVAILABLE and any(reason in message for reason in _OVERLOADED):
             return ServerBusyError(f"Triton server {where} is overloaded and refused the request: {message}")
         if status in _UNAVAILABLE:
@@ -103,7 +107,9 @@ def translate_error(exc: BaseException, *, where: str, model: str, control: bool
             return ModelNotReadyError(f"model {model!r} not found on {where}: {message}")
         if status in _INVALID:
             return InvalidInputError(f"{where} rejected the request for {model!r}: {message}")
-        return InferenceError(f"{where} failed the request for {model!r} ({status or 'client error'}): {message}")
+        return InferenceError(
+            f"{where} failed the request for {model!r} ({status or 'client error'}): {message}"
+        )
     if isinstance(exc, TimeoutError):  # socket.timeout, asyncio.TimeoutError
         return _timeout(where, model, control, str(exc) or "timed out")
     if isinstance(exc, OSError) or _is_aiohttp_connection_error(exc):
@@ -223,7 +229,11 @@ class Connection:
         inputs, outputs = build_tensors(self._module, request)
         with translated_errors(self.where, request.model):
             result = self._client().infer(
-                request.model, inputs, outputs=outputs, parameters=request.parameters, **self._timeout_kwargs()
+                request.model,
+                inputs,
+                outputs=outputs,
+                parameters=request.parameters,
+                **self._timeout_kwargs(),
             )
         return {name: result.as_numpy(name) for name in request.outputs}
 

@@ -32,24 +32,58 @@ RANDOM_SEED = 0
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(prog="python -m load_tests.benchmark", description="In-process and Triton benchmark of SSD300.")
-    parser.add_argument("--repository", type=Path, default=REPO_ROOT / "model_repository", help="served as is if its model.pt exists")
-    parser.add_argument("--reports", type=Path, default=REPO_ROOT / "reports" / "bench", help="results folder (default: %(default)s)")
-    parser.add_argument("--markdown-copy", type=Path, default=REPO_ROOT / "load_tests" / "BENCHMARK.md", help="committed copy of the report")
-    parser.add_argument("--no-copy", action="store_true", help="leave the committed BENCHMARK.md alone (trial runs)")
+    parser = argparse.ArgumentParser(
+        prog="python -m load_tests.benchmark", description="In-process and Triton benchmark of SSD300."
+    )
+    parser.add_argument(
+        "--repository",
+        type=Path,
+        default=REPO_ROOT / "model_repository",
+        help="served as is if its model.pt exists",
+    )
+    parser.add_argument(
+        "--reports",
+        type=Path,
+        default=REPO_ROOT / "reports" / "bench",
+        help="results folder (default: %(default)s)",
+    )
+    parser.add_argument(
+        "--markdown-copy",
+        type=Path,
+        default=REPO_ROOT / "load_tests" / "BENCHMARK.md",
+        help="committed copy of the report",
+    )
+    parser.add_argument(
+        "--no-copy", action="store_true", help="leave the committed BENCHMARK.md alone (trial runs)"
+    )
     parser.add_argument("--concurrency", type=int, nargs="+", default=[1, 4, 8])
     parser.add_argument("--modes", nargs="+", choices=triton_load.MODES, default=list(triton_load.MODES))
     parser.add_argument("--images-per-request", type=int, default=1)
-    parser.add_argument("--warmup-s", type=float, default=4.0, help="per point, before the window (default: %(default)s)")
-    parser.add_argument("--window-s", type=float, default=20.0, help="measurement window per point (default: %(default)s)")
     parser.add_argument(
-        "--render", type=Path, metavar="RESULTS_JSON", help="only rewrite the Markdown and plot from an earlier run's results.json"
+        "--warmup-s", type=float, default=4.0, help="per point, before the window (default: %(default)s)"
+    )
+    parser.add_argument(
+        "--window-s", type=float, default=20.0, help="measurement window per point (default: %(default)s)"
+    )
+    parser.add_argument(
+        "--render",
+        type=Path,
+        metavar="RESULTS_JSON",
+        help="only rewrite the Markdown and plot from an earlier run's results.json",
     )
     parser.add_argument("--repeats", type=int, default=3, help="timed repetitions of each in-process figure")
     parser.add_argument(
-        "--quiet-below", type=float, default=0.10, help="before each measurement, wait until other processes use less than this CPU share"
+        "--quiet-below",
+        type=float,
+        default=0.10,
+        help="before each measurement, wait until other processes use less than this CPU share",
     )
-    parser.add_argument("--max-wait-s", type=float, default=120.0, help="total time the run may spend waiting for that (default: %(default)s)")
+    parser.add_argument(
+        "--max-wait-s",
+        type=float,
+        default=120.0,
+        help="total time the run may spend waiting for that (default: %(default)s)",
+    )
     return parser.parse_args(argv)
 
 
@@ -59,7 +93,9 @@ def served_repository(repository: Path, network, metadata: dict, stack: ExitStac
         return repository
     log.info("%s has no model.pt: serving a temporary copy built with random weights", repository)
     copy = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="ssd300-bench-"))) / "model_repository"
-    shutil.copytree(repository, copy, ignore=shutil.ignore_patterns("model.pt", "weights.json", "__pycache__"))
+    shutil.copytree(
+        repository, copy, ignore=shutil.ignore_patterns("model.pt", "weights.json", "__pycache__")
+    )
     write_model(network, copy, metadata)
     return copy
 
@@ -72,8 +108,10 @@ def server_facts(client: grpcclient.InferenceServerClient) -> dict:
         "version": client.get_server_metadata().version,
         "weights": config.get("parameters", {}).get("weights", {}).get("string_value", "unknown"),
         "network_config": (
-            f"{instances} instance(s), dynamic batching preferred {batching.get('preferred_batch_size', [])}, "
-            f"max queue delay {int(batching.get('max_queue_delay_microseconds', 0)) / 1000:g} ms, max batch {config.get('max_batch_size')}"
+            f"{instances} instance(s), dynamic batching preferred "
+            f"{batching.get('preferred_batch_size', [])}, max queue delay "
+            f"{int(batching.get('max_queue_delay_microseconds', 0)) / 1000:g} ms, "
+            f"max batch {config.get('max_batch_size')}"
         ),
     }
 
@@ -114,44 +152,72 @@ def main(argv: list[str] | None = None) -> int:
     cpu_before = cpu_share.snapshot()
     results["inprocess"]["postprocess"] = inprocess.compare_postprocess(network, images, repeats=args.repeats)
     log.info("in-process forward and reference pipeline")
-    results["inprocess"]["forward"] = inprocess.forward_throughput(network, images, batch_sizes=(1, 4, len(images)), repeats=args.repeats)
-    results["inprocess"]["reference_pipeline"] = inprocess.reference_pipeline_throughput(network, images, repeats=args.repeats)
+    results["inprocess"]["forward"] = inprocess.forward_throughput(
+        network, images, batch_sizes=(1, 4, len(images)), repeats=args.repeats
+    )
+    results["inprocess"]["reference_pipeline"] = inprocess.reference_pipeline_throughput(
+        network, images, repeats=args.repeats
+    )
     results["inprocess"]["foreign_cpu_share"] = cpu_share.foreign_share(cpu_before, cpu_share.snapshot())
 
     with ExitStack() as stack:
         repository = served_repository(args.repository, network, metadata, stack)
         server = EmbeddedServer(
-            repository, http_port=free_port(), grpc_port=free_port(), metrics_port=free_port(), log_path=args.reports / "tritonserver.log"
+            repository,
+            http_port=free_port(),
+            grpc_port=free_port(),
+            metrics_port=free_port(),
+            log_path=args.reports / "tritonserver.log",
         )
         log.info("starting tritonserver on %s", repository)
         stack.enter_context(server)
         with grpcclient.InferenceServerClient(server.grpc_url) as client:
             results["server"] = server_facts(client)
         log.info("warming up: batch sizes 1..%d", max(args.concurrency) * args.images_per_request)
-        triton_load.warm_up(server.grpc_url, samples, max_batch=max(args.concurrency) * args.images_per_request)
+        triton_load.warm_up(
+            server.grpc_url, samples, max_batch=max(args.concurrency) * args.images_per_request
+        )
         results["bytes"] = wire_sizes.measure(server.grpc_url, server.http_url, samples)
         results["triton"] = []
         for mode in args.modes:
             make_sender = triton_load.sender_factory(
-                mode, grpc_address=server.grpc_url, http_address=server.http_url, samples=samples, images_per_request=args.images_per_request
+                mode,
+                grpc_address=server.grpc_url,
+                http_address=server.http_url,
+                samples=samples,
+                images_per_request=args.images_per_request,
             )
             for concurrency in args.concurrency:
                 quiet.wait()
                 point = triton_load.run_point(
-                    make_sender, mode=mode, concurrency=concurrency, grpc_address=server.grpc_url, warmup_s=args.warmup_s, window_s=args.window_s
+                    make_sender,
+                    mode=mode,
+                    concurrency=concurrency,
+                    grpc_address=server.grpc_url,
+                    warmup_s=args.warmup_s,
+                    window_s=args.window_s,
                 )
                 log.info(
-                    "%-10s c=%d  %.2f img/s  p50 %.0f ms  p95 %.0f ms  batch %.2f  errors %d  other processes' CPU %s",
-                    mode, concurrency, point.images_per_s, point.latency_ms["p50"], point.latency_ms["p95"],
-                    point.network["average_batch"], len(point.errors), report.percent(point.foreign_cpu_share),
-                )  # fmt: skip
+                    "%-10s c=%d  %.2f img/s  p50 %.0f ms  p95 %.0f ms  batch %.2f  errors %d  "
+                    "other processes' CPU %s",
+                    mode,
+                    concurrency,
+                    point.images_per_s,
+                    point.latency_ms["p50"],
+                    point.latency_ms["p95"],
+                    point.network["average_batch"],
+                    len(point.errors),
+                    report.percent(point.foreign_cpu_share),
+                )
                 results["triton"].append(point)
 
     results["duration_s"] = time.monotonic() - began
     results["waited_for_quiet_s"] = quiet.waited_s
     (args.reports / "results.json").write_text(report.to_json(results))
     write_reports(results, args)
-    log.info("wrote %s (results.json, BENCHMARK.md, benchmark.png) in %.0f s", args.reports, results["duration_s"])
+    log.info(
+        "wrote %s (results.json, BENCHMARK.md, benchmark.png) in %.0f s", args.reports, results["duration_s"]
+    )
     failed = [p for p in results["triton"] if p.errors]
     return 1 if failed or not results["inprocess"]["postprocess"]["identical"] else 0
 

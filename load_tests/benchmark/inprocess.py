@@ -39,8 +39,12 @@ def load_selection_module() -> ModuleType:
 
 def served_selection_options() -> dict:
     """The thresholds the CPU server uses, read from the config the server reads."""
-    config = text_format.Parse((POSTPROCESS_DIR / "configs" / "cpu.pbtxt").read_text(), model_config_pb2.ModelConfig())
-    return {name: cast(config.parameters[key].string_value) for key, (name, cast) in SELECTION_PARAMETERS.items()}
+    config = text_format.Parse(
+        (POSTPROCESS_DIR / "configs" / "cpu.pbtxt").read_text(), model_config_pb2.ModelConfig()
+    )
+    return {
+        name: cast(config.parameters[key].string_value) for key, (name, cast) in SELECTION_PARAMETERS.items()
+    }
 
 
 def timed(function, *, repeats: int, warmup: int = 1) -> list[float]:
@@ -103,7 +107,9 @@ def compare_postprocess(network, images: torch.Tensor, *, repeats: int) -> dict:
     mismatches = []
     for image, ref in enumerate(expected):
         n = int(counts[image])
-        got_rows, got_scores = detection_set(out_boxes[image, :n], out_scores[image, :n], out_labels[image, :n])
+        got_rows, got_scores = detection_set(
+            out_boxes[image, :n], out_scores[image, :n], out_labels[image, :n]
+        )
         ref_rows, ref_scores = detection_set(ref.boxes, ref.scores, ref.labels)
         if n != len(ref.scores):
             mismatches.append(f"image {image}: {n} detections, reference {len(ref.scores)}")
@@ -161,14 +167,16 @@ def _decode(detector: SSD300Detector, ploc: torch.Tensor, plabel: torch.Tensor):
     return decode_boxes(ploc, detector.dboxes), plabel.softmax(dim=1)[:, 1:, :].contiguous()
 
 
-def forward_throughput(network, images: torch.Tensor, *, batch_sizes: tuple[int, ...], repeats: int) -> dict[int, dict]:
+def forward_throughput(
+    network, images: torch.Tensor, *, batch_sizes: tuple[int, ...], repeats: int
+) -> dict[int, dict]:
     """Eager SSD300Detector (uint8 in, decoded boxes and scores out), images/s per batch size."""
     detector = SSD300Detector(network).eval()
     results = {}
     with torch.inference_mode():
         for size in batch_sizes:
             batch = images[:size]
-            seconds = timed(lambda: detector(batch), repeats=repeats)
+            seconds = timed(lambda: detector(batch), repeats=repeats)  # noqa: B023 (called at once, inside the loop)
             results[size] = {"seconds": seconds, "images_per_s": size / statistics.median(seconds)}
     return results
 
@@ -184,4 +192,8 @@ def reference_pipeline_throughput(network, images: torch.Tensor, *, repeats: int
 
     with torch.inference_mode():
         seconds = timed(pipeline, repeats=repeats, warmup=0)  # forward_throughput has warmed the network
-    return {"batch_size": len(images), "seconds": seconds, "images_per_s": len(images) / statistics.median(seconds)}
+    return {
+        "batch_size": len(images),
+        "seconds": seconds,
+        "images_per_s": len(images) / statistics.median(seconds),
+    }

@@ -20,14 +20,42 @@ def plot(results: dict, path: Path) -> None:
             continue
         concurrency = [p.concurrency for p in points]
         line = throughput.plot(concurrency, [p.images_per_s for p in points], marker="o", label=title)[0]
-        latency.plot(concurrency, [p.latency_ms["p50"] for p in points], marker="o", color=line.get_color(), label=f"{title} p50")
-        latency.plot(concurrency, [p.latency_ms["p95"] for p in points], marker="x", linestyle="--", color=line.get_color(), label=f"{title} p95")
+        latency.plot(
+            concurrency,
+            [p.latency_ms["p50"] for p in points],
+            marker="o",
+            color=line.get_color(),
+            label=f"{title} p50",
+        )
+        latency.plot(
+            concurrency,
+            [p.latency_ms["p95"] for p in points],
+            marker="x",
+            linestyle="--",
+            color=line.get_color(),
+            label=f"{title} p95",
+        )
     pipeline = results["inprocess"]["reference_pipeline"]
     forward = results["inprocess"]["forward"][pipeline["batch_size"]]
-    throughput.axhline(forward["images_per_s"], color="black", linestyle=":", label=f"in-process forward only, batch {pipeline['batch_size']}")
-    throughput.axhline(pipeline["images_per_s"], color="grey", linestyle="-.", label=f"in-process + reference decode, batch {pipeline['batch_size']}")
+    throughput.axhline(
+        forward["images_per_s"],
+        color="black",
+        linestyle=":",
+        label=f"in-process forward only, batch {pipeline['batch_size']}",
+    )
+    throughput.axhline(
+        pipeline["images_per_s"],
+        color="grey",
+        linestyle="-.",
+        label=f"in-process + reference decode, batch {pipeline['batch_size']}",
+    )
     throughput.set(xlabel="concurrent clients", ylabel="images/s", title="Throughput", ylim=(0, None))
-    latency.set(xlabel="concurrent clients", ylabel="ms per request", title="Latency (p50 solid, p95 dashed)", ylim=(0, None))
+    latency.set(
+        xlabel="concurrent clients",
+        ylabel="ms per request",
+        title="Latency (p50 solid, p95 dashed)",
+        ylim=(0, None),
+    )
     for axes in (throughput, latency):
         axes.set_xticks(sorted({p.concurrency for p in results["triton"]}))
         axes.grid(alpha=0.3)

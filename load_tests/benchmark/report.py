@@ -37,7 +37,11 @@ def machine() -> dict:
             if line.startswith("model name"):
                 cpu_model = line.split(":", 1)[1].strip()
                 break
-        memory_kb = next(int(line.split()[1]) for line in Path("/proc/meminfo").read_text().splitlines() if line.startswith("MemTotal"))
+        memory_kb = next(
+            int(line.split()[1])
+            for line in Path("/proc/meminfo").read_text().splitlines()
+            if line.startswith("MemTotal")
+        )
     except (OSError, StopIteration):
         memory_kb = 0
     return {
@@ -67,7 +71,9 @@ def from_json(text: str) -> dict:
 
     results = json.loads(text)
     results["triton"] = [Point(**point) for point in results["triton"]]
-    results["inprocess"]["forward"] = {int(size): figures for size, figures in results["inprocess"]["forward"].items()}
+    results["inprocess"]["forward"] = {
+        int(size): figures for size, figures in results["inprocess"]["forward"].items()
+    }
     return results
 
 
@@ -111,7 +117,15 @@ def target_rows(results: dict) -> list[tuple[str, str, str, bool, str]]:
             f"into alternating groups; the queue delay ({results['server']['network_config']}) is far shorter than one "
             f"batch, too short to merge them"
         )
-        rows.append(("average executed batch of ssd300 at c=8 (gRPC)", f"≥ {TARGET_AVERAGE_BATCH:.0f}", f"{average:.2f}", average >= TARGET_AVERAGE_BATCH, why))
+        rows.append(
+            (
+                "average executed batch of ssd300 at c=8 (gRPC)",
+                f"≥ {TARGET_AVERAGE_BATCH:.0f}",
+                f"{average:.2f}",
+                average >= TARGET_AVERAGE_BATCH,
+                why,
+            )
+        )
     speedup = post["speedup"]
     nms = "" if post.get("nms_share") is None else f"; {post['nms_share']:.0%} of it is the greedy NMS step"
     why = (
@@ -120,7 +134,15 @@ def target_rows(results: dict) -> list[tuple[str, str, str, bool, str]]:
         f"{post['options']['candidates_per_class']} candidate ranks, each a handful of tensor operations over all "
         f"class groups at once"
     )
-    rows.append(("postprocess speedup vs per-class reference (batch 8)", f"≥ {TARGET_POSTPROCESS_SPEEDUP:.0f}×", f"{speedup:.1f}×", speedup >= TARGET_POSTPROCESS_SPEEDUP, why))
+    rows.append(
+        (
+            "postprocess speedup vs per-class reference (batch 8)",
+            f"≥ {TARGET_POSTPROCESS_SPEEDUP:.0f}×",
+            f"{speedup:.1f}×",
+            speedup >= TARGET_POSTPROCESS_SPEEDUP,
+            why,
+        )
+    )
     return rows
 
 
@@ -189,7 +211,9 @@ def percent(share: float | None) -> str:
 
 
 def _fmt(value: float, digits: int = 2) -> str:
-    return "n/a" if value is None or (isinstance(value, float) and math.isnan(value)) else f"{value:.{digits}f}"
+    return (
+        "n/a" if value is None or (isinstance(value, float) and math.isnan(value)) else f"{value:.{digits}f}"
+    )
 
 
 def markdown(results: dict) -> str:
@@ -219,7 +243,10 @@ def markdown(results: dict) -> str:
         "|---|---|---|---|",
     ]
     rows = target_rows(results)
-    lines += [f"| {name} | {required} | {measured} | {'yes' if met else '**no**'} |" for name, required, measured, met, _ in rows]
+    lines += [
+        f"| {name} | {required} | {measured} | {'yes' if met else '**no**'} |"
+        for name, required, measured, met, _ in rows
+    ]
     missed = [(name, why) for name, _, _, met, why in rows if not met]
     if missed:
         lines += ["", "Why targets were missed (from this run's numbers):", ""]
@@ -235,7 +262,11 @@ def markdown(results: dict) -> str:
         f"| `select_detections` (as served: boxes and softmax already from the graph) | {post['select_ms_per_image']:.2f} | {post['speedup']:.1f}× |",
         f"| box decode + softmax + `select_detections` | {post['decode_and_select_ms_per_image']:.2f} | {post['speedup_with_decode']:.1f}× |",
         "",
-        ("" if post.get("nms_share") is None else f"The greedy NMS step is {post['nms_share']:.0%} of `select_detections`' time. ")
+        (
+            ""
+            if post.get("nms_share") is None
+            else f"The greedy NMS step is {post['nms_share']:.0%} of `select_detections`' time. "
+        )
         + "Identical detections (as sets; scores within 1e-5): "
         + ("**yes**, every image." if post["identical"] else "**NO**: " + "; ".join(post["mismatches"])),
         "",
@@ -244,7 +275,10 @@ def markdown(results: dict) -> str:
         "| pipeline | batch | images/s |",
         "|---|---|---|",
     ]
-    lines += [f"| forward only (SSD300Detector: normalise, network, box decode, softmax) | {size} | {r['images_per_s']:.2f} |" for size, r in forward.items()]
+    lines += [
+        f"| forward only (SSD300Detector: normalise, network, box decode, softmax) | {size} | {r['images_per_s']:.2f} |"
+        for size, r in forward.items()
+    ]
     lines += [
         f"| forward + per-class reference decode | {pipeline['batch_size']} | {pipeline['images_per_s']:.2f} |",
         "",
@@ -287,7 +321,11 @@ def markdown(results: dict) -> str:
             f"| {MODE_TITLES[mode]} | {sizes['request_tensor_bytes']:,} | {sizes['request_message_bytes']:,} | "
             f"{sizes['response_tensor_bytes']:,} | {sizes['response_message_bytes']:,} |"
         )
-    lines += ["", "With shared memory the 270,000 input bytes are read by the server from the registered region, not sent.", ""]
+    lines += [
+        "",
+        "With shared memory the 270,000 input bytes are read by the server from the registered region, not sent.",
+        "",
+    ]
     lines += ["Plot: `reports/bench/benchmark.png` (not committed).", ""]
     return "\n".join(lines)
 
@@ -305,7 +343,10 @@ def readme_summary(results: dict) -> str:
         "| target | required | measured | met |",
         "|---|---|---|---|",
     ]
-    lines += [f"| {name} | {required} | {measured} | {'yes' if met else '**no**'} |" for name, required, measured, met, _ in target_rows(results)]
+    lines += [
+        f"| {name} | {required} | {measured} | {'yes' if met else '**no**'} |"
+        for name, required, measured, met, _ in target_rows(results)
+    ]
     concurrencies = sorted({p.concurrency for p in results["triton"]})
     lines += [
         "",
@@ -315,6 +356,10 @@ def readme_summary(results: dict) -> str:
         "|---|" + "---|" * len(concurrencies),
     ]
     for mode in dict.fromkeys(p.mode for p in results["triton"]):
-        cells = {p.concurrency: f"{p.images_per_s:.2f} ({_fmt(p.latency_ms['p95'], 0)} ms)" for p in results["triton"] if p.mode == mode}
+        cells = {
+            p.concurrency: f"{p.images_per_s:.2f} ({_fmt(p.latency_ms['p95'], 0)} ms)"
+            for p in results["triton"]
+            if p.mode == mode
+        }
         lines.append(f"| {MODE_TITLES[mode]} | " + " | ".join(cells.get(c, "") for c in concurrencies) + " |")
     return "\n".join(lines) + "\n"

@@ -22,7 +22,12 @@ from tritonclient.utils import InferenceServerException, shared_memory
 
 from . import cpu_share
 
-DETECTOR_MODEL, IMAGE_MODEL, NETWORK_MODEL, POSTPROCESS_MODEL = "ssd300_detector", "ssd300_image", "ssd300", "ssd300_postprocess"
+DETECTOR_MODEL, IMAGE_MODEL, NETWORK_MODEL, POSTPROCESS_MODEL = (
+    "ssd300_detector",
+    "ssd300_image",
+    "ssd300",
+    "ssd300_postprocess",
+)
 # Modes: protocol and payload. "grpc_shm": the uint8 input travels through system shared
 # memory registered with the server; only the request's metadata goes over gRPC.
 MODES = ("grpc", "http", "grpc_shm", "image_grpc")
@@ -51,7 +56,9 @@ class GrpcSender(Sender):
 
 class HttpSender(Sender):
     def __init__(self, address: str, pixels: np.ndarray) -> None:
-        self.client = httpclient.InferenceServerClient(address, connection_timeout=REQUEST_TIMEOUT_S, network_timeout=REQUEST_TIMEOUT_S)
+        self.client = httpclient.InferenceServerClient(
+            address, connection_timeout=REQUEST_TIMEOUT_S, network_timeout=REQUEST_TIMEOUT_S
+        )
         self.inputs = [httpclient.InferInput("images", list(pixels.shape), "UINT8")]
         self.inputs[0].set_data_from_numpy(pixels, binary_data=True)
         self.images = len(pixels)
@@ -149,7 +156,9 @@ def statistics_delta(before: dict[str, int], after: dict[str, int]) -> dict[str,
     }
 
 
-def run_point(make_sender, *, mode: str, concurrency: int, grpc_address: str, warmup_s: float, window_s: float) -> Point:
+def run_point(
+    make_sender, *, mode: str, concurrency: int, grpc_address: str, warmup_s: float, window_s: float
+) -> Point:
     """``make_sender(worker_index)`` builds one thread's sender; every thread runs until the window ends."""
     senders = [make_sender(index) for index in range(concurrency)]
     records: list[list[tuple[float, float, int]]] = [[] for _ in senders]
@@ -185,7 +194,9 @@ def run_point(make_sender, *, mode: str, concurrency: int, grpc_address: str, wa
 
     done = [entry for record in records for entry in record]
     answered_in_window = sum(images for _, finished, images in done if window_start <= finished < window_end)
-    latencies = np.array([finished - sent for sent, finished, _ in done if window_start <= sent < window_end]) * 1000
+    latencies = (
+        np.array([finished - sent for sent, finished, _ in done if window_start <= sent < window_end]) * 1000
+    )
     return Point(
         mode=mode,
         concurrency=concurrency,
@@ -229,7 +240,11 @@ def sender_factory(mode: str, *, grpc_address: str, http_address: str, samples, 
     factories = {
         "grpc": lambda index: GrpcSender(grpc_address, pixels(images_per_request, index)),
         "http": lambda index: HttpSender(http_address, pixels(images_per_request, index)),
-        "grpc_shm": lambda index: GrpcSharedMemorySender(grpc_address, pixels(images_per_request, index), index=index),
-        "image_grpc": lambda index: GrpcImageSender(grpc_address, samples.encoded_batch(images_per_request, index)),
+        "grpc_shm": lambda index: GrpcSharedMemorySender(
+            grpc_address, pixels(images_per_request, index), index=index
+        ),
+        "image_grpc": lambda index: GrpcImageSender(
+            grpc_address, samples.encoded_batch(images_per_request, index)
+        ),
     }
     return factories[mode]

@@ -51,11 +51,15 @@ def _http_sizes(http_address: str, pixels: np.ndarray) -> dict:
     headers = {"Content-Type": "application/octet-stream"}
     if json_size is not None:
         headers["Inference-Header-Content-Length"] = str(json_size)
-    request = urllib.request.Request(f"http://{http_address}/v2/models/{DETECTOR_MODEL}/infer", data=body, headers=headers)
+    request = urllib.request.Request(
+        f"http://{http_address}/v2/models/{DETECTOR_MODEL}/infer", data=body, headers=headers
+    )
     with urllib.request.urlopen(request, timeout=120) as response:
         reply = response.read()
         header_length = response.headers.get("Inference-Header-Content-Length")
-    result = httpclient.InferenceServerClient.parse_response_body(reply, header_length=int(header_length) if header_length else None)
+    result = httpclient.InferenceServerClient.parse_response_body(
+        reply, header_length=int(header_length) if header_length else None
+    )
     names = [output["name"] for output in result.get_response()["outputs"]]
     return {
         "request_tensor_bytes": pixels.nbytes,
@@ -90,6 +94,8 @@ def measure(grpc_address: str, http_address: str, samples) -> dict[str, dict]:
         tensor = grpcclient.InferInput("encoded_image", list(encoded.shape), "BYTES")
         tensor.set_data_from_numpy(encoded)
         # BYTES tensors carry a 4-byte length before each element
-        sizes["image_grpc"] = _grpc_sizes(client, IMAGE_MODEL, [tensor], sum(4 + len(item) for item in encoded.flat))
+        sizes["image_grpc"] = _grpc_sizes(
+            client, IMAGE_MODEL, [tensor], sum(4 + len(item) for item in encoded.flat)
+        )
     sizes["http"] = _http_sizes(http_address, pixels)
     return sizes

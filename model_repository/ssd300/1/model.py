@@ -32,17 +32,25 @@ class TritonPythonModel:
         logger = pb_utils.Logger
         if metadata.get("weights") == "random":
             logger.log_warn("ssd300: model.pt holds RANDOM weights; detections are meaningless")
-        logger.log_info(f"ssd300: loaded {path} ({metadata.get('weights', 'unknown')} weights), {torch.get_num_threads()} threads")
+        logger.log_info(
+            f"ssd300: loaded {path} ({metadata.get('weights', 'unknown')} weights), "
+            f"{torch.get_num_threads()} threads"
+        )
 
     def execute(self, requests):
-        batches = [pb_utils.get_input_tensor_by_name(request, self.input_name).as_numpy() for request in requests]
+        batches = [
+            pb_utils.get_input_tensor_by_name(request, self.input_name).as_numpy() for request in requests
+        ]
         with torch.inference_mode():
             outputs = self.model(torch.from_numpy(np.concatenate(batches)))
         responses = []
         start = 0
         for batch in batches:
             stop = start + len(batch)
-            tensors = [pb_utils.Tensor(name, output[start:stop].numpy()) for name, output in zip(self.output_names, outputs)]
+            tensors = [
+                pb_utils.Tensor(name, output[start:stop].numpy())
+                for name, output in zip(self.output_names, outputs)
+            ]
             responses.append(pb_utils.InferenceResponse(output_tensors=tensors))
             start = stop
         return responses

@@ -23,14 +23,21 @@ def to_pixels(boxes: np.ndarray, image_size: np.ndarray) -> np.ndarray:
     return pixels
 
 
+def _read(request, name: str) -> np.ndarray:
+    return pb_utils.get_input_tensor_by_name(request, name).as_numpy()
+
+
 class TritonPythonModel:
     def execute(self, requests):
         responses = []
         for request in requests:
-            def read(name):
-                return pb_utils.get_input_tensor_by_name(request, name).as_numpy()
 
-            outputs = [pb_utils.Tensor("detection_boxes", to_pixels(read("normalized_boxes"), read("image_size")))]
+            def read(name, request=request):
+                return _read(request, name)
+
+            outputs = [
+                pb_utils.Tensor("detection_boxes", to_pixels(read("normalized_boxes"), read("image_size")))
+            ]
             outputs += [pb_utils.Tensor(target, read(source)) for source, target in PASS_THROUGH.items()]
             responses.append(pb_utils.InferenceResponse(output_tensors=outputs))
         return responses

@@ -9,7 +9,6 @@ import binascii
 
 import numpy as np
 import triton_python_backend_utils as pb_utils
-
 from imaging import ImageDecodeError, decode_image, resize_for_model
 
 # Encoded images start with a binary signature; text made only of these bytes may be base64.
@@ -28,11 +27,15 @@ def _decode(item: bytes, name: str):
         try:
             data = base64.b64decode(item, validate=False)
         except (binascii.Error, ValueError):
-            raise ImageDecodeError(f"{name}: neither an image file nor base64 of one ({len(item)} bytes)") from None
+            raise ImageDecodeError(
+                f"{name}: neither an image file nor base64 of one ({len(item)} bytes)"
+            ) from None
         try:
             return decode_image(data, name=name)
         except ImageDecodeError:
-            raise ImageDecodeError(f"{name}: neither an image file nor base64 of one ({len(item)} bytes)") from None
+            raise ImageDecodeError(
+                f"{name}: neither an image file nor base64 of one ({len(item)} bytes)"
+            ) from None
 
 
 def _preprocess(request):

@@ -29,13 +29,19 @@ def greedy_nms(boxes: torch.Tensor, valid: torch.Tensor, iou_threshold: float) -
     # Groups whose last valid candidate lies beyond each rank; with rows sorted by that, the
     # sweep at rank r only needs the first `active[r]` rows.
     last_valid = torch.where(valid, torch.arange(valid.shape[1], device=valid.device), -1).amax(dim=1)
-    active = (last_valid[None, :] > torch.arange(valid.shape[1], device=valid.device)[:, None]).sum(dim=1).tolist()
+    active = (
+        (last_valid[None, :] > torch.arange(valid.shape[1], device=valid.device)[:, None]).sum(dim=1).tolist()
+    )
     for rank in range(boxes.shape[1] - 1):
         rows, later = slice(0, active[rank]), slice(rank + 1, None)
         if active[rank] == 0:
             break
-        width = torch.minimum(x2[rows, rank, None], x2[rows, later]) - torch.maximum(x1[rows, rank, None], x1[rows, later])
-        height = torch.minimum(y2[rows, rank, None], y2[rows, later]) - torch.maximum(y1[rows, rank, None], y1[rows, later])
+        width = torch.minimum(x2[rows, rank, None], x2[rows, later]) - torch.maximum(
+            x1[rows, rank, None], x1[rows, later]
+        )
+        height = torch.minimum(y2[rows, rank, None], y2[rows, later]) - torch.maximum(
+            y1[rows, rank, None], y1[rows, later]
+        )
         overlap = width.clamp_(min=0).mul_(height.clamp_(min=0))
         iou = overlap / (area[rows, rank, None] + area[rows, later] - overlap)
         keep[rows, later] &= ~((iou >= iou_threshold) & keep[rows, rank, None])
@@ -79,14 +85,18 @@ def select_detections(
         # Checked on the top-k slice: a full pass over the scores costs more than the NMS.
         top_scores, top_anchors = torch.nan_to_num(scores, nan=-1.0).topk(k, dim=2)
     top_boxes = torch.gather(
-        boxes[:, None].expand(batch, classes, anchors, 4), 2, top_anchors[..., None].expand(batch, classes, k, 4)
+        boxes[:, None].expand(batch, classes, anchors, 4),
+        2,
+        top_anchors[..., None].expand(batch, classes, k, 4),
     )
     # NaN compares false and a non-finite box is refused: no NaN or inf reaches a response.
     valid = (top_scores > score_threshold) & (top_scores <= 1.0) & torch.isfinite(top_boxes).all(dim=-1)
     keep = _nms_per_group(top_boxes.flatten(0, 1), valid.flatten(0, 1), iou_threshold).view(batch, classes, k)
 
     # Rank all kept candidates of an image by score and keep the best max_detections.
-    labels = torch.arange(1, classes + 1, device=scores.device, dtype=torch.int32)[None, :, None].expand_as(keep)
+    labels = torch.arange(1, classes + 1, device=scores.device, dtype=torch.int32)[None, :, None].expand_as(
+        keep
+    )
     ranked_scores = torch.where(keep, top_scores, torch.full_like(top_scores, -1.0)).flatten(1)
     out_k = min(max_detections, ranked_scores.shape[1])
     best_scores, best = ranked_scores.topk(out_k, dim=1)

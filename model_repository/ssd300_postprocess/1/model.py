@@ -10,9 +10,8 @@ import json
 
 import torch
 import triton_python_backend_utils as pb_utils
-from torch.utils.dlpack import from_dlpack, to_dlpack
-
 from detection_selection import select_detections
+from torch.utils.dlpack import from_dlpack, to_dlpack
 
 # In the order select_detections returns them.
 OUTPUT_NAMES = ("detection_boxes", "detection_scores", "detection_classes", "num_detections")
@@ -54,7 +53,9 @@ class TritonPythonModel:
                     raise ValueError
                 number = cast(number)
             except (TypeError, ValueError, OverflowError):
-                raise ValueError(f"{key} must be {'an integer' if cast is int else 'a number'}, got {value!r}") from None
+                raise ValueError(
+                    f"{key} must be {'an integer' if cast is int else 'a number'}, got {value!r}"
+                ) from None
             settings[argument] = number
         limits = {
             "score_threshold": (0.0, 1.0),
