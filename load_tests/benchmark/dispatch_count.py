@@ -1,0 +1,164 @@
+"""Dispatched aten operations per postprocess call: what each call would launch on a GPU.
+
+``python -m load_tests.benchmark.dispatch_count`` counts one call of each selection function
+(``select_detections``, the CPU sweep; ``select_detections_gpu``, the fixed-point NMS) at batch
+1, 8 and 64 on real SSD300 outputs, on CPU tensors: the number of operations does not depend on
+the device, only on the data. On a GPU every non-view operation is (at least) one kernel launch
+and every data-dependent one (``item``, ``equal``, ``nonzero``, ``is_nonzero``) a device-to-host
+sync. Views (``view``, ``slice``, ``expand``…) launch nothing and are counted apart.
+``Tensor.tolist()`` reads the data without dispatching an operation, so syncs it causes are not
+seen here: the sync count is a lower bound for code that uses it.
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import sys
+import time
+from collections import Counter
+from dataclasses import dataclass, field
+
+import torch
+from torch.utils._python_dispatch import TorchDispatchMode
+
+# The issue's target for select_detections_gpu at batch 64 (10x fewer than the sweep's ~9,800).
+TARGET_OPS_AT_64 = 1000
+BATCH_SIZES = (1, 8, 64)
+FUNCTIONS = ("select_detections", "select_detections_gpu")
+SYNC_TAGS = (torch.Tag.data_dependent_output, torch.Tag.dynamic_output_shape)
+SYNC_OPS = {"aten.is_nonzero.default", "aten.item.default", "aten._local_scalar_dense.default"}
+
+
+@dataclass
+class DispatchCounts:
+    ops: int = 0  # non-view operations: kernel launches on a GPU
+    views: int = 0  # operations that only make a view of existing data
+    syncs: int = 0  # operations whose result the host must wait for
+    by_name: Counter = field(default_factory=Counter)
+
+
+class DispatchCounter(TorchDispatchMode):
+    """Counts the aten operations dispatched while active (``with DispatchCounter() as c:``)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.counts = DispatchCounts()
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        name = str(func)
+        counts = self.counts
+        counts.by_name[name] += 1
+        if func.is_view:
+            counts.views += 1
+        else:
+            counts.ops += 1
+        if name in SYNC_OPS or any(tag in func.tags for tag in SYNC_TAGS):
+            counts.syncs += 1
+        return func(*args, **(kwargs or {}))
+
+
+def count(function, *args, **kwargs) -> DispatchCounts:
+    """The operations one call of ``function(*args, **kwargs)`` dispatches."""
+    with torch.inference_mode(), DispatchCounter() as counter:
+        function(*args, **kwargs)
+    return counter.counts
+
+
+def realistic_outputs(batch_sizes: tuple[int, ...] = BATCH_SIZES, *, seed: int = 0):
+    """Decoded boxes and class probabilities of the calibrated random-weights SSD300 for the
+    largest batch size, then cut to each smaller size. The images are the sample photos in their
+    8 rotations and mirrorings, each whole and zoomed in (every image of batch 64 differs from
+    the others). Returns {size: (boxes, scores)}."""
+    from ssd300_build.__main__ import _sample_photos
+    from ssd300_build.detector import SSD300Detector
+    from ssd300_build.sources import load_network
+
+    from ..payloads import SampleImages
+
+    network, _ = load_network("random", seed=seed, calibration_photos=_sample_photos())
+    detector = SSD300Detector(network).eval()
+    pixels = torch.from_numpy(SampleImages().pixels)  # photos and their mirror images
+    turned = torch.cat([torch.rot90(pixels, turns, dims=(1, 2)) for turns in range(4)])
+    variants = torch.cat([turned, zoomed(turned)])
+    largest = max(batch_sizes)
+    images = variants[torch.arange(largest) % len(variants)].contiguous()
+    with torch.inference_mode():
+        outputs = [detector(chunk) for chunk in images.split(8)]
+    boxes, scores = torch.cat([b for b, _ in outputs]), torch.cat([s for _, s in outputs])
+    return {size: (boxes[:size], scores[:size]) for size in batch_sizes}
+
+
+def zoomed(images: torch.Tensor, keep: float = 0.75) -> torch.Tensor:
+    """The central ``keep`` part of each uint8 [N, H, W, 3] image, scaled back to H × W."""
+    height, width = images.shape[1:3]
+    top, left = round(height * (1 - keep) / 2), round(width * (1 - keep) / 2)
+    crop = images[:, top : height - top, left : width - left].permute(0, 3, 1, 2).float()
+    scaled = torch.nn.functional.interpolate(crop, size=(height, width), mode="bilinear", align_corners=False)
+    return scaled.round().clamp(0, 255).to(torch.uint8).permute(0, 2, 3, 1)
+
+
+def measure(selection, options: dict, outputs: dict, *, repeats: int = 1) -> dict:
+    """{function: {batch: {ops, views, syncs, cpu_ms}}} for both selection functions."""
+    results: dict = {}
+    for name in FUNCTIONS:
+        function = getattr(selection, name)
+        results[name] = {}
+        for size, (boxes, scores) in outputs.items():
+            counts = count(function, boxes, scores, **options)
+            with torch.inference_mode():
+                function(boxes, scores, **options)  # warm-up
+                seconds = []
+                for _ in range(repeats):
+                    start = time.perf_counter()
+                    function(boxes, scores, **options)
+                    seconds.append(time.perf_counter() - start)
+            results[name][size] = {
+                "ops": counts.ops,
+                "views": counts.views,
+                "syncs": counts.syncs,
+                "cpu_ms": 1000 * statistics.median(seconds),
+            }
+    return results
+
+
+def table(results: dict) -> list[str]:
+    """Markdown rows: one per function and batch size."""
+    lines = [
+        "| function | batch | aten ops (views apart) | views | host syncs seen | CPU ms per call |",
+        "|---|---|---|---|---|---|",
+    ]
+    for name, by_size in results.items():
+        for size, figures in by_size.items():
+            lines.append(
+                f"| `{name}` | {size} | {figures['ops']:,} | {figures['views']:,} | {figures['syncs']} | "
+                f"{figures['cpu_ms']:.1f} |"
+            )
+    return lines
+
+
+def main(argv: list[str] | None = None) -> int:
+    from .inprocess import load_selection_module, served_selection_options
+
+    parser = argparse.ArgumentParser(
+        prog="python -m load_tests.benchmark.dispatch_count",
+        description="Dispatched aten operations per postprocess call on real SSD300 outputs (CPU).",
+    )
+    parser.add_argument("--batch-sizes", type=int, nargs="+", default=list(BATCH_SIZES))
+    parser.add_argument("--repeats", type=int, default=1, help="timed calls per figure (median)")
+    args = parser.parse_args(argv)
+    outputs = realistic_outputs(tuple(args.batch_sizes))
+    results = measure(load_selection_module(), served_selection_options(), outputs, repeats=args.repeats)
+    print("\n".join(table(results)))
+    gpu = results["select_detections_gpu"]
+    largest = max(gpu)
+    met = gpu[largest]["ops"] <= TARGET_OPS_AT_64
+    print(
+        f"\nselect_detections_gpu at batch {largest}: {gpu[largest]['ops']:,} ops "
+        f"(target ≤ {TARGET_OPS_AT_64:,} at batch 64: {'met' if met else 'NOT met'})"
+    )
+    return 0 if met else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
