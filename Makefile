@@ -43,7 +43,7 @@ help:
 	@echo "make bench    benchmark report into reports/bench/"
 	@echo "make load     Locust load test against the embedded server"
 	@echo "make eval     COCO mAP through the running server (COCO=<dir> [LIMIT=N])"
-	@echo "make reliability  bad input, overload, faults, security; table in reports/reliability/"
+	@echo "make reliability  bad input, overload, faults, security; figures into docs/reliability.md"
 	@echo "make image    build the serving image (Docker; IMAGE_WEIGHTS=nvidia)"
 	@echo "make deploy   helm upgrade --install the chart (REGISTRY=… NAMESPACE=…)"
 
@@ -86,7 +86,7 @@ eval: setup
 
 reliability: setup
 	$(PY) -m pytest tests/test_reliability.py -q -ra
-	$(PY) -m ssd300_build.reliability_report --readme README.md
+	$(PY) -m ssd300_build.reliability_report --readme docs/reliability.md
 
 # Without a built model, the benchmark serves a temporary copy with random weights.
 bench: setup
