@@ -45,7 +45,7 @@ help:
 	@echo "make bench    benchmark report into reports/bench/"
 	@echo "make load     Locust load test against the embedded server"
 	@echo "make eval     COCO mAP through the running server (COCO=<dir> [LIMIT=N])"
-	@echo "make reliability  bad input, overload, faults, security; table in reports/reliability/"
+	@echo "make reliability  bad input, overload, faults, security; figures into docs/reliability.md"
 	@echo "make image    build the serving image (Docker; IMAGE_WEIGHTS=nvidia)"
 	@echo "make deploy   helm upgrade --install the chart (REGISTRY=… NAMESPACE=…)"
 
@@ -92,7 +92,7 @@ eval: setup
 
 reliability: setup
 	$(PY) -m pytest tests/test_reliability.py -q -ra
-	$(PY) -m tools.reliability_report --readme README.md
+	$(PY) -m tools.reliability_report --readme docs/reliability.md
 
 # Without a built model, the benchmark serves a temporary copy with random weights.
 bench: setup

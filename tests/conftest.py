@@ -26,7 +26,7 @@ def sample_paths() -> list[Path]:
 
 @pytest.fixture(scope="session")
 def random_network():
-    """SSD300 with calibrated random weights (DESIGN §7), eval mode; what the test server serves."""
+    """SSD300 with calibrated random weights (docs/testing.md), eval mode; what the test server serves."""
     torch.manual_seed(SEED)
     network, metadata = load_network("random", seed=SEED, calibration_photos=_sample_photos())
     return network, metadata
