@@ -1,4 +1,4 @@
-"""Box selection in ssd300_postprocess: exactly the reference semantics (DESIGN §3), batched.
+"""Box selection in ssd300_postprocess: the reference semantics, batched (docs/reference-semantics.md).
 
 Both selection functions (the CPU rank sweep and the GPU-shaped fixed-point NMS) run every test
 here on CPU tensors, through the ``select`` fixture, and are held to the same results."""
