@@ -12,7 +12,6 @@ import pytest
 import torch
 from torch.testing import assert_close
 
-from load_tests.benchmark.dispatch_count import TARGET_OPS_AT_64, count
 from ssd300_build.default_boxes import dboxes300_coco
 from ssd300_build.detector import SSD300Detector
 from ssd300_build.reference import decode_batch, select_single
@@ -283,28 +282,3 @@ def test_matrices_split_into_pieces_give_the_same_result(monkeypatch):
 def test_gpu_instances_run_the_fixed_point_selection():
     assert selection.selection_for(torch.device("cuda:0")) is selection.select_detections_gpu
     assert selection.selection_for(torch.device("cpu")) is selection.select_detections
-
-
-# --- dispatched operations ------------------------------------------------------------------------
-
-
-def test_the_counter_counts_operations_views_and_syncs():
-    def known(x):
-        y = (x + 1).view(-1)  # add; view
-        return y.sum().item()  # sum; item (a sync)
-
-    counts = count(known, torch.ones(2, 3))
-    assert (counts.ops, counts.views, counts.syncs) == (3, 1, 1)
-    assert counts.by_name["aten.add.Tensor"] == 1 and counts.by_name["aten.view.default"] == 1
-
-
-def test_the_gpu_selection_stays_under_1000_operations_on_the_longest_chain():
-    """The number of operations does not grow with the batch (one matrix piece up to batch 64 at
-    the default 200 candidates), only with the iteration steps: a chain of 200 needs them all."""
-    boxes, scores = suppression_chain()
-    counts = count(selection.select_detections_gpu, boxes, scores, **DEFAULTS)
-    steps = 200
-    assert counts.ops <= TARGET_OPS_AT_64
-    # One convergence check (one sync) per 8 steps, and the chain really took all 200 steps.
-    assert counts.syncs == steps // selection.CONVERGENCE_CHECK_EVERY
-    assert counts.by_name["aten.baddbmm.default"] == steps

@@ -23,7 +23,7 @@ from ssd300_serving.embedded_server import EmbeddedServer, free_port
 from tools.markdown_sections import update_section
 
 from ..payloads import SampleImages
-from . import cpu_share, inprocess, plot, report, triton_load, wire_sizes
+from . import cpu_share, dispatch_count, inprocess, plot, report, triton_load, wire_sizes
 
 log = logging.getLogger("load_tests.benchmark")
 REPO_ROOT = Path(__file__).resolve().parents[2]
@@ -151,6 +151,12 @@ def main(argv: list[str] | None = None) -> int:
     }
     cpu_before = cpu_share.snapshot()
     results["inprocess"]["postprocess"] = inprocess.compare_postprocess(network, images, repeats=args.repeats)
+    log.info("dispatched operations per postprocess call at batch %s", dispatch_count.BATCH_SIZES)
+    results["inprocess"]["dispatch"] = dispatch_count.measure(
+        inprocess.load_selection_module(),
+        inprocess.served_selection_options(),
+        dispatch_count.realistic_outputs(network),
+    )
     log.info("in-process forward and reference pipeline")
     results["inprocess"]["forward"] = inprocess.forward_throughput(
         network, images, batch_sizes=(1, 4, len(images)), repeats=args.repeats

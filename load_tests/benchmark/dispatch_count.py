@@ -22,8 +22,10 @@ from dataclasses import dataclass, field
 import torch
 from torch.utils._python_dispatch import TorchDispatchMode
 
-# The issue's target for select_detections_gpu at batch 64 (10x fewer than the sweep's ~9,800).
+# The target for select_detections_gpu: at most this many operations (views included) per call
+# at batch 64, a tenth of the ~9,800 the rank sweep dispatches.
 TARGET_OPS_AT_64 = 1000
+TARGET_BATCH = 64
 BATCH_SIZES = (1, 8, 64)
 FUNCTIONS = ("select_detections", "select_detections_gpu")
 SYNC_TAGS = (torch.Tag.data_dependent_output, torch.Tag.dynamic_output_shape)
@@ -36,6 +38,10 @@ class DispatchCounts:
     views: int = 0  # operations that only make a view of existing data
     syncs: int = 0  # operations whose result the host must wait for
     by_name: Counter = field(default_factory=Counter)
+
+    @property
+    def total(self) -> int:
+        return self.ops + self.views
 
 
 class DispatchCounter(TorchDispatchMode):
@@ -65,18 +71,15 @@ def count(function, *args, **kwargs) -> DispatchCounts:
     return counter.counts
 
 
-def realistic_outputs(batch_sizes: tuple[int, ...] = BATCH_SIZES, *, seed: int = 0):
-    """Decoded boxes and class probabilities of the calibrated random-weights SSD300 for the
-    largest batch size, then cut to each smaller size. The images are the sample photos in their
-    8 rotations and mirrorings, each whole and zoomed in (every image of batch 64 differs from
-    the others). Returns {size: (boxes, scores)}."""
-    from ssd300_build.__main__ import _sample_photos
+def realistic_outputs(network, batch_sizes: tuple[int, ...] = BATCH_SIZES) -> dict:
+    """Decoded boxes and class probabilities of ``network`` (the calibrated random-weights
+    SSD300) for the largest batch size, then cut to each smaller size. The images are the sample
+    photos in their 8 rotations and mirrorings, each whole and zoomed in (every image of batch 64
+    differs from the others). Returns {size: (boxes, scores)}."""
     from ssd300_build.detector import SSD300Detector
-    from ssd300_build.sources import load_network
 
     from ..payloads import SampleImages
 
-    network, _ = load_network("random", seed=seed, calibration_photos=_sample_photos())
     detector = SSD300Detector(network).eval()
     pixels = torch.from_numpy(SampleImages().pixels)  # photos and their mirror images
     turned = torch.cat([torch.rot90(pixels, turns, dims=(1, 2)) for turns in range(4)])
@@ -99,15 +102,17 @@ def zoomed(images: torch.Tensor, keep: float = 0.75) -> torch.Tensor:
 
 
 def measure(selection, options: dict, outputs: dict, *, repeats: int = 1) -> dict:
-    """{function: {batch: {ops, views, syncs, cpu_ms}}} for both selection functions."""
+    """{function: {batch: {ops, views, syncs, cpu_ms}}} for both selection functions; cpu_ms is
+    the median of ``repeats`` timed calls (after one untimed call at the smallest batch)."""
     results: dict = {}
     for name in FUNCTIONS:
         function = getattr(selection, name)
         results[name] = {}
-        for size, (boxes, scores) in outputs.items():
+        with torch.inference_mode():
+            function(*outputs[min(outputs)], **options)  # warm-up
+        for size, (boxes, scores) in sorted(outputs.items()):
             counts = count(function, boxes, scores, **options)
             with torch.inference_mode():
-                function(boxes, scores, **options)  # warm-up
                 seconds = []
                 for _ in range(repeats):
                     start = time.perf_counter()
@@ -122,22 +127,36 @@ def measure(selection, options: dict, outputs: dict, *, repeats: int = 1) -> dic
     return results
 
 
+def total(figures: dict) -> int:
+    """All dispatched operations, views included: the figure the target is set on."""
+    return figures["ops"] + figures["views"]
+
+
+def target_met(results: dict) -> bool | None:
+    """Whether select_detections_gpu stays within the target at batch 64 (None: not measured)."""
+    at_64 = results.get("select_detections_gpu", {}).get(TARGET_BATCH)
+    return None if at_64 is None else total(at_64) <= TARGET_OPS_AT_64
+
+
 def table(results: dict) -> list[str]:
     """Markdown rows: one per function and batch size."""
     lines = [
-        "| function | batch | aten ops (views apart) | views | host syncs seen | CPU ms per call |",
+        "| function | batch | aten ops (views included) | of which views | host syncs seen | CPU ms/call |",
         "|---|---|---|---|---|---|",
     ]
     for name, by_size in results.items():
         for size, figures in by_size.items():
             lines.append(
-                f"| `{name}` | {size} | {figures['ops']:,} | {figures['views']:,} | {figures['syncs']} | "
+                f"| `{name}` | {size} | {total(figures):,} | {figures['views']:,} | {figures['syncs']} | "
                 f"{figures['cpu_ms']:.1f} |"
             )
     return lines
 
 
 def main(argv: list[str] | None = None) -> int:
+    from ssd300_build.__main__ import _sample_photos
+    from ssd300_build.sources import load_network
+
     from .inprocess import load_selection_module, served_selection_options
 
     parser = argparse.ArgumentParser(
@@ -146,18 +165,20 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("--batch-sizes", type=int, nargs="+", default=list(BATCH_SIZES))
     parser.add_argument("--repeats", type=int, default=1, help="timed calls per figure (median)")
+    parser.add_argument("--seed", type=int, default=0, help="random-weights seed (make bench uses 0)")
     args = parser.parse_args(argv)
-    outputs = realistic_outputs(tuple(args.batch_sizes))
+    network, _ = load_network("random", seed=args.seed, calibration_photos=_sample_photos())
+    outputs = realistic_outputs(network, tuple(args.batch_sizes))
     results = measure(load_selection_module(), served_selection_options(), outputs, repeats=args.repeats)
     print("\n".join(table(results)))
-    gpu = results["select_detections_gpu"]
-    largest = max(gpu)
-    met = gpu[largest]["ops"] <= TARGET_OPS_AT_64
-    print(
-        f"\nselect_detections_gpu at batch {largest}: {gpu[largest]['ops']:,} ops "
-        f"(target ≤ {TARGET_OPS_AT_64:,} at batch 64: {'met' if met else 'NOT met'})"
-    )
-    return 0 if met else 1
+    met = target_met(results)
+    if met is not None:
+        figure = total(results["select_detections_gpu"][TARGET_BATCH])
+        print(
+            f"\nselect_detections_gpu at batch {TARGET_BATCH}: {figure:,} operations "
+            f"(target ≤ {TARGET_OPS_AT_64:,}: {'met' if met else 'NOT met'})"
+        )
+    return 1 if met is False else 0
 
 
 if __name__ == "__main__":
