@@ -48,7 +48,10 @@ MODEL_REPOSITORY = REPO / "model_repository"
 # Oldest Kubernetes the chart is validated against (Chart.yaml allows >= 1.27).
 KUBE_VERSION = "1.30.0"
 # Custom resources: no schema ships for them; they get a structural check instead.
-CUSTOM_KINDS = {("monitoring.coreos.com/v1", "ServiceMonitor")}
+CUSTOM_KINDS = {
+    ("monitoring.coreos.com/v1", "ServiceMonitor"),
+    ("monitoring.coreos.com/v1", "PrometheusRule"),
+}
 RELEASE, NAMESPACE = "ssd300-triton", "ml"  # release named like the chart: objects are "ssd300-triton…"
 
 
@@ -214,6 +217,8 @@ def test_everything_on_renders_every_optional_object(everything_docs):
             "PodDisruptionBudget",
             "HorizontalPodAutoscaler",
             "ServiceMonitor",
+            "ConfigMap",  # Grafana dashboard
+            "PrometheusRule",
             "NetworkPolicy",
             "NetworkPolicy",  # server + Locust master
             "Service",

@@ -23,6 +23,7 @@ from ssd300_build.markdown_sections import update_section
 from ssd300_build.sources import load_network
 
 from ..payloads import SampleImages
+from ..perf import report as perf_report
 from . import cpu_share, inprocess, plot, report, triton_load, wire_sizes
 
 log = logging.getLogger("load_tests.benchmark")
@@ -121,7 +122,8 @@ def write_reports(results: dict, args: argparse.Namespace) -> None:
     (args.reports / "BENCHMARK.md").write_text(text)
     plot.plot(results, args.reports / "benchmark.png")
     if not args.no_copy:
-        args.markdown_copy.write_text(text)
+        # `make perf` owns a section of the same file: keep it.
+        args.markdown_copy.write_text(text + perf_report.kept_section(args.markdown_copy))
         update_section(REPO_ROOT / "README.md", "benchmark", report.readme_summary(results))
 
 
