@@ -370,3 +370,13 @@ def test_the_adapter_rule_the_hpa_scales_on_returns_the_pod(scraped):
     prometheus, _ = scraped
     (series,) = prometheus.query(adapter_expr())
     assert series["metric"]["pod"] == POD and float(series["value"][1]) >= 0
+
+
+@pytest.mark.server
+def test_the_kserve_keda_query_returns_the_queue_time(scraped):
+    from .test_kserve import kserve_autoscaling_query
+
+    prometheus, _ = scraped
+    query = kserve_autoscaling_query().replace('pod=~"ssd300-predictor-.*"', 'pod=~".*"')
+    (series,) = prometheus.query(query)
+    assert float(series["value"][1]) >= 0

@@ -16,8 +16,8 @@ import tritonclient.grpc as grpcclient
 from ssd300_build.embedded_server import EmbeddedServer, free_port
 from tools.external_tools import ToolInstallError, install_perf_analyzer
 
+from ..benchmark import cpu_share, triton_load
 from ..benchmark import report as bench_report
-from ..benchmark import triton_load
 from ..payloads import SampleImages
 from . import analyzer, inputs, report
 
@@ -52,6 +52,15 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         type=float,
         default=15.0,
         help="the project's generator's window at each point, after a 3 s warm-up (0: no cross-check)",
+    )
+    parser.add_argument(
+        "--quiet-below",
+        type=float,
+        default=0.10,
+        help="before each point, wait until other processes use less than this CPU share",
+    )
+    parser.add_argument(
+        "--max-wait-s", type=float, default=120.0, help="total time the run may spend waiting for that"
     )
     parser.add_argument(
         "--render", type=Path, metavar="RESULTS_JSON", help="only rewrite the report from a results.json"
@@ -105,6 +114,7 @@ def measure(args: argparse.Namespace, binary: Path) -> dict:
             **asdict(settings),
             "concurrency": args.concurrency,
             "cross_check_window_s": args.cross_check_window_s,
+            "quiet_below": args.quiet_below,
         },
         "points": [],
         "cross_check": [],
@@ -131,8 +141,10 @@ def measure(args: argparse.Namespace, binary: Path) -> dict:
         triton_load.warm_up(server.grpc_url, samples, max_batch=max(args.concurrency))
         # perf_analyzer's window count varies; a point that never stabilises stops at max_trials.
         timeout_s = 60 + (settings.max_trials + 2) * settings.window_ms / 1000 * 2
+        quiet = cpu_share.QuietWaiter(threshold=args.quiet_below, budget_s=args.max_wait_s)
         for scenario in scenarios:
             for concurrency in args.concurrency:
+                quiet.wait()
                 point = analyzer.run_point(
                     binary,
                     scenario,
@@ -154,6 +166,7 @@ def measure(args: argparse.Namespace, binary: Path) -> dict:
                     f"  ERROR {point.error}" if point.error else "",
                 )
                 if args.cross_check_window_s > 0:
+                    quiet.wait()
                     own = cross_check(server, samples, scenario.name, concurrency, args.cross_check_window_s)
                     results["cross_check"].append(own)
                     log.info(
@@ -164,6 +177,7 @@ def measure(args: argparse.Namespace, binary: Path) -> dict:
                         own.latency_ms["p95"],
                         bench_report.percent(own.foreign_cpu_share),
                     )
+        results["waited_for_quiet_s"] = quiet.waited_s
     results["duration_s"] = time.monotonic() - began
     results["commands"] = {
         s.name: (args.reports / f"{s.name}_c{args.concurrency[-1]}.cmd").read_text().strip()
