@@ -26,7 +26,7 @@ import yaml
 from tritonclient.utils import InferenceServerException
 
 from load_tests.payloads import SampleImages
-from ssd300_build.embedded_server import free_port
+from ssd300_serving.embedded_server import free_port
 from tools.external_tools import ToolInstallError, install_prometheus
 
 from .test_deploy import ADAPTER_VALUES, CHART, NAMESPACE, RELEASE, find, objects, only

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import tritonclient.grpc as grpcclient
 
-from ssd300_build.embedded_server import EmbeddedServer, free_port
+from ssd300_serving.embedded_server import EmbeddedServer, free_port
 from tools.external_tools import ToolInstallError, install_perf_analyzer
 
 from ..benchmark import cpu_share, triton_load
