@@ -9,6 +9,7 @@ once throughput and average latency vary by less than ``--stability-percentage``
 from __future__ import annotations
 
 import csv
+import re
 import subprocess
 from dataclasses import dataclass
 from pathlib import Path
@@ -57,6 +58,7 @@ class PerfPoint:
     concurrency: int
     csv: str  # perf_analyzer's own CSV, relative to the reports folder
     images_per_s: float | None = None  # one image per request
+    requests: int | None = None  # in the reported windows (perf_analyzer's "Request count")
     latency_ms: dict[str, float] | None = None  # p50, p95, p99, avg: client side
     server_ms: dict[str, float] | None = None  # queue, compute (input+infer+output) of the model called
     network: dict[str, float] | None = None  # ssd300's statistics over the whole perf_analyzer run
@@ -178,4 +180,6 @@ def run_point(
     else:
         for key, value in figures_from_row(read_csv(csv_path)).items():
             setattr(point, key, value)
+        counted = re.search(r"Client:\s+Request count: (\d+)", output)
+        point.requests = int(counted.group(1)) if counted else None
     return point

@@ -86,25 +86,26 @@ def markdown(results: dict, *, reports: Path) -> str:
         f"{settings['max_trials']} windows). Run time {results['duration_s'] / 60:.1f} min, of which "
         f"{results.get('waited_for_quiet_s', 0):.0f} s waiting for other processes to leave the CPU "
         f"(below {settings.get('quiet_below', 0.1):.0%}) before a point. Latency is "
-        "client-side; server queue and compute are Triton's figures for the model called (an ensemble: "
+        "client-side; requests = the requests perf_analyzer counted for the figures; server "
+        "queue and compute are Triton's figures for the model called (an ensemble: "
         "its steps added up), per request; batch = Δinference_count / Δexecution_count of `ssd300` over "
         "the whole perf_analyzer run; other CPU = share of the machine's CPU used by processes outside "
         "this run and its server. perf_analyzer's own CSVs (`--verbose-csv`) are in `reports/perf/`.",
         "",
-        "| path | concurrency | images/s | p50 ms | p95 ms | p99 ms | server queue ms | server compute ms "
-        "| avg batch | other CPU | CSV |",
-        "|---|---|---|---|---|---|---|---|---|---|---|",
+        "| path | concurrency | images/s | requests | p50 ms | p95 ms | p99 ms | server queue ms "
+        "| server compute ms | avg batch | other CPU | CSV |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for p in results["points"]:
         if p.error:
             lines.append(
-                f"| {TITLES[p.scenario]} | {p.concurrency} | failed: {p.error} | | | | | | | "
+                f"| {TITLES[p.scenario]} | {p.concurrency} | failed: {p.error} | | | | | | | | "
                 f"{percent(p.foreign_cpu_share)} | |"
             )
             continue
         ms = [*(p.latency_ms[k] for k in ("p50", "p95", "p99")), p.server_ms["queue"], p.server_ms["compute"]]
         lines.append(
-            f"| {TITLES[p.scenario]} | {p.concurrency} | {fmt(p.images_per_s)} | "
+            f"| {TITLES[p.scenario]} | {p.concurrency} | {fmt(p.images_per_s)} | {p.requests or 'n/a'} | "
             + " | ".join(f"{value:.0f}" for value in ms)
             + f" | {fmt((p.network or {}).get('average_batch'))} | {percent(p.foreign_cpu_share)} "
             + f"| `{p.csv}` |"
