@@ -25,12 +25,13 @@ import urllib.error
 import urllib.request
 from pathlib import Path
 
+from ssd300_client.contract import PUBLIC_MODELS
+
 from . import health
 from .provenance import stamp_weights
 
 log = logging.getLogger(__name__)
 
-PUBLIC_MODELS = ("ssd300_detector", "ssd300_image")
 DEFAULT_PORTS = {"http": 8000, "grpc": 8001, "metrics": 8002}
 DEFAULT_START_TIMEOUT_S = 180.0
 # Python-backend shared memory per model instance: raw SSD outputs are ~3 MB per image, so
