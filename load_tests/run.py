@@ -18,10 +18,9 @@ import urllib.request
 from contextlib import ExitStack
 from pathlib import Path
 
+from load_tests.endpoints import GRPC, HTTP, parse_endpoint
 from ssd300_client import contract
 from ssd300_serving.embedded_server import EmbeddedServer, free_port
-
-from .endpoints import GRPC, HTTP, parse_endpoint
 
 LOCUSTFILE = Path(__file__).resolve().with_name("locustfile.py")
 # 8 users on 2 idle CPU cores: p95 4.1 s over 60 s (p50 1.6 s); 12 s while other test servers

@@ -20,10 +20,10 @@ import time
 import numpy as np
 import tritonclient.grpc as grpcclient
 import tritonclient.http as httpclient
-from endpoints import GRPC, HTTP, Endpoint, resolve_endpoints
 from locust import User
-from payloads import SampleImages
 
+from load_tests.endpoints import GRPC, HTTP, Endpoint, resolve_endpoints
+from load_tests.payloads import SampleImages
 from ssd300_client import contract
 
 

@@ -165,3 +165,42 @@ def test_a_run_against_no_server_fails_with_exit_code_1(tmp_path):
     completed = subprocess.run(command, cwd=REPO_ROOT, capture_output=True, text=True, timeout=60)
     assert completed.returncode == 1, completed.stderr[-3000:]
     assert "threshold violated: failure ratio 100.00%" in completed.stderr
+
+
+# --- one import path: Locust loads the file by path, `python -m load_tests.run` as a package ----
+
+
+def test_load_tests_modules_import_each_other_only_as_the_load_tests_package():
+    """A bare ``from endpoints import …`` would load a second copy of the module under another
+    name (its globals and classes duplicated); relative imports break in the locustfile."""
+    import ast
+
+    package = REPO_ROOT / "load_tests"
+    siblings = {path.stem for path in package.glob("*.py")} | {"benchmark"}
+    offenders = []
+    for path in sorted(package.rglob("*.py")):
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.ImportFrom) and (node.level or node.module.split(".")[0] in siblings):
+                offenders.append(f"{path.relative_to(REPO_ROOT)}:{node.lineno}")
+            elif isinstance(node, ast.Import):
+                offenders += [
+                    f"{path.relative_to(REPO_ROOT)}:{node.lineno}"
+                    for alias in node.names
+                    if alias.name.split(".")[0] in siblings
+                ]
+    assert not offenders, f"import load_tests modules as load_tests.<name>: {offenders}"
+
+
+def test_locust_loads_the_locustfile_from_any_working_directory(tmp_path):
+    # The chart's pods and `locust -f /path/to/load_tests/locustfile.py` need not run in the
+    # repository root; the user classes must load all the same.
+    completed = subprocess.run(
+        [sys.executable, "-m", "locust", "-f", str(LOCUSTFILE), "--list"],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert completed.returncode == 0, completed.stderr[-3000:]
+    for user in ("GrpcDetectorUser", "HttpDetectorUser", "GrpcImageUser", "HttpImageUser"):
+        assert user in completed.stdout

@@ -16,15 +16,14 @@ from pathlib import Path
 import torch
 import tritonclient.grpc as grpcclient
 
+from load_tests.benchmark import cpu_share, inprocess, plot, report, triton_load, wire_sizes
+from load_tests.payloads import SampleImages
 from ssd300_build.__main__ import _sample_photos
 from ssd300_build.export import write_model
 from ssd300_build.sources import load_network
 from ssd300_client import contract
 from ssd300_serving.embedded_server import EmbeddedServer, free_port
 from tools.markdown_sections import update_section
-
-from ..payloads import SampleImages
-from . import cpu_share, inprocess, plot, report, triton_load, wire_sizes
 
 log = logging.getLogger("load_tests.benchmark")
 REPO_ROOT = Path(__file__).resolve().parents[2]

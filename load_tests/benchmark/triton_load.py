@@ -20,6 +20,7 @@ import tritonclient.grpc as grpcclient
 import tritonclient.http as httpclient
 from tritonclient.utils import InferenceServerException, shared_memory
 
+from load_tests.benchmark import cpu_share
 from ssd300_client.contract import (
     DETECTOR_MODEL,
     ENCODED_IMAGE_DATATYPE,
@@ -30,8 +31,6 @@ from ssd300_client.contract import (
     NETWORK_MODEL,
     POSTPROCESS_MODEL,
 )
-
-from . import cpu_share
 
 # Modes: protocol and payload. "grpc_shm": the uint8 input travels through system shared
 # memory registered with the server; only the request's metadata goes over gRPC.

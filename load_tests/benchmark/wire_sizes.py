@@ -18,6 +18,7 @@ import tritonclient.http as httpclient
 from tritonclient.grpc._utils import _get_inference_request  # the message tritonclient would send
 from tritonclient.utils import shared_memory
 
+from load_tests.benchmark.triton_load import unregister_when_released
 from ssd300_client.contract import (
     DETECTOR_MODEL,
     ENCODED_IMAGE_DATATYPE,
@@ -26,8 +27,6 @@ from ssd300_client.contract import (
     IMAGES_DATATYPE,
     IMAGES_INPUT,
 )
-
-from .triton_load import unregister_when_released
 
 
 def _request_message_bytes(model: str, inputs) -> int:
