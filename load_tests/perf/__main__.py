@@ -13,13 +13,12 @@ from pathlib import Path
 
 import tritonclient.grpc as grpcclient
 
+from load_tests.benchmark import cpu_share, triton_load
+from load_tests.benchmark import report as bench_report
+from load_tests.payloads import SampleImages
+from load_tests.perf import analyzer, inputs, report
 from ssd300_serving.embedded_server import EmbeddedServer, free_port
 from tools.external_tools import ToolInstallError, install_perf_analyzer
-
-from ..benchmark import cpu_share, triton_load
-from ..benchmark import report as bench_report
-from ..payloads import SampleImages
-from . import analyzer, inputs, report
 
 log = logging.getLogger("load_tests.perf")
 REPO_ROOT = Path(__file__).resolve().parents[2]
@@ -72,10 +71,9 @@ def repository_to_serve(repository: Path, stack: ExitStack) -> Path:
     """As ``make bench`` does: the built repository, or a temporary copy with random weights."""
     if (repository / "ssd300" / "1" / "model.pt").is_file():
         return repository
+    from load_tests.benchmark.__main__ import RANDOM_SEED, served_repository
     from ssd300_build.__main__ import _sample_photos
     from ssd300_build.sources import load_network
-
-    from ..benchmark.__main__ import RANDOM_SEED, served_repository
 
     network, metadata = load_network("random", seed=RANDOM_SEED, calibration_photos=_sample_photos())
     return served_repository(repository, network, metadata, stack)

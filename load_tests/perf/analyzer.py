@@ -16,14 +16,9 @@ from pathlib import Path
 
 import tritonclient.grpc as grpcclient
 
-from ..benchmark import cpu_share
-from ..benchmark.triton_load import (
-    DETECTOR_MODEL,
-    IMAGE_MODEL,
-    NETWORK_MODEL,
-    model_statistics,
-    statistics_delta,
-)
+from load_tests.benchmark import cpu_share
+from load_tests.benchmark.triton_load import model_statistics, statistics_delta
+from ssd300_client.contract import DETECTOR_MODEL, IMAGE_MODEL, NETWORK_MODEL
 
 
 @dataclass(frozen=True)

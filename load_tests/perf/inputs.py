@@ -16,7 +16,8 @@ from pathlib import Path
 
 import numpy as np
 
-from ..payloads import SampleImages
+from load_tests.payloads import SampleImages
+from ssd300_client.contract import ENCODED_IMAGE_INPUT, IMAGES_INPUT
 
 
 def _b64(data: bytes) -> dict[str, str]:
@@ -30,12 +31,12 @@ def serialized_bytes_element(data: bytes) -> bytes:
 
 def detector_input_data(pixels: np.ndarray) -> dict:
     """uint8 [n, 300, 300, 3] → one ``images`` entry per photo (each request carries one)."""
-    return {"data": [{"images": _b64(np.ascontiguousarray(photo).tobytes())} for photo in pixels]}
+    return {"data": [{IMAGES_INPUT: _b64(np.ascontiguousarray(photo).tobytes())} for photo in pixels]}
 
 
 def image_input_data(encoded: list[bytes]) -> dict:
     """JPEG files → one ``encoded_image`` entry per file."""
-    return {"data": [{"encoded_image": _b64(serialized_bytes_element(data))} for data in encoded]}
+    return {"data": [{ENCODED_IMAGE_INPUT: _b64(serialized_bytes_element(data))} for data in encoded]}
 
 
 def write_input_data(samples: SampleImages, folder: Path) -> dict[str, Path]:

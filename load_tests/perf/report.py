@@ -7,9 +7,9 @@ import math
 from dataclasses import asdict
 from pathlib import Path
 
-from ..benchmark.report import percent
-from ..benchmark.triton_load import Point
-from .analyzer import SCENARIOS, PerfPoint
+from load_tests.benchmark.report import percent
+from load_tests.benchmark.triton_load import Point
+from load_tests.perf.analyzer import SCENARIOS, PerfPoint
 
 SECTION = "perf_analyzer"
 PLOT_NAME = "perf_analyzer.png"
