@@ -76,9 +76,8 @@ def realistic_outputs(network, batch_sizes: tuple[int, ...] = BATCH_SIZES) -> di
     SSD300) for the largest batch size, then cut to each smaller size. The images are the sample
     photos in their 8 rotations and mirrorings, each whole and zoomed in (every image of batch 64
     differs from the others). Returns {size: (boxes, scores)}."""
+    from load_tests.payloads import SampleImages
     from ssd300_build.detector import SSD300Detector
-
-    from ..payloads import SampleImages
 
     detector = SSD300Detector(network).eval()
     pixels = torch.from_numpy(SampleImages().pixels)  # photos and their mirror images
@@ -154,10 +153,9 @@ def table(results: dict) -> list[str]:
 
 
 def main(argv: list[str] | None = None) -> int:
+    from load_tests.benchmark.inprocess import load_selection_module, served_selection_options
     from ssd300_build.__main__ import _sample_photos
     from ssd300_build.sources import load_network
-
-    from .inprocess import load_selection_module, served_selection_options
 
     parser = argparse.ArgumentParser(
         prog="python -m load_tests.benchmark.dispatch_count",
@@ -169,7 +167,8 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     network, _ = load_network("random", seed=args.seed, calibration_photos=_sample_photos())
     outputs = realistic_outputs(network, tuple(args.batch_sizes))
-    results = measure(load_selection_module(), served_selection_options(), outputs, repeats=args.repeats)
+    selection = load_selection_module()
+    results = measure(selection, served_selection_options(selection), outputs, repeats=args.repeats)
     print("\n".join(table(results)))
     met = target_met(results)
     if met is not None:

@@ -19,7 +19,15 @@ from __future__ import annotations
 
 import torch
 
-# Ranks the CPU sweep resolves per block of IoUs (fewer, larger operations; 8 was fastest).
+# Config / request parameter of ssd300_postprocess -> (select_detections argument, type). The
+# names are the client's contract (ssd300_client/contract.py; tests/test_client_contract.py).
+SETTINGS = {
+    "score_threshold": ("score_threshold", float),
+    "candidates_per_class": ("candidates_per_class", int),
+    "nms_iou_threshold": ("iou_threshold", float),
+    "max_detections": ("max_detections", int),
+}
+# Ranks the CPU sweep resolves per block of IoUs (fewer, larger operations than one per step).
 SWEEP_TILE = 8
 # Steps of the fixed-point iteration between two convergence checks (each one host sync).
 CONVERGENCE_CHECK_EVERY = 8
