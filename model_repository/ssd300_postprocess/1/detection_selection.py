@@ -206,15 +206,20 @@ def _best(
     top_scores: torch.Tensor, top_boxes: torch.Tensor, keep: torch.Tensor, max_detections: int
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
     """Rank all kept candidates of an image by score and keep the best max_detections, padded.
-    Equal scores keep class order, then rank order (a stable sort), as the reference does."""
+    Equal scores keep class order, then rank order, as the reference's stable sort does."""
     batch, classes, _ = keep.shape
     device = keep.device
     labels = torch.arange(1, classes + 1, device=device, dtype=torch.int32)[None, :, None].expand_as(keep)
-    ranked_scores = torch.where(keep, top_scores, torch.full_like(top_scores, -1.0)).flatten(1)
-    out_k = min(max_detections, ranked_scores.shape[1])
-    best_scores, best = ranked_scores.sort(dim=1, descending=True, stable=True)
-    best_scores, best = best_scores[:, :out_k], best[:, :out_k]
-    found = best_scores >= 0
+    flat_scores, flat_keep = top_scores.flatten(1), keep.flatten(1)
+    # One int64 key per candidate, unique, so that topk's order is fully defined: the score
+    # first (a kept score is a float32 in (0, 1], whose bits read as an integer grow with it),
+    # then the lower index. A topk is ~10x cheaper than the stable sort of every candidate.
+    index = torch.arange(flat_scores.shape[1], device=device)
+    key = (flat_scores.view(torch.int32).long() << 31).sub_(index)
+    key = torch.where(flat_keep, key, torch.iinfo(torch.int64).min)
+    out_k = min(max_detections, key.shape[1])
+    best = key.topk(out_k, dim=1).indices
+    best_scores, found = flat_scores.gather(1, best), flat_keep.gather(1, best)
 
     out_boxes = top_boxes.new_zeros(batch, max_detections, 4)
     out_scores = top_scores.new_zeros(batch, max_detections)
@@ -222,7 +227,7 @@ def _best(
     # torch.where, not multiplication by `found`: a non-finite unselected box times 0 is NaN.
     chosen_boxes = torch.gather(top_boxes.flatten(1, 2), 1, best[..., None].expand(batch, out_k, 4))
     out_boxes[:, :out_k] = torch.where(found[..., None], chosen_boxes, torch.zeros_like(chosen_boxes))
-    out_scores[:, :out_k] = best_scores.clamp(min=0)
+    out_scores[:, :out_k] = torch.where(found, best_scores, torch.zeros_like(best_scores))
     out_labels[:, :out_k] = torch.gather(labels.flatten(1), 1, best) * found
     counts = found.sum(dim=1, keepdim=True, dtype=torch.int32)
     return out_boxes, out_scores, out_labels, counts
