@@ -283,6 +283,15 @@ def test_matrices_split_into_pieces_give_the_same_result(monkeypatch):
     assert_equals_the_reference(pieces, boxes, scores)
 
 
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float16], ids=["float32", "float16 (as on a GPU)"])
+def test_the_fixed_point_nms_equals_the_sweep(dtype):
+    for boxes, scores in [suppression_chain(), clustered(3)]:
+        _, top_boxes, valid = selection._candidates(boxes, scores, 200, 0.05, sync_free=True)
+        top_boxes, valid = top_boxes.flatten(0, 1), valid.flatten(0, 1)
+        expected = selection.greedy_nms(top_boxes, valid, 0.45)
+        assert torch.equal(selection.fixed_point_nms(top_boxes, valid, 0.45, dtype), expected)
+
+
 def test_gpu_instances_run_the_fixed_point_selection():
     assert selection.selection_for(torch.device("cuda:0")) is selection.select_detections_gpu
     assert selection.selection_for(torch.device("cpu")) is selection.select_detections

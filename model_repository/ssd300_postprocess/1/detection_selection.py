@@ -115,7 +115,9 @@ def suppression_matrix(boxes: torch.Tensor, iou_threshold: float, dtype: torch.d
     return iou.lt(iou_threshold).logical_not_().triu_(1).to(dtype)
 
 
-def fixed_point_nms(boxes: torch.Tensor, valid: torch.Tensor, iou_threshold: float) -> torch.Tensor:
+def fixed_point_nms(
+    boxes: torch.Tensor, valid: torch.Tensor, iou_threshold: float, dtype: torch.dtype | None = None
+) -> torch.Tensor:
     """Greedy NMS for many groups as a fixed-point iteration; same arguments and result as
     ``greedy_nms``.
 
@@ -129,7 +131,7 @@ def fixed_point_nms(boxes: torch.Tensor, valid: torch.Tensor, iou_threshold: flo
     groups, k = valid.shape
     # 0/1 sums of at most K terms: exact in float16 (and > 0 whenever any term is), which halves
     # the matrices' memory traffic on a GPU; CPUs multiply float32 faster.
-    dtype = torch.float16 if boxes.is_cuda else torch.float32
+    dtype = dtype or (torch.float16 if boxes.is_cuda else torch.float32)
     keep = torch.empty_like(valid)
     chunk = max(1, MATRIX_ELEMENTS // (k * k))
     for start in range(0, groups, chunk):
