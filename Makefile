@@ -12,6 +12,11 @@ REPOSITORY := model_repository
 MODEL := $(REPOSITORY)/ssd300/1/model.pt
 
 WEIGHTS ?= auto
+# ENGINE=onnx also writes model.onnx and the embedded server runs it with ONNX Runtime;
+# PRECISION=fp16 builds model.pt with a half-precision network (for GPUs).
+ENGINE ?= torchscript
+PRECISION ?= fp32
+BUILD_OPTIONS = --weights $(WEIGHTS) --engine $(ENGINE) --precision $(PRECISION)
 HTTP_PORT ?= 8000
 GRPC_PORT ?= 8001
 METRICS_PORT ?= 8002
@@ -31,7 +36,7 @@ NAMESPACE ?= ml
 # The image defaults to the NGC checkpoint, not `auto`: a serving image should never be random.
 IMAGE_WEIGHTS ?= nvidia
 
-.PHONY: help setup model serve demo test lint bench load eval reliability clean image image-loadtest push deploy
+.PHONY: help setup model serve demo test lint bench load eval reliability clean image image-loadtest push deploy gpu-check
 
 help:
 	@echo "make demo     build the model (WEIGHTS=auto), serve it, detect objects in sample images"
@@ -39,8 +44,10 @@ help:
 	@echo "make lint     ruff (lint + format check) and mypy"
 	@echo "make setup    create $(VENV) with pinned dependencies"
 	@echo "make model    build $(MODEL)  (WEIGHTS=auto|nvidia|random|<checkpoint path>)"
+	@echo "             ENGINE=torchscript|onnx (onnx adds model.onnx, served by ONNX Runtime), PRECISION=fp32|fp16"
 	@echo "make serve    run the embedded tritonserver on 127.0.0.1:$(HTTP_PORT)/$(GRPC_PORT)/$(METRICS_PORT)"
 	@echo "make bench    benchmark report into reports/bench/"
+	@echo "make gpu-check  on a CUDA machine: parity, forward/postprocess/pipeline figures into reports/gpu_check/"
 	@echo "make load     Locust load test against the embedded server"
 	@echo "make eval     COCO mAP through the running server (COCO=<dir> [LIMIT=N])"
 	@echo "make reliability  bad input, overload, faults, security; table in reports/reliability/"
@@ -54,15 +61,15 @@ $(STAMP): requirements.txt pyproject.toml
 	$(VENV)/bin/pip install --quiet --upgrade pip 2>&1 | $(PIP_QUIET)
 	$(VENV)/bin/pip install --quiet -r requirements.txt 2>&1 | $(PIP_QUIET)
 	$(VENV)/bin/pip install --quiet --no-deps -e . 2>&1 | $(PIP_QUIET)
-	$(PY) -W ignore -c "import torch, torchvision, tritonclient.grpc, pytriton, locust"
+	$(PY) -W ignore -c "import torch, torchvision, tritonclient.grpc, pytriton, locust, onnxruntime, onnxscript"
 	touch $@
 
 # Always rebuilds: WEIGHTS may have changed.
 model: setup
-	$(PY) -m ssd300_build --weights $(WEIGHTS) --repository $(REPOSITORY)
+	$(PY) -m ssd300_build $(BUILD_OPTIONS) --repository $(REPOSITORY)
 
 $(MODEL): | $(STAMP)
-	$(PY) -m ssd300_build --weights $(WEIGHTS) --repository $(REPOSITORY)
+	$(PY) -m ssd300_build $(BUILD_OPTIONS) --repository $(REPOSITORY)
 
 serve: setup $(MODEL)
 	$(PY) -m ssd300_build.embedded_server --repository $(REPOSITORY) $(PORTS)
@@ -92,11 +99,15 @@ reliability: setup
 bench: setup
 	$(PY) -m load_tests.benchmark
 
+# The first figures to take on a GPU (a few minutes): see load_tests/benchmark/gpu_check.py.
+gpu-check: setup $(MODEL)
+	$(PY) -m load_tests.benchmark.gpu_check --repository $(REPOSITORY) --out reports/gpu_check
+
 load: setup $(MODEL)
 	$(PY) -m load_tests.run --http-url 127.0.0.1:$(HTTP_PORT) --grpc-url 127.0.0.1:$(GRPC_PORT) --run-time $(LOAD_TIME) --users $(LOAD_USERS)
 
 clean:
-	rm -rf reports out $(MODEL) $(REPOSITORY)/ssd300/1/weights.json
+	rm -rf reports out $(MODEL) $(REPOSITORY)/ssd300/1/model.onnx $(REPOSITORY)/ssd300/1/weights.json
 
 image:
 	docker build -f deploy/Dockerfile --build-arg WEIGHTS=$(IMAGE_WEIGHTS) -t $(IMAGE):$(TAG) .

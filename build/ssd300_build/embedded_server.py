@@ -26,7 +26,8 @@ import urllib.request
 from pathlib import Path
 
 from . import health
-from .export import stamp_weights
+from .export import read_metadata, stamp_weights
+from .onnx_export import ONNX_FILE
 
 log = logging.getLogger(__name__)
 
@@ -176,8 +177,7 @@ class EmbeddedServer:
         return env
 
     def start(self, *, timeout_s: float = DEFAULT_START_TIMEOUT_S) -> EmbeddedServer:
-        if not (self.repository / "ssd300" / "1" / "model.pt").is_file():
-            raise ServerError(f"{self.repository}/ssd300/1/model.pt is missing: build it with `make model`")
+        self._check_model_files()
         self._workdir = Path(tempfile.mkdtemp(prefix="ssd300-triton-"))
         binary, backends = _runtime_tree(self._workdir)
         view = _repository_view(self.repository, self._workdir, self.config_name)
@@ -203,6 +203,18 @@ class EmbeddedServer:
             self.stop()
             raise
         return self
+
+    def _check_model_files(self) -> None:
+        """The engine the build recorded (weights.json) must have its model file."""
+        version_dir = self.repository / "ssd300" / "1"
+        if not (version_dir / "model.pt").is_file():
+            raise ServerError(f"{version_dir}/model.pt is missing: build it with `make model`")
+        metadata = read_metadata(self.repository) or {}
+        if metadata.get("engine") == "onnx" and not (version_dir / ONNX_FILE).is_file():
+            raise ServerError(
+                f"{version_dir}/{ONNX_FILE} is missing although the build chose ENGINE=onnx: "
+                "rebuild with `make model ENGINE=onnx`"
+            )
 
     def is_model_ready(self, model: str) -> bool:
         try:
