@@ -13,8 +13,8 @@ import pytest
 import torch
 import tritonclient.grpc as grpcclient
 
-from ssd300_build.embedded_server import EmbeddedServer, free_port
 from ssd300_build.export import METADATA_FILE, read_metadata, write_model
+from ssd300_serving.embedded_server import EmbeddedServer, free_port
 
 from .test_export import photo_batch
 from .test_onnx import assert_rows_match, assert_same_detections, copy_repository, rows_of, run_torchscript

@@ -16,11 +16,11 @@ import tritonclient.grpc as grpcclient
 
 from ssd300_build.default_boxes import dboxes300_coco
 from ssd300_build.detector import SSD300Detector
-from ssd300_build.embedded_server import EmbeddedServer, free_port
 from ssd300_build.export import read_metadata, write_model
 from ssd300_build.onnx_export import ONNX_FILE, OPSET, OUTPUT_NAMES, read_onnx_metadata
 from ssd300_build.reference import decode_batch
 from ssd300_build.sources import load_network
+from ssd300_serving.embedded_server import EmbeddedServer, free_port
 
 from .conftest import REPO_ROOT
 from .test_export import photo_batch
@@ -40,7 +40,7 @@ def copy_repository(tmp_path_factory, name: str):
     shutil.copytree(
         REPO_ROOT / "model_repository",
         repository,
-        ignore=shutil.ignore_patterns("model.pt", "model.onnx", "weights.json", "__pycache__"),
+        ignore=shutil.ignore_patterns("model.pt", "model.onnx", "weights.json", "imaging.py", "__pycache__"),
     )
     return repository
 

@@ -13,12 +13,14 @@ from pathlib import Path
 import onnx
 import torch
 
+from ssd300_serving.provenance import ENGINE_FILES
+
 from .detector import INPUT_SHAPE, SSD300Detector
 from .model import SSD300
 
 log = logging.getLogger(__name__)
 
-ONNX_FILE = "model.onnx"
+ONNX_FILE = ENGINE_FILES["onnx"]
 # The newest opset the ONNX Runtime in the production Triton image (24.10, ONNX Runtime 1.19)
 # loads; the CPU runner's ONNX Runtime loads it too.
 OPSET = 21

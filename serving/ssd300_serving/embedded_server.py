@@ -26,8 +26,7 @@ import urllib.request
 from pathlib import Path
 
 from . import health
-from .export import read_metadata, stamp_weights
-from .onnx_export import ONNX_FILE
+from .provenance import ENGINE_FILES, read_provenance, stamp_weights
 
 log = logging.getLogger(__name__)
 
@@ -39,6 +38,8 @@ DEFAULT_START_TIMEOUT_S = 180.0
 PYTHON_SHM_DEFAULT_BYTES = 32 * 1024 * 1024
 PYTHON_SHM_GROWTH_BYTES = 16 * 1024 * 1024
 EXIT_TIMEOUT_S = 30
+# What the model build writes into the repository (neither is committed).
+GENERATED_FILES = ("ssd300/1/model.pt", "ssd300_image_preprocess/1/imaging.py")
 # Ensemble states while an unload waits for the requests already inside it.
 _DRAINING_STATES = {"READY", "UNLOADING"}
 
@@ -87,8 +88,7 @@ def _repository_view(repository: Path, workdir: Path, config_name: str) -> Path:
     for model in sorted(p for p in repository.iterdir() if (p / "config.pbtxt").is_file()):
         (view / model.name).symlink_to(model.resolve(), target_is_directory=True)
     network = repository / "ssd300"
-    weights_file = network / "1" / "weights.json"
-    metadata = json.loads(weights_file.read_text()) if weights_file.is_file() else None
+    metadata = read_provenance(repository)
     if metadata:
         (view / "ssd300").unlink()
         stamped = view / "ssd300"
@@ -177,7 +177,10 @@ class EmbeddedServer:
         return env
 
     def start(self, *, timeout_s: float = DEFAULT_START_TIMEOUT_S) -> EmbeddedServer:
-        self._check_model_files()
+        for generated in GENERATED_FILES:
+            if not (self.repository / generated).is_file():
+                raise ServerError(f"{self.repository}/{generated} is missing: build it with `make model`")
+        self._check_engine_file()
         self._workdir = Path(tempfile.mkdtemp(prefix="ssd300-triton-"))
         binary, backends = _runtime_tree(self._workdir)
         view = _repository_view(self.repository, self._workdir, self.config_name)
@@ -204,16 +207,14 @@ class EmbeddedServer:
             raise
         return self
 
-    def _check_model_files(self) -> None:
-        """The engine the build recorded (weights.json) must have its model file."""
-        version_dir = self.repository / "ssd300" / "1"
-        if not (version_dir / "model.pt").is_file():
-            raise ServerError(f"{version_dir}/model.pt is missing: build it with `make model`")
-        metadata = read_metadata(self.repository) or {}
-        if metadata.get("engine") == "onnx" and not (version_dir / ONNX_FILE).is_file():
+    def _check_engine_file(self) -> None:
+        """The engine the build chose (weights.json) must have its model file."""
+        engine = (read_provenance(self.repository) or {}).get("engine", "torchscript")
+        path = self.repository / "ssd300" / "1" / ENGINE_FILES.get(engine, "?")
+        if not path.is_file():
             raise ServerError(
-                f"{version_dir}/{ONNX_FILE} is missing although the build chose ENGINE=onnx: "
-                "rebuild with `make model ENGINE=onnx`"
+                f"{path} is missing although the build chose ENGINE={engine}: "
+                f"rebuild with `make model ENGINE={engine}`"
             )
 
     def is_model_ready(self, model: str) -> bool:
@@ -321,7 +322,7 @@ class EmbeddedServer:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
-        prog="python -m ssd300_build.embedded_server",
+        prog="python -m ssd300_serving.embedded_server",
         description="Serve the model repository with the tritonserver bundled in nvidia-pytriton (CPU).",
     )
     parser.add_argument("--repository", type=Path, default=Path("model_repository"))
