@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import asyncio
+import functools
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any, ParamSpec, TypeVar
 
@@ -52,12 +53,19 @@ async def _awaited(value: Any) -> Any:
     return value
 
 
+def _in_thread(function: Callable[..., T], *args: Any) -> Awaitable[T]:
+    """``asyncio.to_thread``, letting go of ``args`` (a batch of images) as soon as the call
+    returns: the executor keeps its work item a moment after the answer reaches the loop."""
+    call = [functools.partial(function, *args)]
+    return asyncio.to_thread(lambda: call.pop()())
+
+
 # How this client performs each effect: by awaiting.
 _PERFORM: dict[str, Callable[..., Awaitable[Any]]] = {
     CALL: lambda connection, operation: connection.call(operation),
     CLOSE: lambda connection: connection.close(),
     PAUSE: lambda seconds: retry.pause_async(seconds),
-    WORK: asyncio.to_thread,
+    WORK: _in_thread,
     WORKERS: lambda count: _awaited(_Tasks(count)),
     WAIT: lambda task: task,
 }

@@ -249,7 +249,7 @@ class DetectorBase:
             try:
                 prepared.append((index, self._prepare(image, describe(image, fallback=f"images[{index}]"))))
             except InvalidImageError as exc:
-                failed[index] = exc
+                failed[index] = _without_tracebacks(exc)
         return prepared, failed
 
     def _infer_isolating_bad_images(
@@ -264,7 +264,7 @@ class DetectorBase:
             if not self.server_side_decode:
                 raise
             if len(prepared) == 1:
-                return {prepared[0][0]: image_error(exc, items[0])}
+                return {prepared[0][0]: _without_tracebacks(image_error(exc, items[0]))}
             outcomes: dict[int, Outcome] = {}
             for single in prepared:
                 outcomes.update((yield from self._infer_isolating_bad_images([single])))
@@ -409,13 +409,28 @@ class DetectorBase:
 def _batches(images: Iterable[ImageInput], batch_size: int) -> Iterator[Batch]:
     """``(index, image)`` pairs, ``batch_size`` at a time, read from ``images`` only as needed."""
     batch: Batch = []
-    for item in enumerate(images):
-        batch.append(item)
+    # A new pair, not enumerate()'s own: enumerate keeps the last tuple it made for reuse, and a
+    # tuple stored in a batch would keep its image alive after the batch is answered.
+    for index, image in enumerate(images):
+        batch.append((index, image))
         if len(batch) == batch_size:
             yield batch
             batch = []
     if batch:
         yield batch
+
+
+def _without_tracebacks(error: InvalidImageError) -> InvalidImageError:
+    """``error`` (and its causes) as a value the caller may keep: a traceback's frames, and the
+    frames that called them, would keep the whole batch of images alive. Its message says
+    what was wrong."""
+    link: BaseException | None = error
+    seen: set[int] = set()
+    while link is not None and id(link) not in seen:
+        seen.add(id(link))
+        link.__traceback__ = None
+        link = link.__cause__ or link.__context__
+    return error
 
 
 def _filtered(pairs: list[tuple[int, Outcome]], threshold: float | None) -> list[tuple[int, Outcome]]:
