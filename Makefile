@@ -77,6 +77,7 @@ test: setup
 lint: setup
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
+	$(VENV)/bin/mypy
 
 # COCO mAP through a running server (start one with `make serve`): COCO=<dir with val2017/ and
 # annotations/instances_val2017.json>, optionally LIMIT=<first N images>.
