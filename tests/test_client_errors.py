@@ -10,7 +10,6 @@ import threading
 
 import pytest
 
-from ssd300_build.embedded_server import free_port
 from ssd300_client import (
     AsyncDetector,
     Detector,
@@ -21,6 +20,7 @@ from ssd300_client import (
     ServerUnavailableError,
     retry,
 )
+from ssd300_serving.embedded_server import free_port
 
 from .test_client_detector import assert_same_detections, url_for
 
