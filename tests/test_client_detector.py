@@ -301,6 +301,16 @@ def test_images_are_read_at_most_two_batches_per_request_ahead(triton_server, ph
             assert_same_detections(result, reference)
 
 
+def test_a_kept_image_error_does_not_keep_its_batch_alive(triton_server, photo):
+    frame = np.asarray(Image.open(photo).convert("RGB")).copy()
+    frame_alive = weakref.ref(frame)
+    with Detector(triton_server.grpc_url) as detector:
+        results = detector.detect_many([frame, b"junk"], batch_size=2, return_exceptions=True)
+    del frame
+    assert isinstance(results[1], InvalidImageError)
+    assert frame_alive() is None  # a traceback would keep the frames that held the batch
+
+
 def test_the_asyncio_client_iterates_in_input_order_with_bad_images_in_place(triton_server, sample_paths):
     images = [sample_paths[0], b"junk", sample_paths[1]]
 

@@ -31,7 +31,7 @@ from .errors import (
     SSD300Error,
 )
 from .exchange import IMAGE_BYTES, detections_from, detector_request, image_error, image_request, pixels_of
-from .flow import Flow, call, close, emit, pause, wait, work, workers
+from .flow import Flow, Workers, call, close, emit, pause, wait, work, workers
 from .preprocess import ImageInput, PreparedImage, describe, prepare_for_model, prepare_for_server_decode
 from .results import Detections
 from .retry import DEFAULT_RETRIES, backoff_delays_s, rotation
@@ -222,7 +222,8 @@ class DetectorBase:
             else:
                 results.extend(outcome for _, outcome in pairs)
 
-        with (yield workers(concurrency)) as pool:
+        pool: Workers = yield workers(concurrency)
+        with pool:
             for batch in _batches(images, batch_size):
                 started.append(pool.start(self._detect_batch(batch)))
                 if len(started) >= read_ahead:
