@@ -38,7 +38,7 @@ NAMESPACE ?= ml
 # The image defaults to the NGC checkpoint, not `auto`: a serving image should never be random.
 IMAGE_WEIGHTS ?= nvidia
 
-.PHONY: help setup model serve demo test lint bench load eval reliability clean image image-loadtest push deploy gpu-check
+.PHONY: help setup model serve demo test lint bench load eval reliability clean image image-loadtest push deploy perf tools gpu-check
 
 help:
 	@echo "make demo     build the model (WEIGHTS=auto), serve it, detect objects in sample images"
@@ -51,6 +51,8 @@ help:
 	@echo "make bench    benchmark report into reports/bench/"
 	@echo "make gpu-check  on a CUDA machine: parity, forward/postprocess/pipeline figures into reports/gpu_check/"
 	@echo "make load     Locust load test against the embedded server"
+	@echo "make perf     Triton's perf_analyzer against the embedded server; section in load_tests/BENCHMARK.md"
+	@echo "make tools    unpack perf_analyzer 2.51 and Prometheus 2.42 into .tools/ (make perf/test do it too)"
 	@echo "make eval     COCO mAP through the running server (COCO=<dir> [LIMIT=N])"
 	@echo "make reliability  bad input, overload, faults, security; figures into docs/reliability.md"
 	@echo "make image    build the serving image (Docker; IMAGE_WEIGHTS=nvidia)"
@@ -90,6 +92,7 @@ test: setup
 lint: setup
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
+	$(VENV)/bin/mypy
 
 # COCO mAP through a running server (start one with `make serve`): COCO=<dir with val2017/ and
 # annotations/instances_val2017.json>, optionally LIMIT=<first N images>.
@@ -108,6 +111,15 @@ bench: setup
 # The first figures to take on a GPU (a few minutes): see load_tests/benchmark/gpu_check.py.
 gpu-check: setup $(MODEL)
 	$(PY) -m load_tests.benchmark.gpu_check --repository $(REPOSITORY) --out reports/gpu_check
+
+# perf_analyzer from the tritonclient 2.51.0 wheel (+ libb64, libcudart) and Debian's
+# Prometheus/promtool, unpacked into .tools/ (nothing installed into the system); idempotent.
+tools: setup
+	$(PY) -m tools.external_tools perf_analyzer prometheus
+
+# Without a built model, serves a temporary copy with random weights (as make bench does).
+perf: setup $(IMAGING)
+	$(PY) -m load_tests.perf
 
 load: setup $(MODEL) $(IMAGING)
 	$(PY) -m load_tests.run --http-url 127.0.0.1:$(HTTP_PORT) --grpc-url 127.0.0.1:$(GRPC_PORT) --run-time $(LOAD_TIME) --users $(LOAD_USERS)

@@ -19,12 +19,11 @@ from pathlib import Path
 import onnxruntime
 import torch
 
+from load_tests.benchmark import cpu_share
+from load_tests.benchmark.inprocess import timed
 from ssd300_build.export import trace_detector, write_model
 from ssd300_build.model import SSD300
 from ssd300_build.onnx_export import ONNX_FILE, export_onnx
-
-from . import cpu_share
-from .inprocess import timed
 
 log = logging.getLogger(__name__)
 ENGINE_TITLES = {"torchscript": "TorchScript (torch)", "onnx": "ONNX Runtime"}

@@ -29,12 +29,11 @@ from pathlib import Path
 
 import torch
 
+from load_tests.benchmark.inprocess import load_selection_module, served_selection_options
 from ssd300_build.__main__ import _sample_photos
 from ssd300_build.detector import SSD300Detector
 from ssd300_build.model import SSD300
 from ssd300_build.onnx_export import ONNX_FILE
-
-from .inprocess import load_selection_module, served_selection_options
 
 log = logging.getLogger("load_tests.benchmark.gpu_check")
 REPO_ROOT = Path(__file__).resolve().parents[2]
