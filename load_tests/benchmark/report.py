@@ -369,4 +369,9 @@ def readme_summary(results: dict) -> str:
             if p.mode == mode
         }
         lines.append(f"| {MODE_TITLES[mode]} | " + " | ".join(cells.get(c, "") for c in concurrencies) + " |")
+    if "engines" in results:
+        lines += [
+            "",
+            *engines.readme_lines(results["engines"], [p for p in results["triton"] if p.mode == "grpc"]),
+        ]
     return "\n".join(lines) + "\n"
