@@ -65,7 +65,7 @@ $(STAMP): requirements.txt pyproject.toml
 	$(VENV)/bin/pip install --quiet --upgrade pip 2>&1 | $(PIP_QUIET)
 	$(VENV)/bin/pip install --quiet -r requirements.txt 2>&1 | $(PIP_QUIET)
 	$(VENV)/bin/pip install --quiet --no-deps -e . 2>&1 | $(PIP_QUIET)
-	$(PY) -W ignore -c "import torch, torchvision, tritonclient.grpc, pytriton, locust, onnxruntime, onnxscript"
+	$(PY) -W ignore -c "import torch, torchvision, tritonclient.grpc, pytriton, locust, onnxruntime, onnxscript, av"
 	touch $@
 
 # Always rebuilds: WEIGHTS may have changed.
