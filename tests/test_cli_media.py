@@ -136,7 +136,7 @@ def test_a_video_is_streamed_holding_only_the_read_ahead(triton_server, tmp_path
     import ssd300_client.video as video
 
     clip = tmp_path / "long.mp4"
-    make_clip(clip, frames=60, fps=30, size=(64, 48))
+    make_clip(clip, frames=20, fps=30, size=(64, 48))
     alive, most = 0, 0
     original = video.VideoReader.frames
 
