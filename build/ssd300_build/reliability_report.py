@@ -112,7 +112,7 @@ def _overload_rows(figures: dict) -> list[Row]:
         (
             "Overload",
             "offered load",
-            f"{o['factor']:g}× capacity = {o['rate_per_s']:.1f} requests/s for {_s(o['duration_s'])}",
+            f"{o['factor']:.1f}× capacity = {o['rate_per_s']:.1f} requests/s for {_s(o['duration_s'])}",
         ),
         ("Overload", "ssd300 batching, as the server loaded it", _batching(o.get("batching"))),
         ("Overload", "requests sent", str(o["sent"])),
