@@ -10,6 +10,8 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.setup-done
 REPOSITORY := model_repository
 MODEL := $(REPOSITORY)/ssd300/1/model.pt
+# The server-side decode model's copy of the client's imaging code, written by the model build.
+IMAGING := $(REPOSITORY)/ssd300_image_preprocess/1/imaging.py
 
 WEIGHTS ?= auto
 HTTP_PORT ?= 8000
@@ -31,7 +33,7 @@ NAMESPACE ?= ml
 # The image defaults to the NGC checkpoint, not `auto`: a serving image should never be random.
 IMAGE_WEIGHTS ?= nvidia
 
-.PHONY: help setup model serve demo test lint bench load eval reliability clean image image-loadtest push deploy
+.PHONY: help setup model serve demo test lint bench load eval reliability clean image image-loadtest push deploy perf tools
 
 help:
 	@echo "make demo     build the model (WEIGHTS=auto), serve it, detect objects in sample images"
@@ -42,8 +44,10 @@ help:
 	@echo "make serve    run the embedded tritonserver on 127.0.0.1:$(HTTP_PORT)/$(GRPC_PORT)/$(METRICS_PORT)"
 	@echo "make bench    benchmark report into reports/bench/"
 	@echo "make load     Locust load test against the embedded server"
+	@echo "make perf     Triton's perf_analyzer against the embedded server; section in load_tests/BENCHMARK.md"
+	@echo "make tools    unpack perf_analyzer 2.51 and Prometheus 2.42 into .tools/ (make perf/test do it too)"
 	@echo "make eval     COCO mAP through the running server (COCO=<dir> [LIMIT=N])"
-	@echo "make reliability  bad input, overload, faults, security; table in reports/reliability/"
+	@echo "make reliability  bad input, overload, faults, security; figures into docs/reliability.md"
 	@echo "make image    build the serving image (Docker; IMAGE_WEIGHTS=nvidia)"
 	@echo "make deploy   helm upgrade --install the chart (REGISTRY=… NAMESPACE=…)"
 
@@ -64,11 +68,15 @@ model: setup
 $(MODEL): | $(STAMP)
 	$(PY) -m ssd300_build --weights $(WEIGHTS) --repository $(REPOSITORY)
 
-serve: setup $(MODEL)
-	$(PY) -m ssd300_build.embedded_server --repository $(REPOSITORY) $(PORTS)
+# After an edit of the client's imaging code, only the server's copy is rewritten.
+$(IMAGING): client/ssd300_client/imaging.py | $(STAMP)
+	$(PY) -m ssd300_build --imaging-only --repository $(REPOSITORY)
 
-demo: setup $(MODEL)
-	$(PY) -m ssd300_build.demo --repository $(REPOSITORY) --out out/demo
+serve: setup $(MODEL) $(IMAGING)
+	$(PY) -m ssd300_serving.embedded_server --repository $(REPOSITORY) $(PORTS)
+
+demo: setup $(MODEL) $(IMAGING)
+	$(PY) -m tools.demo --repository $(REPOSITORY) --out out/demo
 
 test: setup
 	$(PY) -m pytest -q -ra -m "not slow"
@@ -88,17 +96,26 @@ eval: setup
 RELIABILITY_FIGURES := reports/reliability/figures.json
 reliability: setup
 	SSD300_RELIABILITY_FIGURES=$(RELIABILITY_FIGURES) $(PY) -m pytest tests/test_reliability_*.py -q -ra
-	$(PY) -m ssd300_build.reliability_report --figures $(RELIABILITY_FIGURES) --readme README.md
+	$(PY) -m tools.reliability_report --figures $(RELIABILITY_FIGURES) --readme docs/reliability.md
 
 # Without a built model, the benchmark serves a temporary copy with random weights.
 bench: setup
 	$(PY) -m load_tests.benchmark
 
-load: setup $(MODEL)
+# perf_analyzer from the tritonclient 2.51.0 wheel (+ libb64, libcudart) and Debian's
+# Prometheus/promtool, unpacked into .tools/ (nothing installed into the system); idempotent.
+tools: setup
+	$(PY) -m tools.external_tools perf_analyzer prometheus
+
+# Without a built model, serves a temporary copy with random weights (as make bench does).
+perf: setup $(IMAGING)
+	$(PY) -m load_tests.perf
+
+load: setup $(MODEL) $(IMAGING)
 	$(PY) -m load_tests.run --http-url 127.0.0.1:$(HTTP_PORT) --grpc-url 127.0.0.1:$(GRPC_PORT) --run-time $(LOAD_TIME) --users $(LOAD_USERS)
 
 clean:
-	rm -rf reports out $(MODEL) $(REPOSITORY)/ssd300/1/weights.json
+	rm -rf reports out $(MODEL) $(REPOSITORY)/ssd300/1/weights.json $(IMAGING)
 
 image:
 	docker build -f deploy/Dockerfile --build-arg WEIGHTS=$(IMAGE_WEIGHTS) -t $(IMAGE):$(TAG) .

@@ -24,10 +24,10 @@ import pytest
 import tritonclient.grpc as grpcclient
 from PIL import Image
 
-from ssd300_build.embedded_server import EmbeddedServer
 from ssd300_client import Detector, InvalidImageError, InvalidInputError
 from ssd300_client.contract import DETECTOR_MODEL as DETECTOR
 from ssd300_client.contract import IMAGE_MODEL, POSTPROCESS_MODEL
+from ssd300_serving.embedded_server import EmbeddedServer
 
 from .helpers.images import (
     animated_gif,

@@ -19,11 +19,11 @@ import pytest
 import tritonclient.grpc as grpcclient
 from tritonclient.utils import InferenceServerException
 
-from ssd300_build import health
-from ssd300_build.embedded_server import EXIT_TIMEOUT_S, EmbeddedServer
 from ssd300_client import Detector
 from ssd300_client.contract import DETECTOR_MODEL as DETECTOR
 from ssd300_client.contract import IMAGE_MODEL, NETWORK_MODEL, POSTPROCESS_MODEL
+from ssd300_serving import health
+from ssd300_serving.embedded_server import EXIT_TIMEOUT_S, EmbeddedServer
 
 from .helpers.comparisons import assert_same_detections
 from .helpers.processes import kill_hard, processes_mentioning, shm_prefix, stub_pid
@@ -130,7 +130,7 @@ def test_a_killed_python_stub_keeps_readiness_green_but_fails_the_canary(faults,
     answer, message, _ = grpc_answer(server.grpc_url, DETECTOR, pixels_request())
     canary = health.check(server.http_url, timeout_s=30)
     cli = subprocess.run(
-        [sys.executable, "-m", "ssd300_build.health", "--url", server.http_url],
+        [sys.executable, "-m", "ssd300_serving.health", "--url", server.http_url],
         capture_output=True,
         text=True,
         timeout=60,

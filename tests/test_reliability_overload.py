@@ -15,11 +15,11 @@ import pytest
 import tritonclient.grpc as grpcclient
 from tritonclient.utils import InferenceServerException
 
-from ssd300_build import health
 from ssd300_client import ServerBusyError, ServerUnavailableError
 from ssd300_client.contract import DETECTOR_MODEL as DETECTOR
 from ssd300_client.contract import NETWORK_MODEL
 from ssd300_client.transport import translate_error
+from ssd300_serving import health
 
 from .helpers.processes import process_tree_rss
 from .helpers.triton_calls import brief, non_finite_values, outputs_of, still_serving, tensor

@@ -7,7 +7,7 @@ import json
 
 import pytest
 
-from ssd300_build import reliability_report
+from tools import reliability_report
 
 OVERLOAD = {
     "factor": 4,

@@ -19,11 +19,11 @@ import tritonclient.grpc as grpcclient
 import tritonclient.utils.shared_memory as shared_memory
 from tritonclient.utils import InferenceServerException
 
-from ssd300_build import health
-from ssd300_build.embedded_server import EmbeddedServer
 from ssd300_client import AccessDeniedError, Detector, ServerUnavailableError
 from ssd300_client.contract import DETECTOR_MODEL as DETECTOR
 from ssd300_client.transport import translate_error
+from ssd300_serving import health
+from ssd300_serving.embedded_server import EmbeddedServer
 
 from .helpers.servers import restriction_flags
 from .helpers.triton_calls import http_answer, http_answer_raw, still_serving

@@ -18,6 +18,7 @@ from tritonclient.utils import InferenceServerException
 from ssd300_build.default_boxes import dboxes300_coco
 from ssd300_build.detector import SSD300Detector
 from ssd300_build.reference import decode_batch
+from ssd300_client import contract
 
 from .helpers.comparisons import as_set
 from .helpers.images import photo_batch
@@ -30,7 +31,7 @@ MODELS = (
     "ssd300_image_preprocess",
     "ssd300_image_postprocess",
 )
-OUTPUTS = ("detection_boxes", "detection_scores", "detection_classes", "num_detections")
+OUTPUTS = contract.DETECTION_OUTPUTS
 
 
 @pytest.fixture(scope="module")
@@ -100,7 +101,7 @@ def test_image_ensemble_accepts_base64_in_json(triton_server, sample_paths):
 
 
 def test_detector_equals_the_in_process_reference(grpc, random_network, sample_paths):
-    """Eager model + per-class greedy NMS (DESIGN §3, criteria 0.45, 200 detections) in-process
+    """Eager model + per-class greedy NMS (docs/reference-semantics.md; 0.45, 200 detections) in-process
     versus the ensemble; compared as sets so ties in score order cannot flake."""
     images = photo_batch(sample_paths, 6)
     served = infer_images(grpc, images.numpy())

@@ -71,7 +71,7 @@ def to_json(results: dict) -> str:
 
 def from_json(text: str) -> dict:
     """Results as written by to_json, back in the shapes markdown() and plot() take."""
-    from .triton_load import Point
+    from load_tests.benchmark.triton_load import Point
 
     results = json.loads(text)
     results["triton"] = [Point(**point) for point in results["triton"]]

@@ -9,7 +9,7 @@ import signal
 import time
 from pathlib import Path
 
-from ssd300_build.embedded_server import EmbeddedServer
+from ssd300_serving.embedded_server import EmbeddedServer
 
 
 def shm_prefix(server: EmbeddedServer) -> str:

@@ -12,7 +12,7 @@ import time
 from collections.abc import Sequence
 from pathlib import Path
 
-from ssd300_build.embedded_server import EXIT_TIMEOUT_S, EmbeddedServer, free_port
+from ssd300_serving.embedded_server import EXIT_TIMEOUT_S, EmbeddedServer, free_port
 
 from .processes import kill_hard
 
@@ -35,7 +35,7 @@ def embedded(repository: Path, log_path: Path, *extra_args: str) -> EmbeddedServ
 
 
 class Launcher:
-    """``python -m ssd300_build.embedded_server`` (what ``make serve`` runs) as a child process."""
+    """``python -m ssd300_serving.embedded_server`` (what ``make serve`` runs) as a child process."""
 
     def __init__(self, repository: Path, log_path: Path) -> None:
         self.repository, self.log_path = repository, log_path
@@ -48,7 +48,7 @@ class Launcher:
                 [
                     sys.executable,
                     "-m",
-                    "ssd300_build.embedded_server",
+                    "ssd300_serving.embedded_server",
                     "--repository",
                     str(self.repository),
                     "--http-port",

@@ -9,7 +9,7 @@ postprocess, rescale), and passes only if detections come back.
 An overloaded server (queue full, queue timeout: HTTP 503) counts as healthy: it works, it is
 busy, and restarting it would only make the overload worse.
 
-    python -m ssd300_build.health --url 127.0.0.1:8000      # exit 0 healthy, 1 not
+    python -m ssd300_serving.health --url 127.0.0.1:8000      # exit 0 healthy, 1 not
 """
 
 from __future__ import annotations
@@ -22,7 +22,12 @@ import urllib.error
 import urllib.request
 import zlib
 
+# The image runs this file with the standard library alone, so it cannot import the client's
+# contract; tests/test_client_contract.py checks that these names are the contract's.
 CANARY_MODEL = "ssd300_image"
+CANARY_INPUT = "encoded_image"
+CANARY_DATATYPE = "BYTES"
+CANARY_OUTPUT = "num_detections"
 BUSY_STATUS = 503
 
 
@@ -49,9 +54,9 @@ def canary_request(image: bytes) -> tuple[bytes, dict[str, str]]:
         {
             "inputs": [
                 {
-                    "name": "encoded_image",
+                    "name": CANARY_INPUT,
                     "shape": [1, 1],
-                    "datatype": "BYTES",
+                    "datatype": CANARY_DATATYPE,
                     "parameters": {"binary_data_size": len(element)},
                 }
             ],
@@ -81,14 +86,14 @@ def check(url: str, *, timeout_s: float = 10.0) -> tuple[bool, str]:
     except (urllib.error.URLError, OSError) as error:
         return False, f"no answer from {url}: {getattr(error, 'reason', error)}"
     outputs = {output["name"]: output for output in reply.get("outputs", [])}
-    if "num_detections" not in outputs:
+    if CANARY_OUTPUT not in outputs:
         return False, f"unexpected reply: {str(reply)[:300]}"
     return True, "ok"
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
-        prog="python -m ssd300_build.health", description=__doc__.split("\n\n")[0]
+        prog="python -m ssd300_serving.health", description=__doc__.split("\n\n")[0]
     )
     parser.add_argument("--url", default="127.0.0.1:8000", help="HTTP host:port (default: %(default)s)")
     parser.add_argument("--timeout", type=float, default=10.0, help="seconds (default: %(default)s)")
