@@ -86,7 +86,7 @@ demo: setup $(MODEL) $(IMAGING)
 	$(PY) -m tools.demo --repository $(REPOSITORY) --out out/demo
 
 test: setup
-	$(PY) -m pytest -q -ra
+	$(PY) -m pytest -q -ra -m "not slow"
 
 # ruff (lint + format check) over the whole tree, mypy over the client library.
 lint: setup
@@ -100,9 +100,11 @@ eval: setup
 	@test -n "$(COCO)" || { echo "usage: make eval COCO=/path/to/coco [LIMIT=500]  (with \`make serve\` running)"; exit 2; }
 	$(PY) -m ssd300_client.evaluation --coco $(COCO) --url 127.0.0.1:$(GRPC_PORT) $(if $(LIMIT),--limit $(LIMIT))
 
+# The suites write their figures only where asked (a plain test run leaves the tree as it was).
+RELIABILITY_FIGURES := reports/reliability/figures.json
 reliability: setup
-	$(PY) -m pytest tests/test_reliability.py -q -ra
-	$(PY) -m tools.reliability_report --readme docs/reliability.md
+	SSD300_RELIABILITY_FIGURES=$(RELIABILITY_FIGURES) $(PY) -m pytest tests/test_reliability_*.py -q -ra
+	$(PY) -m tools.reliability_report --figures $(RELIABILITY_FIGURES) --readme docs/reliability.md
 
 # Without a built model, the benchmark serves a temporary copy with random weights.
 bench: setup

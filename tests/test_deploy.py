@@ -806,6 +806,7 @@ def swap_flags(args: list[str], values: dict[str, str]) -> list[str]:
     return swapped
 
 
+@pytest.mark.server  # starts a tritonserver itself (no fixture marks it)
 def test_embedded_tritonserver_accepts_the_image_flags_and_enforces_the_key(tmp_path):
     """The image's CMD (repository and ports swapped for local ones) through the entrypoint,
     on the PyPI build of the same tritonserver 2.51, with no models and no GPU."""
