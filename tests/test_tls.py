@@ -13,7 +13,8 @@ import pytest
 from ssd300_client import TLS, AsyncDetector, Detector, ServerUnavailableError
 from ssd300_client.cli import main
 from ssd300_serving.embedded_server import EmbeddedServer, free_port
-from tests.tls_certificates import make_certificates
+
+from .helpers.certificates import make_certificates
 
 pytestmark = [pytest.mark.server, pytest.mark.filterwarnings("ignore::ssd300_client.RandomWeightsWarning")]
 
