@@ -67,7 +67,7 @@ $(STAMP): requirements.txt pyproject.toml
 	$(VENV)/bin/pip install --quiet --upgrade pip 2>&1 | $(PIP_QUIET)
 	$(VENV)/bin/pip install --quiet -r requirements.txt 2>&1 | $(PIP_QUIET)
 	$(VENV)/bin/pip install --quiet --no-deps -e . 2>&1 | $(PIP_QUIET)
-	$(PY) -W ignore -c "import torch, torchvision, tritonclient.grpc, pytriton, locust, onnxruntime, onnxscript"
+	$(PY) -W ignore -c "import torch, torchvision, tritonclient.grpc, pytriton, locust, onnxruntime, onnxscript, av"
 	touch $@
 
 # Always rebuilds: WEIGHTS may have changed.
@@ -88,7 +88,7 @@ demo: setup $(MODEL) $(IMAGING)
 	$(PY) -m tools.demo --repository $(REPOSITORY) --out out/demo
 
 test: setup
-	$(PY) -m pytest -q -ra
+	$(PY) -m pytest -q -ra -m "not slow"
 
 # ruff (lint + format check) over the whole tree, mypy over the client library.
 lint: setup
@@ -102,9 +102,11 @@ eval: setup
 	@test -n "$(COCO)" || { echo "usage: make eval COCO=/path/to/coco [LIMIT=500]  (with \`make serve\` running)"; exit 2; }
 	$(PY) -m ssd300_client.evaluation --coco $(COCO) --url 127.0.0.1:$(GRPC_PORT) $(if $(LIMIT),--limit $(LIMIT))
 
+# The suites write their figures only where asked (a plain test run leaves the tree as it was).
+RELIABILITY_FIGURES := reports/reliability/figures.json
 reliability: setup
-	$(PY) -m pytest tests/test_reliability.py -q -ra
-	$(PY) -m tools.reliability_report --readme docs/reliability.md
+	SSD300_RELIABILITY_FIGURES=$(RELIABILITY_FIGURES) $(PY) -m pytest tests/test_reliability_*.py -q -ra
+	$(PY) -m tools.reliability_report --figures $(RELIABILITY_FIGURES) --readme docs/reliability.md
 
 # Without a built model, the benchmark serves a temporary copy with random weights.
 bench: setup
