@@ -17,7 +17,8 @@ from ssd300_build.detector import SSD300Detector
 from ssd300_build.reference import decode_batch, select_single
 from ssd300_client import contract
 
-from .test_export import photo_batch
+from .helpers.comparisons import as_set
+from .helpers.images import photo_batch
 
 SELECTION_FILE = (
     Path(__file__).resolve().parents[1] / "model_repository/ssd300_postprocess/1/detection_selection.py"
@@ -117,13 +118,6 @@ def test_non_finite_boxes_and_scores_are_never_selected(select):
     assert count.item() == 1
     assert torch.isfinite(out_boxes).all() and torch.isfinite(out_scores).all()
     assert_close(out_boxes[0, 0], torch.tensor([2.0, 2.0, 3.0, 3.0]))
-
-
-def as_set(boxes, scores, labels, digits=4):
-    return sorted(
-        (int(label), round(float(s), 5), *[round(float(v), digits) for v in b])
-        for b, s, label in zip(boxes, scores, labels)
-    )
 
 
 @pytest.mark.parametrize("criteria, max_output", [(0.45, 200), (0.5, 200), (0.5, 20)])

@@ -119,13 +119,17 @@ def server_facts(client: grpcclient.InferenceServerClient) -> dict:
     config = client.get_model_config(contract.NETWORK_MODEL, as_json=True)["config"]
     batching = config.get("dynamic_batching", {})
     instances = sum(int(group.get("count", 1)) for group in config.get("instance_group", []))
+    delay_ms = int(batching.get("max_queue_delay_microseconds", 0)) / 1000
     return {
         "version": client.get_server_metadata().version,
         "weights": config.get("parameters", {}).get("weights", {}).get("string_value", "unknown"),
+        # as numbers too: the report compares them with the measured execution times
+        "instances": instances,
+        "max_queue_delay_ms": delay_ms,
         "network_config": (
             f"{instances} instance(s), dynamic batching preferred "
             f"{batching.get('preferred_batch_size', [])}, max queue delay "
-            f"{int(batching.get('max_queue_delay_microseconds', 0)) / 1000:g} ms, "
+            f"{delay_ms:g} ms, "
             f"max batch {config.get('max_batch_size')}"
         ),
     }
