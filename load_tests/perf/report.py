@@ -68,6 +68,12 @@ def _why(perf: PerfPoint, own: Point) -> str:
     return "; ".join(notes) or "neither batching nor other processes' CPU share differ"
 
 
+def _windows(settings: dict) -> str:
+    if settings.get("requests_per_window"):
+        return f"windows of {settings['requests_per_window']} requests (count_windows)"
+    return f"{settings['window_ms'] / 1000:g} s windows"
+
+
 def _relative_command(command: str) -> str:
     return command.replace(f"{REPO_ROOT}/", "")
 
@@ -81,7 +87,7 @@ def markdown(results: dict, *, reports: Path) -> str:
         f"{machine['cpu_model']}, {machine['cpu_cores']} cores, no GPU; tritonserver {server['version']} "
         f"(embedded, CPU configs, {server['weights']} weights); perf_analyzer 2.51.0 from the tritonclient "
         f"2.51.0 wheel. Closed loop, one image per request, gRPC; perf_analyzer measures in "
-        f"{settings['window_ms'] / 1000:g} s windows and reports the last three once throughput and "
+        f"{_windows(settings)} and reports the last three once throughput and "
         f"average latency vary by less than {settings['stability_percent']} % across them (at most "
         f"{settings['max_trials']} windows). Run time {results['duration_s'] / 60:.1f} min, of which "
         f"{results.get('waited_for_quiet_s', 0):.0f} s waiting for other processes to leave the CPU "
