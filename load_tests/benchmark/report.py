@@ -13,6 +13,8 @@ from pathlib import Path
 
 import torch
 
+from load_tests.benchmark import engines
+
 # Targets for 2 CPU cores, from the issue (benchmark figures, not tests).
 TARGET_E2E_VS_FORWARD = 0.90  # Triton at concurrency 4 / in-process forward-only
 TARGET_E2E_VS_REFERENCE = 1.6  # Triton at concurrency 4 / in-process forward + reference decode
@@ -71,6 +73,8 @@ def from_json(text: str) -> dict:
 
     results = json.loads(text)
     results["triton"] = [Point(**point) for point in results["triton"]]
+    if "engines" in results:
+        results["engines"]["triton"] = [Point(**point) for point in results["engines"].get("triton", [])]
     results["inprocess"]["forward"] = {
         int(size): figures for size, figures in results["inprocess"]["forward"].items()
     }
@@ -305,6 +309,9 @@ def markdown(results: dict) -> str:
     if notes:
         lines += ["", "Where throughput falls with concurrency (Triton's statistics of the same points):", ""]
         lines += [f"- {note}" for note in notes]
+    if "engines" in results:
+        grpc_points = [p for p in results["triton"] if p.mode == "grpc"]
+        lines += ["", *engines.markdown(results["engines"], grpc_points, percent)]
     lines += [
         "",
         "## Bytes per request and response (one image)",
