@@ -63,6 +63,8 @@ def _own_answers(own: Point) -> int:
 
 def _why(perf: PerfPoint, own: Point) -> str:
     """The figures that differ between the two runs of a point that disagrees."""
+    if perf.error:
+        return "perf_analyzer did not measure it (see the first table)"
     notes = []
     counts = (perf.requests or 0, _own_answers(own))
     if min(counts) < FEW_ANSWERS:
