@@ -14,6 +14,13 @@ MODEL := $(REPOSITORY)/ssd300/1/model.pt
 IMAGING := $(REPOSITORY)/ssd300_image_preprocess/1/imaging.py
 
 WEIGHTS ?= auto
+# ENGINE=onnx also writes model.onnx and the embedded server runs it with ONNX Runtime: the
+# default, because `make bench` measures it faster than TorchScript on CPUs (README, figures);
+# ENGINE=torchscript builds model.pt only. PRECISION=fp16 builds model.pt with a half-precision
+# network (for GPUs), so it implies ENGINE=torchscript: the ONNX model stays FP32.
+ENGINE ?= $(if $(filter fp16,$(PRECISION)),torchscript,onnx)
+PRECISION ?= fp32
+BUILD_OPTIONS = --weights $(WEIGHTS) --engine $(ENGINE) --precision $(PRECISION)
 HTTP_PORT ?= 8000
 GRPC_PORT ?= 8001
 METRICS_PORT ?= 8002
@@ -33,7 +40,7 @@ NAMESPACE ?= ml
 # The image defaults to the NGC checkpoint, not `auto`: a serving image should never be random.
 IMAGE_WEIGHTS ?= nvidia
 
-.PHONY: help setup model serve demo test lint bench load eval reliability clean image image-loadtest push deploy perf tools
+.PHONY: help setup model serve demo test lint bench load eval reliability clean image image-loadtest push deploy perf tools gpu-check
 
 help:
 	@echo "make demo     build the model (WEIGHTS=auto), serve it, detect objects in sample images"
@@ -41,8 +48,10 @@ help:
 	@echo "make lint     ruff (lint + format check) and mypy"
 	@echo "make setup    create $(VENV) with pinned dependencies"
 	@echo "make model    build $(MODEL)  (WEIGHTS=auto|nvidia|random|<checkpoint path>)"
+	@echo "             ENGINE=onnx|torchscript (onnx, the default, adds model.onnx, served by ONNX Runtime), PRECISION=fp32|fp16"
 	@echo "make serve    run the embedded tritonserver on 127.0.0.1:$(HTTP_PORT)/$(GRPC_PORT)/$(METRICS_PORT)"
 	@echo "make bench    benchmark report into reports/bench/"
+	@echo "make gpu-check  on a CUDA machine: parity, forward/postprocess/pipeline figures into reports/gpu_check/"
 	@echo "make load     Locust load test against the embedded server"
 	@echo "make perf     Triton's perf_analyzer against the embedded server; section in load_tests/BENCHMARK.md"
 	@echo "make tools    unpack perf_analyzer 2.51 and Prometheus 2.42 into .tools/ (make perf/test do it too)"
@@ -58,15 +67,15 @@ $(STAMP): requirements.txt pyproject.toml
 	$(VENV)/bin/pip install --quiet --upgrade pip 2>&1 | $(PIP_QUIET)
 	$(VENV)/bin/pip install --quiet -r requirements.txt 2>&1 | $(PIP_QUIET)
 	$(VENV)/bin/pip install --quiet --no-deps -e . 2>&1 | $(PIP_QUIET)
-	$(PY) -W ignore -c "import torch, torchvision, tritonclient.grpc, pytriton, locust"
+	$(PY) -W ignore -c "import torch, torchvision, tritonclient.grpc, pytriton, locust, onnxruntime, onnxscript, av"
 	touch $@
 
 # Always rebuilds: WEIGHTS may have changed.
 model: setup
-	$(PY) -m ssd300_build --weights $(WEIGHTS) --repository $(REPOSITORY)
+	$(PY) -m ssd300_build $(BUILD_OPTIONS) --repository $(REPOSITORY)
 
 $(MODEL): | $(STAMP)
-	$(PY) -m ssd300_build --weights $(WEIGHTS) --repository $(REPOSITORY)
+	$(PY) -m ssd300_build $(BUILD_OPTIONS) --repository $(REPOSITORY)
 
 # After an edit of the client's imaging code, only the server's copy is rewritten.
 $(IMAGING): client/ssd300_client/imaging.py | $(STAMP)
@@ -79,7 +88,7 @@ demo: setup $(MODEL) $(IMAGING)
 	$(PY) -m tools.demo --repository $(REPOSITORY) --out out/demo
 
 test: setup
-	$(PY) -m pytest -q -ra
+	$(PY) -m pytest -q -ra -m "not slow"
 
 # ruff (lint + format check) over the whole tree, mypy over the client library.
 lint: setup
@@ -93,13 +102,19 @@ eval: setup
 	@test -n "$(COCO)" || { echo "usage: make eval COCO=/path/to/coco [LIMIT=500]  (with \`make serve\` running)"; exit 2; }
 	$(PY) -m ssd300_client.evaluation --coco $(COCO) --url 127.0.0.1:$(GRPC_PORT) $(if $(LIMIT),--limit $(LIMIT))
 
+# The suites write their figures only where asked (a plain test run leaves the tree as it was).
+RELIABILITY_FIGURES := reports/reliability/figures.json
 reliability: setup
-	$(PY) -m pytest tests/test_reliability.py -q -ra
-	$(PY) -m tools.reliability_report --readme docs/reliability.md
+	SSD300_RELIABILITY_FIGURES=$(RELIABILITY_FIGURES) $(PY) -m pytest tests/test_reliability_*.py -q -ra
+	$(PY) -m tools.reliability_report --figures $(RELIABILITY_FIGURES) --readme docs/reliability.md
 
 # Without a built model, the benchmark serves a temporary copy with random weights.
 bench: setup
 	$(PY) -m load_tests.benchmark
+
+# The first figures to take on a GPU (a few minutes): see load_tests/benchmark/gpu_check.py.
+gpu-check: setup $(MODEL)
+	$(PY) -m load_tests.benchmark.gpu_check --repository $(REPOSITORY) --out reports/gpu_check
 
 # perf_analyzer from the tritonclient 2.51.0 wheel (+ libb64, libcudart) and Debian's
 # Prometheus/promtool, unpacked into .tools/ (nothing installed into the system); idempotent.
@@ -114,7 +129,7 @@ load: setup $(MODEL) $(IMAGING)
 	$(PY) -m load_tests.run --http-url 127.0.0.1:$(HTTP_PORT) --grpc-url 127.0.0.1:$(GRPC_PORT) --run-time $(LOAD_TIME) --users $(LOAD_USERS)
 
 clean:
-	rm -rf reports out $(MODEL) $(REPOSITORY)/ssd300/1/weights.json $(IMAGING)
+	rm -rf reports out $(MODEL) $(REPOSITORY)/ssd300/1/model.onnx $(REPOSITORY)/ssd300/1/weights.json $(IMAGING)
 
 image:
 	docker build -f deploy/Dockerfile --build-arg WEIGHTS=$(IMAGE_WEIGHTS) -t $(IMAGE):$(TAG) .

@@ -16,7 +16,16 @@ from pathlib import Path
 import torch
 import tritonclient.grpc as grpcclient
 
-from load_tests.benchmark import cpu_share, inprocess, plot, report, triton_load, wire_sizes
+from load_tests.benchmark import (
+    cpu_share,
+    dispatch_count,
+    engines,
+    inprocess,
+    plot,
+    report,
+    triton_load,
+    wire_sizes,
+)
 from load_tests.payloads import SampleImages
 from load_tests.perf import report as perf_report
 from ssd300_build.__main__ import _sample_photos
@@ -74,6 +83,11 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     )
     parser.add_argument("--repeats", type=int, default=3, help="timed repetitions of each in-process figure")
     parser.add_argument(
+        "--no-onnx",
+        action="store_true",
+        help="skip the ONNX Runtime rows (in-process and served) beside the TorchScript ones",
+    )
+    parser.add_argument(
         "--quiet-below",
         type=float,
         default=0.10,
@@ -105,16 +119,65 @@ def server_facts(client: grpcclient.InferenceServerClient) -> dict:
     config = client.get_model_config(contract.NETWORK_MODEL, as_json=True)["config"]
     batching = config.get("dynamic_batching", {})
     instances = sum(int(group.get("count", 1)) for group in config.get("instance_group", []))
+    delay_ms = int(batching.get("max_queue_delay_microseconds", 0)) / 1000
     return {
         "version": client.get_server_metadata().version,
         "weights": config.get("parameters", {}).get("weights", {}).get("string_value", "unknown"),
+        # as numbers too: the report compares them with the measured execution times
+        "instances": instances,
+        "max_queue_delay_ms": delay_ms,
         "network_config": (
             f"{instances} instance(s), dynamic batching preferred "
             f"{batching.get('preferred_batch_size', [])}, max queue delay "
-            f"{int(batching.get('max_queue_delay_microseconds', 0)) / 1000:g} ms, "
+            f"{delay_ms:g} ms, "
             f"max batch {config.get('max_batch_size')}"
         ),
     }
+
+
+def served_onnx_points(repository: Path, samples, quiet, args, stack: ExitStack) -> list:
+    """The gRPC tensor rows again, with the embedded server running the ONNX engine."""
+    workdir = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="ssd300-bench-onnx-")))
+    log.info("exporting model.onnx from the served model.pt's weights")
+    copy = engines.onnx_repository(repository, workdir)
+    server = EmbeddedServer(
+        copy,
+        http_port=free_port(),
+        grpc_port=free_port(),
+        metrics_port=free_port(),
+        log_path=args.reports / "tritonserver-onnx.log",
+    )
+    log.info("starting tritonserver with the ONNX engine")
+    points = []
+    with server:
+        triton_load.warm_up(
+            server.grpc_url, samples, max_batch=max(args.concurrency) * args.images_per_request
+        )
+        make_sender = triton_load.sender_factory(
+            "grpc",
+            grpc_address=server.grpc_url,
+            http_address=server.http_url,
+            samples=samples,
+            images_per_request=args.images_per_request,
+        )
+        for concurrency in args.concurrency:
+            quiet.wait()
+            point = triton_load.run_point(
+                make_sender,
+                mode="grpc",
+                concurrency=concurrency,
+                grpc_address=server.grpc_url,
+                warmup_s=args.warmup_s,
+                window_s=args.window_s,
+            )
+            log.info(
+                "onnx grpc c=%d  %.2f img/s  p95 %.0f ms",
+                concurrency,
+                point.images_per_s,
+                point.latency_ms["p95"],
+            )
+            points.append(point)
+    return points
 
 
 def write_reports(results: dict, args: argparse.Namespace) -> None:
@@ -153,6 +216,11 @@ def main(argv: list[str] | None = None) -> int:
     }
     cpu_before = cpu_share.snapshot()
     results["inprocess"]["postprocess"] = inprocess.compare_postprocess(network, images, repeats=args.repeats)
+    log.info("dispatched operations per postprocess call at batch %s", dispatch_count.BATCH_SIZES)
+    selection = inprocess.load_selection_module()
+    results["inprocess"]["dispatch"] = dispatch_count.measure(
+        selection, inprocess.served_selection_options(selection), dispatch_count.realistic_outputs(network)
+    )
     log.info("in-process forward and reference pipeline")
     results["inprocess"]["forward"] = inprocess.forward_throughput(
         network, images, batch_sizes=(1, 4, len(images)), repeats=args.repeats
@@ -161,6 +229,19 @@ def main(argv: list[str] | None = None) -> int:
         network, images, repeats=args.repeats
     )
     results["inprocess"]["foreign_cpu_share"] = cpu_share.foreign_share(cpu_before, cpu_share.snapshot())
+    if not args.no_onnx:
+        quiet.wait()
+        log.info("in-process engines: TorchScript and ONNX Runtime, back to back")
+        with tempfile.TemporaryDirectory(prefix="ssd300-bench-onnx-") as workdir:
+            results["engines"] = {
+                "inprocess": engines.compare_inprocess(
+                    network,
+                    images,
+                    batch_sizes=(1, 4, len(images)),
+                    repeats=args.repeats,
+                    workdir=Path(workdir),
+                )
+            }
 
     with ExitStack() as stack:
         repository = served_repository(args.repository, network, metadata, stack)
@@ -212,6 +293,9 @@ def main(argv: list[str] | None = None) -> int:
                     report.percent(point.foreign_cpu_share),
                 )
                 results["triton"].append(point)
+        if not args.no_onnx:
+            server.stop()  # the ONNX server gets the machine to itself, as the TorchScript one had
+            results["engines"]["triton"] = served_onnx_points(repository, samples, quiet, args, stack)
 
     results["duration_s"] = time.monotonic() - began
     results["waited_for_quiet_s"] = quiet.waited_s
@@ -220,7 +304,7 @@ def main(argv: list[str] | None = None) -> int:
     log.info(
         "wrote %s (results.json, BENCHMARK.md, benchmark.png) in %.0f s", args.reports, results["duration_s"]
     )
-    failed = [p for p in results["triton"] if p.errors]
+    failed = [p for p in results["triton"] + results.get("engines", {}).get("triton", []) if p.errors]
     return 1 if failed or not results["inprocess"]["postprocess"]["identical"] else 0
 
 
