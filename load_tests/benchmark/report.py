@@ -507,4 +507,9 @@ def readme_summary(results: dict) -> str:
         }
         row = " | ".join(cells.get(c, "") for c in concurrencies)
         lines.append(f"| {MODE_TITLES[mode]} | {row} |")
+    if "engines" in results:
+        lines += [
+            "",
+            *engines.readme_lines(results["engines"], [p for p in results["triton"] if p.mode == "grpc"]),
+        ]
     return "\n".join(lines) + "\n"
