@@ -22,9 +22,9 @@ from .helpers.engines import (
     copy_repository,
     rows_of,
     run_torchscript,
+    select,
 )
 from .helpers.images import photo_batch
-from .helpers.selection import served_selection
 
 # Issue 13's bar for FP16 against FP32 on the same input.
 FP16_TOLERANCE = 2e-3
@@ -121,7 +121,7 @@ def test_fp16_model_serves_in_the_embedded_server(fp16_repository, one_photo, fp
             client.close()
     assert parameters["precision"]["string_value"] == "fp16"
     assert parameters["engine"]["string_value"] == "torchscript"
-    expected_boxes, expected_scores, expected_labels, expected_counts = served_selection(*fp16_outputs)
+    expected_boxes, expected_scores, expected_labels, expected_counts = select(*fp16_outputs)
     served = rows_of(
         *(
             torch.tensor(result.as_numpy(name)[0])

@@ -8,7 +8,6 @@ import subprocess
 import sys
 
 import onnx
-import onnxruntime
 import pytest
 import torch
 import tritonclient.grpc as grpcclient
@@ -21,19 +20,18 @@ from ssd300_build.reference import decode_batch
 from ssd300_build.sources import load_network
 from ssd300_serving.embedded_server import EmbeddedServer, free_port
 
-from .helpers.checkpoints import ngc_checkpoint
 from .helpers.engines import (
+    BOX_TOLERANCE,
+    SCORE_TOLERANCE,
     assert_rows_match,
     assert_same_detections,
     copy_repository,
+    nvidia_format_checkpoint,
     rows_of,
+    run_onnx,
     run_torchscript,
 )
 from .helpers.images import photo_batch
-
-# Parity tolerances between engines (same FP32 network, different kernels).
-BOX_TOLERANCE = 2e-4
-SCORE_TOLERANCE = 2e-4
 
 
 @pytest.fixture(scope="module")
@@ -43,14 +41,6 @@ def onnx_repository(tmp_path_factory, random_network):
     network, metadata = random_network
     write_model(network, repository, metadata, engine="onnx")
     return repository
-
-
-def run_onnx(repository, images: torch.Tensor):
-    session = onnxruntime.InferenceSession(
-        str(repository / "ssd300" / "1" / ONNX_FILE), providers=["CPUExecutionProvider"]
-    )
-    boxes, scores = session.run(None, {"images": images.numpy()})
-    return torch.from_numpy(boxes), torch.from_numpy(scores)
 
 
 def test_onnx_model_is_checked_dynamic_batch_uint8_in_with_the_served_tensor_names(onnx_repository):
@@ -100,7 +90,7 @@ def test_onnx_detections_equal_torchscript_for_an_nvidia_format_checkpoint(
         if key.startswith("conf.") and key.endswith(".weight"):
             state[key] *= 1.5
     path = tmp_path_factory.mktemp("checkpoint") / "nvidia_ssd.pt"
-    torch.save(ngc_checkpoint(state), path)
+    torch.save(nvidia_format_checkpoint(state), path)
     network, metadata = load_network(str(path))
     repository = copy_repository(tmp_path_factory, "onnx_checkpoint")
     write_model(network, repository, metadata, engine="onnx")
@@ -168,7 +158,7 @@ def onnx_server(onnx_repository, tmp_path_factory):
         yield server
 
 
-@pytest.mark.server  # onnx_server starts its own tritonserver
+@pytest.mark.server  # starts its own tritonserver
 def test_embedded_server_runs_the_onnx_engine_and_says_so(onnx_server):
     client = grpcclient.InferenceServerClient(onnx_server.grpc_url)
     try:
@@ -181,7 +171,7 @@ def test_embedded_server_runs_the_onnx_engine_and_says_so(onnx_server):
     assert "with onnx" in log and "model.onnx" in log
 
 
-@pytest.mark.server  # onnx_server starts its own tritonserver
+@pytest.mark.server  # starts its own tritonserver
 def test_onnx_engine_served_detections_equal_the_in_process_reference(
     onnx_server, random_network, sample_paths
 ):

@@ -1,23 +1,41 @@
-"""Comparing engines (TorchScript, ONNX Runtime, FP16): running a built repository's network in
-process and matching detections within tolerances."""
+"""Running the built engines and comparing their detections (tests/test_onnx.py, test_fp16.py)."""
 
 from __future__ import annotations
 
+import collections
 import shutil
 import warnings
 from pathlib import Path
 
+import onnxruntime
 import torch
 
-from .selection import served_selection
+from load_tests.benchmark.inprocess import load_selection_module
+from ssd300_build.onnx_export import ONNX_FILE
+from ssd300_client import contract
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
+selection = load_selection_module()
+# The served defaults as select_detections arguments.
+DEFAULTS = {
+    argument: contract.POSTPROCESS_DEFAULTS[name] for name, (argument, _) in selection.SETTINGS.items()
+}
+
+# Parity tolerances between engines (same FP32 network, different kernels).
+BOX_TOLERANCE = 2e-4
+SCORE_TOLERANCE = 2e-4
 # Detections this close to an image's cut (its 200th score, or the 0.05 threshold) may be in
 # one engine's top 200 and not the other's: they are left out of the comparison.
 CUT_MARGIN = 1e-3
 
 
-def copy_repository(tmp_path_factory, name: str):
+def select(boxes, scores):
+    """The served selection (CPU function) with the served defaults."""
+    return selection.select_detections(boxes, scores, **DEFAULTS)
+
+
+def copy_repository(tmp_path_factory, name: str) -> Path:
+    """A copy of model_repository/ without anything the build generates."""
     repository = tmp_path_factory.mktemp(name) / "model_repository"
     shutil.copytree(
         REPO_ROOT / "model_repository",
@@ -33,6 +51,14 @@ def run_torchscript(repository, images: torch.Tensor):
         model = torch.jit.load(str(repository / "ssd300" / "1" / "model.pt"))
     with torch.inference_mode():
         return model(images)
+
+
+def run_onnx(repository, images: torch.Tensor):
+    session = onnxruntime.InferenceSession(
+        str(repository / "ssd300" / "1" / ONNX_FILE), providers=["CPUExecutionProvider"]
+    )
+    boxes, scores = session.run(None, {"images": images.numpy()})
+    return torch.from_numpy(boxes), torch.from_numpy(scores)
 
 
 def rows_of(boxes, scores, labels, count):
@@ -65,7 +91,7 @@ def assert_rows_match(expected, actual, *, box_tol, score_tol, min_score=0.0, wh
 
 def assert_same_detections(expected_outputs, actual_outputs, *, box_tol, score_tol, min_score=0.0):
     """Network outputs of two engines → the served selection → the same detections per image."""
-    expected, actual = served_selection(*expected_outputs), served_selection(*actual_outputs)
+    expected, actual = select(*expected_outputs), select(*actual_outputs)
     compared = 0
     for image in range(len(expected[0])):
         rows = [
@@ -76,3 +102,15 @@ def assert_same_detections(expected_outputs, actual_outputs, *, box_tol, score_t
         )
     assert compared > 0, "nothing above the cut to compare"
     return compared
+
+
+def nvidia_format_checkpoint(state: dict) -> dict:
+    """A state dict wrapped like a DeepLearningExamples training checkpoint (DDP prefixes,
+    optimizer and scheduler state, label map)."""
+    return {
+        "epoch": 64,
+        "model": {f"module.{k}": v for k, v in state.items()},
+        "optimizer": {"state": {}, "param_groups": [{"lr": 2.6e-3, "momentum": 0.9, "params": [0, 1]}]},
+        "scheduler": {"milestones": collections.Counter({43: 1, 54: 1}), "gamma": 0.1, "last_epoch": 64},
+        "label_map": {i: i for i in range(1, 81)},
+    }
