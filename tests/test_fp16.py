@@ -100,6 +100,7 @@ def test_fp16_detections_match_fp32_within_2e_3_on_a_photo(built_repository, one
     )
 
 
+@pytest.mark.server  # starts its own tritonserver
 def test_fp16_model_serves_in_the_embedded_server(fp16_repository, one_photo, fp16_outputs, tmp_path):
     server = EmbeddedServer(
         fp16_repository,

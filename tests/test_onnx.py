@@ -158,6 +158,7 @@ def onnx_server(onnx_repository, tmp_path_factory):
         yield server
 
 
+@pytest.mark.server  # starts its own tritonserver
 def test_embedded_server_runs_the_onnx_engine_and_says_so(onnx_server):
     client = grpcclient.InferenceServerClient(onnx_server.grpc_url)
     try:
@@ -170,6 +171,7 @@ def test_embedded_server_runs_the_onnx_engine_and_says_so(onnx_server):
     assert "with onnx" in log and "model.onnx" in log
 
 
+@pytest.mark.server  # starts its own tritonserver
 def test_onnx_engine_served_detections_equal_the_in_process_reference(
     onnx_server, random_network, sample_paths
 ):
