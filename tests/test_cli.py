@@ -9,9 +9,10 @@ import pytest
 from PIL import Image
 
 from ssd300_client import COCO_CATEGORY_IDS, contract
-from ssd300_client.cli import build_parser, coco_image_ids, main, request_parameters
+from ssd300_client.cli import build_parser, main, request_parameters
 from ssd300_client.cli_inputs import collect_inputs
 from ssd300_client.cli_outputs import OutputNames, yolo_lines
+from ssd300_client.cli_run import coco_image_ids, format_detections
 from ssd300_client.drawing import draw_banner
 from ssd300_serving.embedded_server import free_port
 
@@ -195,6 +196,38 @@ def test_a_folder_gives_annotated_images_and_coco_results(triton_server, photo_f
 
 @pytest.mark.server
 @pytest.mark.filterwarnings("ignore::ssd300_client.RandomWeightsWarning")
+def test_detection_settings_reach_the_server_and_classes_filter_every_output(
+    triton_server, photo_folder, tmp_path
+):
+    def run(*options):
+        results, labels = tmp_path / f"r{len(options)}.json", tmp_path / f"labels{len(options)}"
+        argv = [str(photo_folder), "--url", triton_server.grpc_url, "--json", str(results)]
+        assert main([*argv, "--save-txt", str(labels), *options]) == 0
+        document = json.loads(results.read_text())
+        return document["annotations"], labels
+
+    everything, _ = run()
+    per_image = {i: sum(d["image_id"] == i for d in everything) for i in (139, 285)}
+    assert max(per_image.values()) > 3  # so that the limit below has something to cut
+    limited, labels = run("--max-det", "3", "--min-score", "0.2", "--iou", "0.3")
+    assert all(sum(d["image_id"] == i for d in limited) <= 3 for i in (139, 285))
+    assert limited and all(d["score"] > 0.2 for d in limited)
+    for image_id in (139, 285):  # --save-txt: the same detections, one line each
+        lines = (labels / f"{image_id:012d}.txt").read_text().splitlines()
+        assert len(lines) == sum(d["image_id"] == image_id for d in limited)
+        for line in lines:
+            label, *box, score = line.split()
+            assert 0 <= int(label) < 80 and all(0 <= float(v) <= 1 for v in box) and float(score) > 0.2
+    top_class = max(
+        {d["category_id"] for d in everything}, key=lambda c: sum(d["category_id"] == c for d in everything)
+    )
+    only, _ = run("--classes", str(top_class), "--threshold", "0.1", "-v")
+    assert only and {d["category_id"] for d in only} == {top_class}
+    assert all(d["score"] >= 0.1 for d in only)
+
+
+@pytest.mark.server
+@pytest.mark.filterwarnings("ignore::ssd300_client.RandomWeightsWarning")
 def test_an_unreadable_file_is_reported_skipped_and_exits_one(triton_server, photo_folder, tmp_path, capsys):
     (photo_folder / "broken.jpg").write_text("not a jpeg")
     out = tmp_path / "out"
@@ -243,7 +276,6 @@ def test_no_images_at_all_exits_two(tmp_path, capsys):
 
 def test_max_print_shows_the_best_detections_and_counts_the_rest():
     from ssd300_client import Detections
-    from ssd300_client.cli import format_detections
 
     detections = Detections(
         xyxy=[[0, 0, 10, 10]] * 3,

@@ -147,9 +147,9 @@ def test_a_video_is_streamed_holding_only_the_read_ahead(triton_server, tmp_path
             most = max(most, alive)
             yield frame
 
-    from ssd300_client import cli
+    from ssd300_client import cli_run
 
-    original_draw = cli._Run._draw
+    original_draw = cli_run.Run._draw
 
     def draw(self, detections, image):
         nonlocal alive
@@ -157,7 +157,7 @@ def test_a_video_is_streamed_holding_only_the_read_ahead(triton_server, tmp_path
         return original_draw(self, detections, image)
 
     monkeypatch.setattr(video.VideoReader, "frames", counting)
-    monkeypatch.setattr(cli._Run, "_draw", draw)
+    monkeypatch.setattr(cli_run.Run, "_draw", draw)
     code = main(
         [
             str(clip),
