@@ -20,6 +20,16 @@ PORTS := --http-port $(HTTP_PORT) --grpc-port $(GRPC_PORT) --metrics-port $(METR
 # own exit status in the pipeline.)
 PIP_QUIET := { grep -v -e "is ignored: it is neither a file nor a directory" || true; }
 
+# make python-env: the packed environment of the Python-backend models (EXECUTION_ENV_PATH), for
+# the server's Python (3.10 in the 24.10 container; 3.11 for the bundled server here). cuda:
+# PyPI's CUDA torch (GPU serving); cpu: PyTorch's CPU build (its index, or TORCH_INDEX_URL).
+# TORCH_VERSION overrides the pin in build/ssd300_build/python_env.txt.
+PYTHON_ENV_VERSION ?= 3.10
+TORCH_VARIANT ?= cuda
+TORCH_VERSION ?=
+TORCH_INDEX_URL ?=
+PYTHON_ENV := $(REPOSITORY)/python_env.tar.gz
+
 LOAD_TIME ?= 60s
 LOAD_USERS ?= 8
 
@@ -31,7 +41,7 @@ NAMESPACE ?= ml
 # The image defaults to the NGC checkpoint, not `auto`: a serving image should never be random.
 IMAGE_WEIGHTS ?= nvidia
 
-.PHONY: help setup model serve demo test lint bench load eval reliability clean image image-loadtest push deploy
+.PHONY: help setup model serve demo test lint bench load eval reliability clean image image-loadtest push deploy python-env
 
 help:
 	@echo "make demo     build the model (WEIGHTS=auto), serve it, detect objects in sample images"
@@ -40,6 +50,7 @@ help:
 	@echo "make setup    create $(VENV) with pinned dependencies"
 	@echo "make model    build $(MODEL)  (WEIGHTS=auto|nvidia|random|<checkpoint path>)"
 	@echo "make serve    run the embedded tritonserver on 127.0.0.1:$(HTTP_PORT)/$(GRPC_PORT)/$(METRICS_PORT)"
+	@echo "make python-env  pack $(PYTHON_ENV) for the stock Triton container (PYTHON_ENV_VERSION=3.10 TORCH_VARIANT=cuda|cpu)"
 	@echo "make bench    benchmark report into reports/bench/"
 	@echo "make load     Locust load test against the embedded server"
 	@echo "make eval     COCO mAP through the running server (COCO=<dir> [LIMIT=N])"
@@ -63,6 +74,12 @@ model: setup
 
 $(MODEL): | $(STAMP)
 	$(PY) -m ssd300_build --weights $(WEIGHTS) --repository $(REPOSITORY)
+
+# Always rebuilds: PYTHON_ENV_VERSION or TORCH_VARIANT may have changed.
+python-env: setup
+	$(PY) -m ssd300_build.python_env --python-version $(PYTHON_ENV_VERSION) --torch-variant $(TORCH_VARIANT) \
+	  --output $(PYTHON_ENV) $(if $(TORCH_VERSION),--torch-version $(TORCH_VERSION)) \
+	  $(if $(TORCH_INDEX_URL),--torch-index-url $(TORCH_INDEX_URL))
 
 serve: setup $(MODEL)
 	$(PY) -m ssd300_build.embedded_server --repository $(REPOSITORY) $(PORTS)
@@ -96,7 +113,7 @@ load: setup $(MODEL)
 	$(PY) -m load_tests.run --http-url 127.0.0.1:$(HTTP_PORT) --grpc-url 127.0.0.1:$(GRPC_PORT) --run-time $(LOAD_TIME) --users $(LOAD_USERS)
 
 clean:
-	rm -rf reports out $(MODEL) $(REPOSITORY)/ssd300/1/weights.json
+	rm -rf reports out $(MODEL) $(REPOSITORY)/ssd300/1/weights.json $(PYTHON_ENV)
 
 image:
 	docker build -f deploy/Dockerfile --build-arg WEIGHTS=$(IMAGE_WEIGHTS) -t $(IMAGE):$(TAG) .

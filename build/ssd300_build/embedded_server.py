@@ -85,6 +85,10 @@ def _repository_view(repository: Path, workdir: Path, config_name: str) -> Path:
     view.mkdir()
     for model in sorted(p for p in repository.iterdir() if (p / "config.pbtxt").is_file()):
         (view / model.name).symlink_to(model.resolve(), target_is_directory=True)
+    # What the models' configs reach beside them: the packed Python environment
+    # ($$TRITON_MODEL_DIRECTORY/../python_env.tar.gz), when it has been built.
+    for item in sorted(p for p in repository.iterdir() if p.is_file() and p.name.endswith(".tar.gz")):
+        (view / item.name).symlink_to(item.resolve())
     network = repository / "ssd300"
     weights_file = network / "1" / "weights.json"
     metadata = json.loads(weights_file.read_text()) if weights_file.is_file() else None
