@@ -10,6 +10,8 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.setup-done
 REPOSITORY := model_repository
 MODEL := $(REPOSITORY)/ssd300/1/model.pt
+# The server-side decode model's copy of the client's imaging code, written by the model build.
+IMAGING := $(REPOSITORY)/ssd300_image_preprocess/1/imaging.py
 
 WEIGHTS ?= auto
 HTTP_PORT ?= 8000
@@ -54,7 +56,7 @@ help:
 	@echo "make bench    benchmark report into reports/bench/"
 	@echo "make load     Locust load test against the embedded server"
 	@echo "make eval     COCO mAP through the running server (COCO=<dir> [LIMIT=N])"
-	@echo "make reliability  bad input, overload, faults, security; table in reports/reliability/"
+	@echo "make reliability  bad input, overload, faults, security; figures into docs/reliability.md"
 	@echo "make image    build the serving image (Docker; IMAGE_WEIGHTS=nvidia)"
 	@echo "make deploy   helm upgrade --install the chart (REGISTRY=… NAMESPACE=…)"
 
@@ -75,17 +77,21 @@ model: setup
 $(MODEL): | $(STAMP)
 	$(PY) -m ssd300_build --weights $(WEIGHTS) --repository $(REPOSITORY)
 
+# After an edit of the client's imaging code, only the server's copy is rewritten.
+$(IMAGING): client/ssd300_client/imaging.py | $(STAMP)
+	$(PY) -m ssd300_build --imaging-only --repository $(REPOSITORY)
+
 # Always rebuilds: PYTHON_ENV_VERSION or TORCH_VARIANT may have changed.
 python-env: setup
 	$(PY) -m ssd300_build.python_env --python-version $(PYTHON_ENV_VERSION) --torch-variant $(TORCH_VARIANT) \
 	  --output $(PYTHON_ENV) $(if $(TORCH_VERSION),--torch-version $(TORCH_VERSION)) \
 	  $(if $(TORCH_INDEX_URL),--torch-index-url $(TORCH_INDEX_URL))
 
-serve: setup $(MODEL)
-	$(PY) -m ssd300_build.embedded_server --repository $(REPOSITORY) $(PORTS)
+serve: setup $(MODEL) $(IMAGING)
+	$(PY) -m ssd300_serving.embedded_server --repository $(REPOSITORY) $(PORTS)
 
-demo: setup $(MODEL)
-	$(PY) -m ssd300_build.demo --repository $(REPOSITORY) --out out/demo
+demo: setup $(MODEL) $(IMAGING)
+	$(PY) -m tools.demo --repository $(REPOSITORY) --out out/demo
 
 test: setup
 	$(PY) -m pytest -q -ra
@@ -103,17 +109,17 @@ eval: setup
 
 reliability: setup
 	$(PY) -m pytest tests/test_reliability.py -q -ra
-	$(PY) -m ssd300_build.reliability_report --readme README.md
+	$(PY) -m tools.reliability_report --readme docs/reliability.md
 
 # Without a built model, the benchmark serves a temporary copy with random weights.
 bench: setup
 	$(PY) -m load_tests.benchmark
 
-load: setup $(MODEL)
+load: setup $(MODEL) $(IMAGING)
 	$(PY) -m load_tests.run --http-url 127.0.0.1:$(HTTP_PORT) --grpc-url 127.0.0.1:$(GRPC_PORT) --run-time $(LOAD_TIME) --users $(LOAD_USERS)
 
 clean:
-	rm -rf reports out $(MODEL) $(REPOSITORY)/ssd300/1/weights.json $(PYTHON_ENV)
+	rm -rf reports out $(MODEL) $(REPOSITORY)/ssd300/1/weights.json $(IMAGING) $(PYTHON_ENV)
 
 image:
 	docker build -f deploy/Dockerfile --build-arg WEIGHTS=$(IMAGE_WEIGHTS) -t $(IMAGE):$(TAG) .

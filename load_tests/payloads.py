@@ -17,16 +17,17 @@ from pathlib import Path
 
 import numpy as np
 
+from ssd300_client import samples
 from ssd300_client.imaging import decode_image, resize_for_model
 
-# The repository's freely licensed sample photos (also inside the load-test image, which
-# copies client/). SSD300_SAMPLES_DIR points elsewhere, e.g. at a folder of your own images.
-DEFAULT_SAMPLES_DIR = Path(__file__).resolve().parents[1] / "client" / "samples"
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".webp")
 
 
 def samples_dir() -> Path:
-    return Path(os.environ.get("SSD300_SAMPLES_DIR", DEFAULT_SAMPLES_DIR))
+    """SSD300_SAMPLES_DIR (e.g. a folder of your own images), else the client's sample photos
+    (package data, so also inside the load-test image, which installs the client)."""
+    configured = os.environ.get("SSD300_SAMPLES_DIR")
+    return Path(configured) if configured else samples.folder()
 
 
 class SampleImages:

@@ -18,7 +18,7 @@ import urllib.request
 from contextlib import ExitStack
 from pathlib import Path
 
-from ssd300_build.embedded_server import EmbeddedServer, free_port
+from ssd300_serving.embedded_server import EmbeddedServer, free_port
 
 from .endpoints import GRPC, HTTP, parse_endpoint
 

@@ -2,7 +2,7 @@
 
 gRPC under gevent: gRPC's gevent support must be initialised after Locust has monkey-patched
 the standard library (importing locust does that) and before tritonclient.grpc is imported or
-any channel exists (DESIGN §5). This module does it first, so import it before anything that
+any channel exists (docs/testing.md). This module does it first, so import it before anything that
 imports tritonclient.grpc (the ssd300_client package does). tritonclient.http runs on
 geventhttpclient, which is gevent-native.
 """

@@ -9,10 +9,11 @@ from pathlib import Path
 import pytest
 import torch
 
-from ssd300_build.__main__ import SAMPLES_DIR, _sample_photos
-from ssd300_build.embedded_server import EmbeddedServer, free_port
+from ssd300_build.__main__ import _sample_photos
 from ssd300_build.export import write_model
 from ssd300_build.sources import load_network
+from ssd300_client import samples
+from ssd300_serving.embedded_server import EmbeddedServer, free_port
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 SEED = 1234
@@ -20,12 +21,12 @@ SEED = 1234
 
 @pytest.fixture(scope="session")
 def sample_paths() -> list[Path]:
-    return sorted(SAMPLES_DIR.glob("*.jpg"))
+    return samples.paths()
 
 
 @pytest.fixture(scope="session")
 def random_network():
-    """SSD300 with calibrated random weights (DESIGN §7), eval mode; what the test server serves."""
+    """SSD300 with calibrated random weights (docs/testing.md), eval mode; what the test server serves."""
     torch.manual_seed(SEED)
     network, metadata = load_network("random", seed=SEED, calibration_photos=_sample_photos())
     return network, metadata
@@ -38,7 +39,9 @@ def built_repository(tmp_path_factory, random_network) -> Path:
     shutil.copytree(
         REPO_ROOT / "model_repository",
         repository,
-        ignore=shutil.ignore_patterns("model.pt", "weights.json", "__pycache__"),
+        ignore=shutil.ignore_patterns(
+            "model.pt", "weights.json", "imaging.py", "python_env.tar.gz*", "__pycache__"
+        ),
     )
     network, metadata = random_network
     write_model(network, repository, metadata)

@@ -8,9 +8,9 @@ import shutil
 import pytest
 from PIL import Image
 
-from ssd300_build.embedded_server import free_port
 from ssd300_client import COCO_CATEGORY_IDS
 from ssd300_client.cli import annotated_path, coco_image_ids, collect_images, main
+from ssd300_serving.embedded_server import free_port
 
 # ----- without a server -----
 

@@ -75,7 +75,7 @@ def test_server_score_threshold_and_detection_count_match_the_postprocess_parame
 
 
 def test_the_weights_parameter_is_the_one_the_server_stamps_into_the_network_config():
-    from ssd300_build.embedded_server import stamp_weights
+    from ssd300_serving.provenance import stamp_weights
 
     stamped = stamp_weights(f'name: "{contract.NETWORK_MODEL}"', {"weights": contract.RANDOM_WEIGHTS})
     config = text_format.Parse(stamped, mc.ModelConfig())

@@ -9,7 +9,6 @@ import logging
 import pytest
 
 import ssd300_client.detector as detector_module
-from ssd300_build.embedded_server import free_port
 from ssd300_client import (
     AsyncDetector,
     Detector,
@@ -19,6 +18,7 @@ from ssd300_client import (
     ModelNotReadyError,
     ServerUnavailableError,
 )
+from ssd300_serving.embedded_server import free_port
 
 from .test_client_detector import assert_same_detections, url_for
 

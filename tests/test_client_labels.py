@@ -1,4 +1,4 @@
-"""The one COCO label table the client ships (DESIGN §4)."""
+"""The one COCO label table the client ships (docs/reference-semantics.md, "Labels")."""
 
 from __future__ import annotations
 

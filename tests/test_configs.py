@@ -7,6 +7,8 @@ facts the ensembles depend on are cross-checked.
 
 from __future__ import annotations
 
+import shutil
+import subprocess
 from pathlib import Path
 
 import pytest
@@ -116,18 +118,55 @@ def test_ensemble_steps_wire_tensors_of_matching_type_and_shape(ensemble, varian
         assert available[output.name] == (output.data_type, tuple(output.dims)), output.name
 
 
-def test_server_side_decode_uses_the_clients_imaging_module_verbatim():
-    client_copy = REPOSITORY.parent / "client" / "ssd300_client" / "imaging.py"
-    server_copy = REPOSITORY / "ssd300_image_preprocess" / "1" / "imaging.py"
-    assert server_copy.read_bytes() == client_copy.read_bytes(), (
-        "model_repository/ssd300_image_preprocess/1/imaging.py must be a copy of "
-        "client/ssd300_client/imaging.py"
+def test_the_build_writes_the_clients_imaging_module_into_the_decode_model(tmp_path):
+    """The server-side decode model imports ``imaging``; the build generates it from the client's."""
+    import ast
+    import sys
+
+    from ssd300_build.export import GENERATED_HEADER, PREPROCESS_IMAGING
+
+    repository = tmp_path / "model_repository"
+    shutil.copytree(REPOSITORY, repository, ignore=shutil.ignore_patterns("model.pt", "imaging.py"))
+    done = subprocess.run(
+        [sys.executable, "-m", "ssd300_build", "--imaging-only", "--repository", str(repository)],
+        capture_output=True,
+        text=True,
+        timeout=120,
     )
+    assert done.returncode == 0, done.stderr
+    client_source = (REPOSITORY.parent / "client" / "ssd300_client" / "imaging.py").read_text()
+    generated = (repository / PREPROCESS_IMAGING).read_text()
+    assert generated == GENERATED_HEADER + client_source
+    # Everything the decode model imports from it is defined there.
+    model_source = ast.parse((repository / "ssd300_image_preprocess" / "1" / "model.py").read_text())
+    (imported,) = [
+        node
+        for node in ast.walk(model_source)
+        if isinstance(node, ast.ImportFrom) and node.module == "imaging"
+    ]
+    defined = {
+        node.name for node in ast.parse(generated).body if isinstance(node, (ast.ClassDef, ast.FunctionDef))
+    }
+    assert {alias.name for alias in imported.names} <= defined
+
+
+def test_the_generated_imaging_module_is_not_committed():
+    """One source: the client's module. The repository's copy exists only once built."""
+    from ssd300_build.export import PREPROCESS_IMAGING
+
+    root = REPOSITORY.parent
+    if not (root / ".git").exists():
+        pytest.skip("not a git checkout")
+    generated = f"model_repository/{PREPROCESS_IMAGING.as_posix()}"
+    tracked = subprocess.run(["git", "ls-files", "--", generated], cwd=root, capture_output=True, text=True)
+    assert tracked.stdout.strip() == ""
+    ignored = subprocess.run(["git", "check-ignore", "--no-index", "-q", generated], cwd=root)
+    assert ignored.returncode == 0, f"{generated} is not gitignored"
 
 
 @pytest.mark.parametrize("variant", [None, "cpu"])
 def test_stamped_network_config_still_parses_and_names_its_weights(variant):
-    from ssd300_build.export import stamp_weights
+    from ssd300_serving.provenance import stamp_weights
 
     path = REPOSITORY / "ssd300" / ("config.pbtxt" if variant is None else f"configs/{variant}.pbtxt")
     stamped = stamp_weights(path.read_text(), {"weights": "nvidia", "sha256": "ab" * 32})

@@ -34,7 +34,7 @@ import yaml
 from google.protobuf import text_format
 from tritonclient.grpc import model_config_pb2
 
-from ssd300_build import health
+from ssd300_serving import health
 
 REPO = Path(__file__).resolve().parents[1]
 DEPLOY = REPO / "deploy"
@@ -273,7 +273,7 @@ def test_readiness_and_liveness_run_the_canary_the_image_ships(default_docs):
     container = server_container(default_docs)
     script = values_file(CHART / "values.yaml")["probes"]["healthScript"]
     copies = {c.value: c.flags for c in instructions("serve", "COPY")}
-    assert ("build/ssd300_build/health.py", script) in copies
+    assert ("serving/ssd300_serving/health.py", script) in copies
     for probe in ("readinessProbe", "livenessProbe"):
         command = container[probe]["exec"]["command"]
         assert command[:2] == ["python3", script]
@@ -294,7 +294,7 @@ def test_the_canary_covers_every_python_model_of_the_repository():
 def test_the_canary_needs_nothing_but_the_standard_library():
     # The serving image's python3 has neither this project nor its packages: -S drops site-packages.
     done = subprocess.run(
-        [sys.executable, "-I", "-S", str(REPO / "build" / "ssd300_build" / "health.py"), "--help"],
+        [sys.executable, "-I", "-S", str(REPO / "serving" / "ssd300_serving" / "health.py"), "--help"],
         capture_output=True,
         text=True,
         timeout=30,
@@ -641,7 +641,7 @@ def test_image_layout_and_user_match_the_chart(default_docs):
     archive = f"{values['modelRepository']['imagePath']}/python_env.tar.gz"
     assert copies[("/src/python_env.tar.gz", archive)] == ("--from=python-env",)
     assert ("deploy/entrypoint.sh", "/opt/ssd300/entrypoint.sh") in copies
-    assert ("build/ssd300_build/health.py", values["probes"]["healthScript"]) in copies
+    assert ("serving/ssd300_serving/health.py", values["probes"]["healthScript"]) in copies
     (user,) = instructions("serve", "USER")
     pod = server_deployment(default_docs)["spec"]["template"]["spec"]
     assert user.value == (f"{pod['securityContext']['runAsUser']}:{pod['securityContext']['runAsGroup']}",)

@@ -44,7 +44,7 @@ def test_torchscript_matches_eager_for_any_batch_size(scripted, random_network, 
 
 
 def test_graph_decode_matches_the_reference_decode_of_raw_outputs(scripted, random_network, sample_paths):
-    """The reference decodes ploc/plabel itself (DESIGN §3); the exported graph must agree."""
+    """The reference decodes ploc/plabel itself (docs/reference-semantics.md); the graph must agree."""
     network = random_network[0]
     images = photo_batch(sample_paths, 2)
     detector = SSD300Detector(network).eval()
@@ -69,7 +69,7 @@ def test_model_carries_its_weights_metadata(built_repository):
 
 
 def test_calibrated_random_weights_behave_like_a_trained_model(scripted, sample_paths):
-    """DESIGN §7: scores spread out instead of saturating, boxes of sane size."""
+    """docs/testing.md: scores spread out instead of saturating, boxes of sane size."""
     with torch.no_grad():
         boxes, scores = scripted(photo_batch(sample_paths, 4))
     assert torch.isfinite(boxes).all() and boxes.abs().max() < 5

@@ -14,7 +14,7 @@ import tritonclient.grpc as grpcclient
 
 from load_tests.endpoints import GRPC, HTTP, Endpoint, parse_endpoint, resolve_endpoints
 from load_tests.thresholds import Thresholds
-from ssd300_build.embedded_server import free_port
+from ssd300_serving.embedded_server import free_port
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 LOCUSTFILE = REPO_ROOT / "load_tests" / "locustfile.py"

@@ -2,7 +2,7 @@
 
 import pytest
 
-from ssd300_build.markdown_sections import update_section
+from tools.markdown_sections import update_section
 
 
 def test_block_content_is_replaced_and_the_rest_kept(tmp_path):

@@ -1,4 +1,4 @@
-"""SSD300's architecture and default boxes, as DESIGN §1–2 specify them."""
+"""SSD300's architecture and default boxes, as docs/reference-semantics.md specifies them."""
 
 from __future__ import annotations
 

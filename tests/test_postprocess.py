@@ -1,4 +1,4 @@
-"""Box selection in ssd300_postprocess: exactly the reference semantics (DESIGN §3), batched."""
+"""Box selection in ssd300_postprocess: the reference semantics, batched (docs/reference-semantics.md)."""
 
 from __future__ import annotations
 

@@ -23,7 +23,7 @@ from google.protobuf import text_format
 from tritonclient.grpc import model_config_pb2
 
 from ssd300_build import python_env
-from ssd300_build.embedded_server import EmbeddedServer, free_port
+from ssd300_serving.embedded_server import EmbeddedServer, free_port
 
 from .test_export import photo_batch
 

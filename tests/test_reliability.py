@@ -13,7 +13,7 @@ tests/test_weights.py; the chart's non-root pod in tests/test_deploy.py.
 
 Every test records its figures; at the end of the module they are written to
 reports/reliability/figures.json (``$SSD300_RELIABILITY_FIGURES`` moves it), which
-``python -m ssd300_build.reliability_report`` renders as RELIABILITY.md.
+``python -m tools.reliability_report`` renders as RELIABILITY.md.
 """
 
 from __future__ import annotations
@@ -50,9 +50,6 @@ from PIL import Image
 from tritonclient.grpc import model_config_pb2
 from tritonclient.utils import InferenceServerException
 
-from ssd300_build import health
-from ssd300_build.embedded_server import EXIT_TIMEOUT_S, EmbeddedServer, free_port
-from ssd300_build.reliability_report import DEFAULT_FIGURES, FIGURES_ENV, figures_path
 from ssd300_client import (
     AccessDeniedError,
     Detector,
@@ -62,6 +59,9 @@ from ssd300_client import (
     ServerUnavailableError,
 )
 from ssd300_client.transport import translate_error
+from ssd300_serving import health
+from ssd300_serving.embedded_server import EXIT_TIMEOUT_S, EmbeddedServer, free_port
+from tools.reliability_report import DEFAULT_FIGURES, FIGURES_ENV, figures_path
 
 from .test_client_detector import assert_same_detections
 
@@ -108,7 +108,7 @@ SIGTERM_IN_FLIGHT = 8
 
 
 class Figures:
-    """What the tests measured, written as JSON for ``python -m ssd300_build.reliability_report``."""
+    """What the tests measured, written as JSON for ``python -m tools.reliability_report``."""
 
     def __init__(self) -> None:
         self.data: dict = {"meta": {}, "bad_input": {"cases": []}, "notes": []}
@@ -1010,7 +1010,7 @@ def test_an_unsupported_image_type_is_a_type_error_naming_it(detectors, sample_p
 
 
 def test_the_report_renders_recorded_figures_and_marks_missing_ones(tmp_path, capsys):
-    from ssd300_build import reliability_report
+    from tools import reliability_report
 
     overload = {
         "factor": 4,
@@ -1078,7 +1078,7 @@ def restriction_flags(key: str, folder: Path) -> list[str]:
 
 
 class Launcher:
-    """``python -m ssd300_build.embedded_server`` (what ``make serve`` runs) as a child process."""
+    """``python -m ssd300_serving.embedded_server`` (what ``make serve`` runs) as a child process."""
 
     def __init__(self, repository: Path, log_path: Path) -> None:
         self.http_port, self.grpc_port, self.metrics_port = free_port(), free_port(), free_port()
@@ -1088,7 +1088,7 @@ class Launcher:
                 [
                     sys.executable,
                     "-m",
-                    "ssd300_build.embedded_server",
+                    "ssd300_serving.embedded_server",
                     "--repository",
                     str(repository),
                     "--http-port",
@@ -1730,7 +1730,7 @@ def test_a_killed_python_stub_keeps_readiness_green_but_fails_the_canary(dedicat
     answer, message, _ = grpc_answer(server.grpc_url, DETECTOR, pixels_request())
     canary = health.check(server.http_url, timeout_s=30)
     cli = subprocess.run(
-        [sys.executable, "-m", "ssd300_build.health", "--url", server.http_url],
+        [sys.executable, "-m", "ssd300_serving.health", "--url", server.http_url],
         capture_output=True,
         text=True,
         timeout=60,

@@ -100,7 +100,7 @@ def test_image_ensemble_accepts_base64_in_json(triton_server, sample_paths):
 
 
 def test_detector_equals_the_in_process_reference(grpc, random_network, sample_paths):
-    """Eager model + per-class greedy NMS (DESIGN §3, criteria 0.45, 200 detections) in-process
+    """Eager model + per-class greedy NMS (docs/reference-semantics.md; 0.45, 200 detections) in-process
     versus the ensemble; compared as sets so ties in score order cannot flake."""
     images = photo_batch(sample_paths, 6)
     served = infer_images(grpc, images.numpy())

@@ -10,20 +10,19 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from .export import stamp_config, write_model
+from .client_files import sample_photo_paths
+from .export import stamp_config, write_imaging, write_model
 from .sources import DEFAULT_SEED, RANDOM_WEIGHTS_WARNING, load_network
 from .weights import CheckpointError
 
 log = logging.getLogger("ssd300_build")
 
-# Freely licensed photographs shipped with the repository; they temper random weights.
-SAMPLES_DIR = Path(__file__).resolve().parents[2] / "client" / "samples"
-
 
 def _sample_photos() -> torch.Tensor | None:
+    """The client's sample photos at the model's input size; they temper random weights."""
     from PIL import Image
 
-    paths = sorted(SAMPLES_DIR.glob("*.jpg"))
+    paths = sample_photo_paths()
     if not paths:
         return None
     arrays = [np.asarray(Image.open(p).convert("RGB").resize((300, 300), Image.BILINEAR)) for p in paths]
@@ -58,8 +57,16 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--seed", type=int, default=DEFAULT_SEED, help="seed for WEIGHTS=random (default: %(default)s)"
     )
+    parser.add_argument(
+        "--imaging-only",
+        action="store_true",
+        help="only rewrite the preprocess model's imaging.py from the client's (after editing it)",
+    )
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    if args.imaging_only:
+        write_imaging(args.repository)
+        return 0
 
     try:
         network, metadata = load_network(

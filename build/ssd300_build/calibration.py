@@ -1,4 +1,4 @@
-"""Random weights that behave like a trained SSD300 numerically (DESIGN §7).
+"""Random weights that behave like a trained SSD300 numerically (docs/testing.md).
 
 Plain random init gives saturated scores (all 1.0, so every top-k cut is a tie) and box offsets
 whose exp() overflows to ~1e12: useless for testing decode and NMS. Calibrating BN statistics

@@ -1,4 +1,4 @@
-"""The reference decode and NMS of NVIDIA's SSD300, written plainly (DESIGN §3).
+"""The reference decode and NMS of NVIDIA's SSD300, written plainly (docs/reference-semantics.md).
 
 This is the yardstick the served postprocess is tested and benchmarked against: one image at a
 time, one class at a time, greedy NMS in a Python loop. It decodes the raw network outputs

@@ -50,7 +50,7 @@ exit status:
   2 usage error, no images found, or the server unreachable / model not ready.
 
 examples:
-  ssd300-detect client/samples --out out/
+  ssd300-detect client/ssd300_client/samples --out out/
   ssd300-detect "val2017/*.jpg" --json results.json --batch-size 32 --concurrency 8
   ssd300-detect photo.jpg --print --url 10.0.0.5:8001,10.0.0.6:8001
 """

@@ -6,7 +6,7 @@ The ``config.pbtxt`` files under ``model_repository/`` are the source of truth;
 
 from __future__ import annotations
 
-# Models (DESIGN §6).
+# Models (docs/contracts.md).
 DETECTOR_MODEL = "ssd300_detector"  # uint8 images already resized to 300×300 in
 IMAGE_MODEL = "ssd300_image"  # encoded image files in (server-side decode)
 NETWORK_MODEL = "ssd300"  # the network itself; its config carries the weights' provenance

@@ -6,7 +6,7 @@ import ipaddress
 from collections.abc import Iterable
 
 PROTOCOLS = ("grpc", "http")
-DEFAULT_PORTS = {"http": 8000, "grpc": 8001}  # Triton's defaults (DESIGN §6)
+DEFAULT_PORTS = {"http": 8000, "grpc": 8001}  # Triton's defaults (docs/contracts.md)
 _SCHEMES = ("grpc://", "http://")
 _LOOPBACK_NAMES = {"localhost", "localhost.localdomain", "ip6-localhost"}
 

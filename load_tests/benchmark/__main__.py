@@ -17,10 +17,10 @@ import torch
 import tritonclient.grpc as grpcclient
 
 from ssd300_build.__main__ import _sample_photos
-from ssd300_build.embedded_server import EmbeddedServer, free_port
 from ssd300_build.export import write_model
-from ssd300_build.markdown_sections import update_section
 from ssd300_build.sources import load_network
+from ssd300_serving.embedded_server import EmbeddedServer, free_port
+from tools.markdown_sections import update_section
 
 from ..payloads import SampleImages
 from . import cpu_share, inprocess, plot, report, triton_load, wire_sizes

@@ -8,15 +8,15 @@ import logging
 import sys
 from pathlib import Path
 
-from .__main__ import SAMPLES_DIR
-from .embedded_server import EmbeddedServer, ServerError, free_port
+from ssd300_client import samples
+from ssd300_serving.embedded_server import EmbeddedServer, ServerError, free_port
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m ssd300_build.demo", description=__doc__)
+    parser = argparse.ArgumentParser(prog="python -m tools.demo", description=__doc__)
     parser.add_argument("--repository", type=Path, default=Path("model_repository"))
     parser.add_argument(
-        "--images", type=Path, default=SAMPLES_DIR, help="folder of images (default: the sample photos)"
+        "--images", type=Path, default=samples.folder(), help="folder of images (default: the sample photos)"
     )
     parser.add_argument(
         "--out", type=Path, default=Path("out/demo"), help="where annotated images and JSON go"

@@ -9,7 +9,7 @@ postprocess, rescale), and passes only if detections come back.
 An overloaded server (queue full, queue timeout: HTTP 503) counts as healthy: it works, it is
 busy, and restarting it would only make the overload worse.
 
-    python -m ssd300_build.health --url 127.0.0.1:8000      # exit 0 healthy, 1 not
+    python -m ssd300_serving.health --url 127.0.0.1:8000      # exit 0 healthy, 1 not
 """
 
 from __future__ import annotations
@@ -88,7 +88,7 @@ def check(url: str, *, timeout_s: float = 10.0) -> tuple[bool, str]:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
-        prog="python -m ssd300_build.health", description=__doc__.split("\n\n")[0]
+        prog="python -m ssd300_serving.health", description=__doc__.split("\n\n")[0]
     )
     parser.add_argument("--url", default="127.0.0.1:8000", help="HTTP host:port (default: %(default)s)")
     parser.add_argument("--timeout", type=float, default=10.0, help="seconds (default: %(default)s)")

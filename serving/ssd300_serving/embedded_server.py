@@ -26,7 +26,7 @@ import urllib.request
 from pathlib import Path
 
 from . import health
-from .export import stamp_weights
+from .provenance import stamp_weights
 
 log = logging.getLogger(__name__)
 
@@ -38,6 +38,8 @@ DEFAULT_START_TIMEOUT_S = 180.0
 PYTHON_SHM_DEFAULT_BYTES = 32 * 1024 * 1024
 PYTHON_SHM_GROWTH_BYTES = 16 * 1024 * 1024
 EXIT_TIMEOUT_S = 30
+# What the model build writes into the repository (neither is committed).
+GENERATED_FILES = ("ssd300/1/model.pt", "ssd300_image_preprocess/1/imaging.py")
 # Ensemble states while an unload waits for the requests already inside it.
 _DRAINING_STATES = {"READY", "UNLOADING"}
 
@@ -180,8 +182,9 @@ class EmbeddedServer:
         return env
 
     def start(self, *, timeout_s: float = DEFAULT_START_TIMEOUT_S) -> EmbeddedServer:
-        if not (self.repository / "ssd300" / "1" / "model.pt").is_file():
-            raise ServerError(f"{self.repository}/ssd300/1/model.pt is missing: build it with `make model`")
+        for generated in GENERATED_FILES:
+            if not (self.repository / generated).is_file():
+                raise ServerError(f"{self.repository}/{generated} is missing: build it with `make model`")
         self._workdir = Path(tempfile.mkdtemp(prefix="ssd300-triton-"))
         binary, backends = _runtime_tree(self._workdir)
         view = _repository_view(self.repository, self._workdir, self.config_name)
@@ -313,7 +316,7 @@ class EmbeddedServer:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
-        prog="python -m ssd300_build.embedded_server",
+        prog="python -m ssd300_serving.embedded_server",
         description="Serve the model repository with the tritonserver bundled in nvidia-pytriton (CPU).",
     )
     parser.add_argument("--repository", type=Path, default=Path("model_repository"))
