@@ -23,7 +23,7 @@ from ssd300_serving.embedded_server import EmbeddedServer, free_port
 from tools.markdown_sections import update_section
 
 from ..payloads import SampleImages
-from . import cpu_share, inprocess, plot, report, triton_load, wire_sizes
+from . import cpu_share, cpu_sweep, inprocess, plot, report, triton_load, wire_sizes
 
 log = logging.getLogger("load_tests.benchmark")
 REPO_ROOT = Path(__file__).resolve().parents[2]
@@ -56,7 +56,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument(
         "--no-copy", action="store_true", help="leave the committed BENCHMARK.md alone (trial runs)"
     )
-    parser.add_argument("--concurrency", type=int, nargs="+", default=[1, 4, 8])
+    parser.add_argument("--concurrency", type=int, nargs="+", default=[1, 4, 8, 16])
     parser.add_argument("--modes", nargs="+", choices=triton_load.MODES, default=list(triton_load.MODES))
     parser.add_argument("--images-per-request", type=int, default=1)
     parser.add_argument(
@@ -72,6 +72,16 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         help="only rewrite the Markdown and plot from an earlier run's results.json",
     )
     parser.add_argument("--repeats", type=int, default=3, help="timed repetitions of each in-process figure")
+    parser.add_argument(
+        "--no-sweep", action="store_true", help="skip the sweep of ssd300's CPU batching/instance settings"
+    )
+    parser.add_argument("--sweep-concurrency", type=int, nargs="+", default=[1, 4, 8, 16])
+    parser.add_argument(
+        "--sweep-warmup-s", type=float, default=3.0, help="per sweep point (default: %(default)s)"
+    )
+    parser.add_argument(
+        "--sweep-window-s", type=float, default=10.0, help="per sweep point (default: %(default)s)"
+    )
     parser.add_argument(
         "--quiet-below",
         type=float,
@@ -210,6 +220,28 @@ def main(argv: list[str] | None = None) -> int:
                     report.percent(point.foreign_cpu_share),
                 )
                 results["triton"].append(point)
+
+        if not args.no_sweep:
+            results["cpu_sweep"] = {
+                "served": cpu_sweep.served_settings(repository).name,
+                "warmup_s": args.sweep_warmup_s,
+                "window_s": args.sweep_window_s,
+                "entries": [],
+            }
+            for candidate in cpu_sweep.CANDIDATES:
+                log.info("sweep: serving ssd300 with %s", candidate.name)
+                results["cpu_sweep"]["entries"].append(
+                    cpu_sweep.measure(
+                        repository,
+                        candidate,
+                        samples=samples,
+                        concurrencies=args.sweep_concurrency,
+                        warmup_s=args.sweep_warmup_s,
+                        window_s=args.sweep_window_s,
+                        quiet=quiet,
+                        log_path=args.reports / "tritonserver-sweep.log",
+                    )
+                )
 
     results["duration_s"] = time.monotonic() - began
     results["waited_for_quiet_s"] = quiet.waited_s

@@ -13,6 +13,8 @@ from pathlib import Path
 
 import torch
 
+from . import cpu_sweep
+
 # Targets for 2 CPU cores, from the issue (benchmark figures, not tests).
 TARGET_E2E_VS_FORWARD = 0.90  # Triton at concurrency 4 / in-process forward-only
 TARGET_E2E_VS_REFERENCE = 1.6  # Triton at concurrency 4 / in-process forward + reference decode
@@ -71,6 +73,8 @@ def from_json(text: str) -> dict:
 
     results = json.loads(text)
     results["triton"] = [Point(**point) for point in results["triton"]]
+    for entry in results.get("cpu_sweep", {}).get("entries", []):
+        entry["points"] = [Point(**point) for point in entry["points"]]
     results["inprocess"]["forward"] = {
         int(size): figures for size, figures in results["inprocess"]["forward"].items()
     }
@@ -134,6 +138,7 @@ def target_rows(results: dict) -> list[tuple[str, str, str, bool, str]]:
         f"{post['options']['candidates_per_class']} candidate ranks, each a handful of tensor operations over all "
         f"class groups at once"
     )
+    rows += cpu_sweep.target_rows(results)
     rows.append(
         (
             "postprocess speedup vs per-class reference (batch 8)",
@@ -305,6 +310,7 @@ def markdown(results: dict) -> str:
     if notes:
         lines += ["", "Where throughput falls with concurrency (Triton's statistics of the same points):", ""]
         lines += [f"- {note}" for note in notes]
+    lines += ["", *cpu_sweep.markdown(results)]
     lines += [
         "",
         "## Bytes per request and response (one image)",
