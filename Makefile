@@ -43,7 +43,7 @@ NAMESPACE ?= ml
 # The image defaults to the NGC checkpoint, not `auto`: a serving image should never be random.
 IMAGE_WEIGHTS ?= nvidia
 
-.PHONY: help setup model serve demo test lint bench load eval reliability clean image image-loadtest push deploy python-env
+.PHONY: help setup model serve demo test lint bench load eval reliability clean image image-loadtest push deploy perf tools python-env
 
 help:
 	@echo "make demo     build the model (WEIGHTS=auto), serve it, detect objects in sample images"
@@ -55,6 +55,8 @@ help:
 	@echo "make python-env  pack $(PYTHON_ENV) for the stock Triton container (PYTHON_ENV_VERSION=3.10 TORCH_VARIANT=cuda|cpu)"
 	@echo "make bench    benchmark report into reports/bench/"
 	@echo "make load     Locust load test against the embedded server"
+	@echo "make perf     Triton's perf_analyzer against the embedded server; section in load_tests/BENCHMARK.md"
+	@echo "make tools    unpack perf_analyzer 2.51 and Prometheus 2.42 into .tools/ (make perf/test do it too)"
 	@echo "make eval     COCO mAP through the running server (COCO=<dir> [LIMIT=N])"
 	@echo "make reliability  bad input, overload, faults, security; figures into docs/reliability.md"
 	@echo "make image    build the serving image (Docker; IMAGE_WEIGHTS=nvidia)"
@@ -114,6 +116,15 @@ reliability: setup
 # Without a built model, the benchmark serves a temporary copy with random weights.
 bench: setup
 	$(PY) -m load_tests.benchmark
+
+# perf_analyzer from the tritonclient 2.51.0 wheel (+ libb64, libcudart) and Debian's
+# Prometheus/promtool, unpacked into .tools/ (nothing installed into the system); idempotent.
+tools: setup
+	$(PY) -m tools.external_tools perf_analyzer prometheus
+
+# Without a built model, serves a temporary copy with random weights (as make bench does).
+perf: setup $(IMAGING)
+	$(PY) -m load_tests.perf
 
 load: setup $(MODEL) $(IMAGING)
 	$(PY) -m load_tests.run --http-url 127.0.0.1:$(HTTP_PORT) --grpc-url 127.0.0.1:$(GRPC_PORT) --run-time $(LOAD_TIME) --users $(LOAD_USERS)

@@ -16,14 +16,25 @@ makes the exit code 1, so a CI job or the chart's Job fails.
 from __future__ import annotations
 
 import logging
+import sys
+from pathlib import Path
+
+# Locust imports this file by its path, as the top-level module "locustfile", and puts only the
+# working directory and this folder on sys.path. Its siblings are imported as the load_tests
+# package, as everywhere else, so the folder holding load_tests/ must be importable too, from
+# whatever directory Locust runs in (a checkout, the load-test image, a chart pod).
+_PROJECT_ROOT = str(Path(__file__).resolve().parents[1])
+if _PROJECT_ROOT not in sys.path:
+    sys.path.insert(0, _PROJECT_ROOT)
 
 # First: initialises gRPC's gevent support before anything imports tritonclient.grpc.
-from triton_user import TritonGrpcUser, TritonHttpUser  # isort: skip
+from load_tests.triton_user import TritonGrpcUser, TritonHttpUser  # isort: skip
 
-from endpoints import resolve_endpoints
 from locust import events, task
 from locust.runners import WorkerRunner
-from thresholds import DEFAULT_MAX_FAILURE_RATIO, DEFAULT_MAX_P95_MS, Thresholds
+
+from load_tests.endpoints import resolve_endpoints
+from load_tests.thresholds import DEFAULT_MAX_FAILURE_RATIO, DEFAULT_MAX_P95_MS, Thresholds
 
 log = logging.getLogger("ssd300.load")
 

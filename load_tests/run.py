@@ -18,9 +18,9 @@ import urllib.request
 from contextlib import ExitStack
 from pathlib import Path
 
+from load_tests.endpoints import GRPC, HTTP, parse_endpoint
+from ssd300_client import contract
 from ssd300_serving.embedded_server import EmbeddedServer, free_port
-
-from .endpoints import GRPC, HTTP, parse_endpoint
 
 LOCUSTFILE = Path(__file__).resolve().with_name("locustfile.py")
 # 8 users on 2 idle CPU cores: p95 4.1 s over 60 s (p50 1.6 s); 12 s while other test servers
@@ -37,7 +37,7 @@ log = logging.getLogger("load_tests.run")
 def server_ready(http_address: str) -> bool:
     try:
         with urllib.request.urlopen(
-            f"http://{http_address}/v2/models/ssd300_detector/ready", timeout=2
+            f"http://{http_address}/v2/models/{contract.DETECTOR_MODEL}/ready", timeout=2
         ) as response:
             return response.status == 200
     except (urllib.error.URLError, OSError):

@@ -20,14 +20,11 @@ import time
 import numpy as np
 import tritonclient.grpc as grpcclient
 import tritonclient.http as httpclient
-from endpoints import GRPC, HTTP, Endpoint, resolve_endpoints
 from locust import User
-from payloads import SampleImages
 
-DETECTOR_MODEL = "ssd300_detector"
-IMAGE_MODEL = "ssd300_image"
-DETECTION_OUTPUTS = ("detection_boxes", "detection_scores", "detection_classes", "num_detections")
-IMAGE_OUTPUTS = (*DETECTION_OUTPUTS, "image_size")
+from load_tests.endpoints import GRPC, HTTP, Endpoint, resolve_endpoints
+from load_tests.payloads import SampleImages
+from ssd300_client import contract
 
 
 class UnexpectedResponse(RuntimeError):
@@ -136,7 +133,11 @@ class TritonUser(User):
         """One ``ssd300_detector`` request: client-side preprocessed uint8 images."""
         size = self.environment.parsed_options.batch_size
         self.client.infer(
-            DETECTOR_MODEL, "images", self.images.pixel_batch(size, self.cursor), "UINT8", DETECTION_OUTPUTS
+            contract.DETECTOR_MODEL,
+            contract.IMAGES_INPUT,
+            self.images.pixel_batch(size, self.cursor),
+            contract.IMAGES_DATATYPE,
+            contract.DETECTION_OUTPUTS,
         )
         self.cursor += size
 
@@ -144,7 +145,11 @@ class TritonUser(User):
         """One ``ssd300_image`` request: the image files' bytes, decoded by the server."""
         size = self.environment.parsed_options.image_batch_size
         self.client.infer(
-            IMAGE_MODEL, "encoded_image", self.images.encoded_batch(size, self.cursor), "BYTES", IMAGE_OUTPUTS
+            contract.IMAGE_MODEL,
+            contract.ENCODED_IMAGE_INPUT,
+            self.images.encoded_batch(size, self.cursor),
+            contract.ENCODED_IMAGE_DATATYPE,
+            contract.IMAGE_OUTPUTS,
         )
         self.cursor += size
 

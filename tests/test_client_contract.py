@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib.util
 from pathlib import Path
 
 import pytest
@@ -10,6 +11,7 @@ from tritonclient.grpc import model_config_pb2 as mc
 
 from ssd300_client import contract
 from ssd300_client.imaging import MODEL_INPUT_SIZE
+from ssd300_serving import health
 
 REPOSITORY = Path(__file__).resolve().parents[1] / "model_repository"
 
@@ -66,12 +68,47 @@ def test_image_model_outputs_the_detections_and_the_image_size():
     assert tensors(load_config(contract.IMAGE_MODEL).output) == expected
 
 
-def test_server_score_threshold_and_detection_count_match_the_postprocess_parameters():
-    parameters = {
-        key: value.string_value for key, value in load_config(contract.POSTPROCESS_MODEL).parameters.items()
+@pytest.mark.parametrize("variant", ["config.pbtxt", "configs/cpu.pbtxt"])
+def test_postprocess_defaults_are_the_parameters_of_both_configs(variant):
+    config = text_format.Parse(
+        (REPOSITORY / contract.POSTPROCESS_MODEL / variant).read_text(), mc.ModelConfig()
+    )
+    for name, default in contract.POSTPROCESS_DEFAULTS.items():
+        assert type(default)(config.parameters[name].string_value) == default, name
+    assert contract.POSTPROCESS_DEFAULTS[contract.MAX_DETECTIONS_PARAMETER] == contract.MAX_DETECTIONS
+    assert (
+        contract.POSTPROCESS_DEFAULTS[contract.SCORE_THRESHOLD_PARAMETER] == contract.SERVER_SCORE_THRESHOLD
+    )
+
+
+def test_the_postprocess_model_reads_exactly_the_contracts_parameters_with_their_types():
+    """detection_selection.SETTINGS is the table the served model (and the benchmark) use."""
+    path = REPOSITORY / contract.POSTPROCESS_MODEL / "1" / "detection_selection.py"
+    spec = importlib.util.spec_from_file_location("detection_selection", path)
+    selection = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(selection)
+    assert set(selection.SETTINGS) == set(contract.POSTPROCESS_DEFAULTS)
+    for name, (_, cast) in selection.SETTINGS.items():
+        assert cast is type(contract.POSTPROCESS_DEFAULTS[name]), name
+
+
+def test_the_health_probes_standard_library_copy_of_the_names_is_the_contracts():
+    assert health.CANARY_MODEL == contract.IMAGE_MODEL
+    assert health.CANARY_INPUT == contract.ENCODED_IMAGE_INPUT
+    assert health.CANARY_DATATYPE == contract.ENCODED_IMAGE_DATATYPE
+    assert health.CANARY_OUTPUT in contract.DETECTION_OUTPUTS
+
+
+def test_public_models_and_image_outputs_are_the_ensembles_and_their_outputs():
+    ensembles = {
+        path.parent.name
+        for path in REPOSITORY.glob("*/config.pbtxt")
+        if load_config(path.parent.name).platform == "ensemble"
     }
-    assert float(parameters["score_threshold"]) == contract.SERVER_SCORE_THRESHOLD
-    assert int(parameters["max_detections"]) == contract.MAX_DETECTIONS
+    assert set(contract.PUBLIC_MODELS) == ensembles
+    assert [output.name for output in load_config(contract.IMAGE_MODEL).output] == list(
+        contract.IMAGE_OUTPUTS
+    )
 
 
 def test_the_weights_parameter_is_the_one_the_server_stamps_into_the_network_config():

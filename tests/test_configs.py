@@ -15,8 +15,10 @@ import pytest
 from google.protobuf import text_format
 from tritonclient.grpc import model_config_pb2 as mc
 
+from ssd300_client import contract
+
 REPOSITORY = Path(__file__).resolve().parents[1] / "model_repository"
-ENSEMBLES = ("ssd300_detector", "ssd300_image")
+ENSEMBLES = contract.PUBLIC_MODELS
 COMPOSING = ("ssd300", "ssd300_postprocess", "ssd300_image_preprocess", "ssd300_image_postprocess")
 
 

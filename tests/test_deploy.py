@@ -34,6 +34,7 @@ import yaml
 from google.protobuf import text_format
 from tritonclient.grpc import model_config_pb2
 
+from ssd300_client import contract
 from ssd300_serving import health
 
 REPO = Path(__file__).resolve().parents[1]
@@ -48,7 +49,10 @@ MODEL_REPOSITORY = REPO / "model_repository"
 # Oldest Kubernetes the chart is validated against (Chart.yaml allows >= 1.27).
 KUBE_VERSION = "1.30.0"
 # Custom resources: no schema ships for them; they get a structural check instead.
-CUSTOM_KINDS = {("monitoring.coreos.com/v1", "ServiceMonitor")}
+CUSTOM_KINDS = {
+    ("monitoring.coreos.com/v1", "ServiceMonitor"),
+    ("monitoring.coreos.com/v1", "PrometheusRule"),
+}
 RELEASE, NAMESPACE = "ssd300-triton", "ml"  # release named like the chart: objects are "ssd300-triton…"
 
 
@@ -214,6 +218,8 @@ def test_everything_on_renders_every_optional_object(everything_docs):
             "PodDisruptionBudget",
             "HorizontalPodAutoscaler",
             "ServiceMonitor",
+            "ConfigMap",  # Grafana dashboard
+            "PrometheusRule",
             "NetworkPolicy",
             "NetworkPolicy",  # server + Locust master
             "Service",
@@ -265,7 +271,7 @@ def test_startup_probe_waits_for_an_ensemble_the_repository_has(default_docs):
     configs = model_configs()
     path = server_container(default_docs)["startupProbe"]["httpGet"]["path"]
     model = re.fullmatch(r"/v2/models/([^/]+)/ready", path).group(1)
-    assert model == "ssd300_detector" and configs[model].platform == "ensemble"
+    assert model == contract.DETECTOR_MODEL and configs[model].platform == "ensemble"
 
 
 def test_readiness_and_liveness_run_the_canary_the_image_ships(default_docs):
@@ -528,7 +534,7 @@ def test_notes_print_the_next_commands_for_the_service_type(service_type, hint):
     notes = render({"service": {"type": service_type}})["ssd300-triton/templates/NOTES.txt"]
     assert hint in notes
     assert "rollout status deployment/" in notes
-    assert "/v2/models/ssd300_detector/ready" in notes
+    assert f"/v2/models/{contract.DETECTOR_MODEL}/ready" in notes
 
 
 # --- bad values fail with readable messages -------------------------------------------------------

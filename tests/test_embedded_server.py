@@ -2,7 +2,12 @@
 
 from __future__ import annotations
 
+import os
 import shutil
+import signal
+import subprocess
+import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -27,3 +32,86 @@ def test_a_repository_without_the_builds_output_names_make_model(tmp_path, missi
     with pytest.raises(ServerError, match=rf"{missing} is missing: build it with `make model`"):
         server.start()
     assert server.process is None  # refused before anything was launched
+
+
+# --- Ctrl-C while the server starts --------------------------------------------------------------
+
+CANCEL_LIMIT_S = 15  # the launcher used to ignore Ctrl-C until the models were ready (up to 180 s)
+
+
+def _children(pid: int) -> list[int]:
+    found = []
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            try:
+                stat = Path(f"/proc/{entry}/stat").read_text()
+            except OSError:  # exited meanwhile
+                continue
+            if int(stat.rsplit(")", 1)[1].split()[1]) == pid:
+                found.append(int(entry))
+    return found
+
+
+def _process_group(pgid: int) -> list[int]:
+    members = []
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            try:
+                fields = Path(f"/proc/{entry}/stat").read_text().rsplit(")", 1)[1].split()
+            except OSError:
+                continue
+            if int(fields[2]) == pgid and fields[0] != "Z":
+                members.append(int(entry))
+    return members
+
+
+def _wait_for(predicate, timeout_s: float, interval_s: float = 0.1):
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        value = predicate()
+        if value:
+            return value
+        time.sleep(interval_s)
+    return predicate()
+
+
+@pytest.mark.server
+def test_ctrl_c_while_starting_stops_the_launcher_and_tritonserver_promptly(built_repository, tmp_path):
+    """``python -m ssd300_serving.embedded_server`` (``make serve``) gets SIGINT while tritonserver
+    loads the models: it exits within seconds, and no tritonserver or stub process stays."""
+    ports = [str(free_port()) for _ in range(3)]
+    output = tmp_path / "launcher.log"
+    command = [sys.executable, "-m", "ssd300_serving.embedded_server", "--repository", str(built_repository)]
+    for name, port in zip(("--http-port", "--grpc-port", "--metrics-port"), ports):
+        command += [name, port]
+    with open(output, "wb") as log:
+        launcher = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT)
+    server = None
+    try:
+        servers = _wait_for(lambda: _children(launcher.pid), timeout_s=60)
+        assert servers, f"no tritonserver was started:\n{output.read_text()}"
+        (server,) = servers
+        time.sleep(1.0)  # models are loading now: readiness takes tens of seconds on CPU
+        assert launcher.poll() is None, output.read_text()
+        interrupted = time.monotonic()
+        launcher.send_signal(signal.SIGINT)
+        code = launcher.wait(timeout=CANCEL_LIMIT_S)
+        took = time.monotonic() - interrupted
+    finally:
+        if launcher.poll() is None:  # the test failed: take down what the launcher started
+            if server is not None:
+                try:
+                    os.killpg(server, signal.SIGKILL)
+                except ProcessLookupError:
+                    pass
+            launcher.kill()
+            launcher.wait()
+    text = output.read_text()
+    assert "ssd300 ready" not in text, "the server finished starting before the signal: test invalid"
+    assert code == 128 + signal.SIGINT, text
+    assert "SIGINT while starting: tritonserver stopped" in text
+    assert took < CANCEL_LIMIT_S
+    assert not Path(f"/proc/{server}").exists(), "tritonserver is still running"
+    # Its Python stubs notice the parent's exit and leave on their own within moments.
+    leftovers = _wait_for(lambda: not _process_group(server), timeout_s=10)
+    assert leftovers, f"processes left in tritonserver's group: {_process_group(server)}"

@@ -14,6 +14,7 @@ import tritonclient.grpc as grpcclient
 
 from load_tests.endpoints import GRPC, HTTP, Endpoint, parse_endpoint, resolve_endpoints
 from load_tests.thresholds import Thresholds
+from ssd300_client import contract
 from ssd300_serving.embedded_server import free_port
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
@@ -100,7 +101,7 @@ def csv_failures(reports: Path) -> int:
 
 def network_counts(server) -> tuple[int, int]:
     with grpcclient.InferenceServerClient(server.grpc_url) as client:
-        stats = client.get_inference_statistics("ssd300", as_json=True)["model_stats"][0]
+        stats = client.get_inference_statistics(contract.NETWORK_MODEL, as_json=True)["model_stats"][0]
     return int(stats.get("inference_count", 0)), int(stats.get("execution_count", 0))
 
 
@@ -137,7 +138,7 @@ def test_the_smoke_run_meets_its_thresholds_and_writes_its_reports(smoke_run):
 def test_every_user_kind_made_requests_and_none_failed(smoke_run):
     _, reports, *_ = smoke_run
     counts = final_counts(reports)
-    assert set(counts) == {(p, m) for p in ("grpc", "http") for m in ("ssd300_detector", "ssd300_image")}
+    assert set(counts) == {(p, m) for p in ("grpc", "http") for m in contract.PUBLIC_MODELS}
     assert all(requests > 0 and failures == 0 for requests, failures in counts.values()), counts
     assert csv_failures(reports) == 0
 
@@ -147,8 +148,8 @@ def test_concurrent_users_are_served_in_shared_batches(smoke_run):
     """Every image of every request reached ssd300, in fewer executions than requests."""
     _, reports, (inferences_before, executions_before), (inferences_after, executions_after) = smoke_run
     counts = final_counts(reports)
-    detector_requests = sum(counts[(p, "ssd300_detector")][0] for p in ("grpc", "http"))
-    image_requests = sum(counts[(p, "ssd300_image")][0] for p in ("grpc", "http"))
+    detector_requests = sum(counts[(p, contract.DETECTOR_MODEL)][0] for p in ("grpc", "http"))
+    image_requests = sum(counts[(p, contract.IMAGE_MODEL)][0] for p in ("grpc", "http"))
     inferences, executions = inferences_after - inferences_before, executions_after - executions_before
     assert inferences == detector_requests + 2 * image_requests
     assert executions < inferences
@@ -164,3 +165,42 @@ def test_a_run_against_no_server_fails_with_exit_code_1(tmp_path):
     completed = subprocess.run(command, cwd=REPO_ROOT, capture_output=True, text=True, timeout=60)
     assert completed.returncode == 1, completed.stderr[-3000:]
     assert "threshold violated: failure ratio 100.00%" in completed.stderr
+
+
+# --- one import path: Locust loads the file by path, `python -m load_tests.run` as a package ----
+
+
+def test_load_tests_modules_import_each_other_only_as_the_load_tests_package():
+    """A bare ``from endpoints import …`` would load a second copy of the module under another
+    name (its globals and classes duplicated); relative imports break in the locustfile."""
+    import ast
+
+    package = REPO_ROOT / "load_tests"
+    siblings = {path.stem for path in package.glob("*.py")} | {"benchmark"}
+    offenders = []
+    for path in sorted(package.rglob("*.py")):
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.ImportFrom) and (node.level or node.module.split(".")[0] in siblings):
+                offenders.append(f"{path.relative_to(REPO_ROOT)}:{node.lineno}")
+            elif isinstance(node, ast.Import):
+                offenders += [
+                    f"{path.relative_to(REPO_ROOT)}:{node.lineno}"
+                    for alias in node.names
+                    if alias.name.split(".")[0] in siblings
+                ]
+    assert not offenders, f"import load_tests modules as load_tests.<name>: {offenders}"
+
+
+def test_locust_loads_the_locustfile_from_any_working_directory(tmp_path):
+    # The chart's pods and `locust -f /path/to/load_tests/locustfile.py` need not run in the
+    # repository root; the user classes must load all the same.
+    completed = subprocess.run(
+        [sys.executable, "-m", "locust", "-f", str(LOCUSTFILE), "--list"],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert completed.returncode == 0, completed.stderr[-3000:]
+    for user in ("GrpcDetectorUser", "HttpDetectorUser", "GrpcImageUser", "HttpImageUser"):
+        assert user in completed.stdout

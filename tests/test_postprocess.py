@@ -12,6 +12,7 @@ from torch.testing import assert_close
 from ssd300_build.default_boxes import dboxes300_coco
 from ssd300_build.detector import SSD300Detector
 from ssd300_build.reference import decode_batch
+from ssd300_client import contract
 
 from .test_export import photo_batch
 
@@ -22,7 +23,10 @@ spec = importlib.util.spec_from_file_location("detection_selection", SELECTION_F
 selection = importlib.util.module_from_spec(spec)
 spec.loader.exec_module(selection)
 
-DEFAULTS = dict(score_threshold=0.05, candidates_per_class=200, iou_threshold=0.45, max_detections=200)
+# The served defaults as select_detections arguments.
+DEFAULTS = {
+    argument: contract.POSTPROCESS_DEFAULTS[name] for name, (argument, _) in selection.SETTINGS.items()
+}
 
 
 def select(boxes, scores, **options):

@@ -18,6 +18,7 @@ from tritonclient.utils import InferenceServerException
 from ssd300_build.default_boxes import dboxes300_coco
 from ssd300_build.detector import SSD300Detector
 from ssd300_build.reference import decode_batch
+from ssd300_client import contract
 
 from .test_export import photo_batch
 from .test_postprocess import as_set
@@ -30,7 +31,7 @@ MODELS = (
     "ssd300_image_preprocess",
     "ssd300_image_postprocess",
 )
-OUTPUTS = ("detection_boxes", "detection_scores", "detection_classes", "num_detections")
+OUTPUTS = contract.DETECTION_OUTPUTS
 
 
 @pytest.fixture(scope="module")

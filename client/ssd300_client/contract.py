@@ -26,10 +26,25 @@ COUNT_OUTPUT = "num_detections"  # INT32 [N, 1]
 IMAGE_SIZE_OUTPUT = "image_size"  # INT32 [N, 2] (height, width); ssd300_image only
 DETECTION_OUTPUTS = (BOXES_OUTPUT, SCORES_OUTPUT, CLASSES_OUTPUT, COUNT_OUTPUT)
 
+IMAGE_OUTPUTS = (*DETECTION_OUTPUTS, IMAGE_SIZE_OUTPUT)  # what ssd300_image returns
+PUBLIC_MODELS = (DETECTOR_MODEL, IMAGE_MODEL)
+
 MAX_BATCH_SIZE = 64  # max_batch_size of both public models
 MAX_DETECTIONS = 200  # rows per image in every detection output
-# ssd300_postprocess drops detections scoring at or below this (its "score_threshold").
-SERVER_SCORE_THRESHOLD = 0.05
+
+# ssd300_postprocess's selection settings: config parameters (NVIDIA's reference values), each
+# of which a request may override with a request parameter of the same name.
+SCORE_THRESHOLD_PARAMETER = "score_threshold"  # detections scoring at or below it are dropped
+CANDIDATES_PARAMETER = "candidates_per_class"  # best boxes per class that enter NMS
+NMS_IOU_PARAMETER = "nms_iou_threshold"  # a box survives NMS if its IoU with every kept one is below
+MAX_DETECTIONS_PARAMETER = "max_detections"  # detections per image, at most MAX_DETECTIONS
+POSTPROCESS_DEFAULTS: dict[str, float | int] = {
+    SCORE_THRESHOLD_PARAMETER: 0.05,
+    CANDIDATES_PARAMETER: 200,
+    NMS_IOU_PARAMETER: 0.45,
+    MAX_DETECTIONS_PARAMETER: MAX_DETECTIONS,
+}
+SERVER_SCORE_THRESHOLD = POSTPROCESS_DEFAULTS[SCORE_THRESHOLD_PARAMETER]
 
 # Parameter the embedded server stamps into ssd300's config: "random", "nvidia" or "file".
 WEIGHTS_PARAMETER = "weights"

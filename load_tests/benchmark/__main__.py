@@ -16,14 +16,15 @@ from pathlib import Path
 import torch
 import tritonclient.grpc as grpcclient
 
+from load_tests.benchmark import cpu_share, cpu_sweep, inprocess, plot, report, triton_load, wire_sizes
+from load_tests.payloads import SampleImages
+from load_tests.perf import report as perf_report
 from ssd300_build.__main__ import _sample_photos
 from ssd300_build.export import write_model
 from ssd300_build.sources import load_network
+from ssd300_client import contract
 from ssd300_serving.embedded_server import EmbeddedServer, free_port
 from tools.markdown_sections import update_section
-
-from ..payloads import SampleImages
-from . import cpu_share, cpu_sweep, inprocess, plot, report, triton_load, wire_sizes
 
 log = logging.getLogger("load_tests.benchmark")
 REPO_ROOT = Path(__file__).resolve().parents[2]
@@ -99,7 +100,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 
 def served_repository(repository: Path, network, metadata: dict, stack: ExitStack) -> Path:
     """The repository as built, or a temporary copy holding a model.pt of ``network``."""
-    if (repository / "ssd300" / "1" / "model.pt").is_file():
+    if (repository / contract.NETWORK_MODEL / "1" / "model.pt").is_file():
         return repository
     log.info("%s has no model.pt: serving a temporary copy built with random weights", repository)
     copy = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="ssd300-bench-"))) / "model_repository"
@@ -111,7 +112,7 @@ def served_repository(repository: Path, network, metadata: dict, stack: ExitStac
 
 
 def server_facts(client: grpcclient.InferenceServerClient) -> dict:
-    config = client.get_model_config("ssd300", as_json=True)["config"]
+    config = client.get_model_config(contract.NETWORK_MODEL, as_json=True)["config"]
     batching = config.get("dynamic_batching", {})
     instances = sum(int(group.get("count", 1)) for group in config.get("instance_group", []))
     return {
@@ -131,7 +132,8 @@ def write_reports(results: dict, args: argparse.Namespace) -> None:
     (args.reports / "BENCHMARK.md").write_text(text)
     plot.plot(results, args.reports / "benchmark.png")
     if not args.no_copy:
-        args.markdown_copy.write_text(text)
+        # `make perf` owns a section of the same file: keep it.
+        args.markdown_copy.write_text(text + perf_report.kept_section(args.markdown_copy))
         update_section(REPO_ROOT / "README.md", "benchmark", report.readme_summary(results))
 
 

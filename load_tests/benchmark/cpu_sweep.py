@@ -19,9 +19,8 @@ import tritonclient.grpc as grpcclient
 from google.protobuf import text_format
 from tritonclient.grpc import model_config_pb2
 
+from load_tests.benchmark import triton_load
 from ssd300_serving.embedded_server import EmbeddedServer, free_port
-
-from . import triton_load
 
 log = logging.getLogger(__name__)
 

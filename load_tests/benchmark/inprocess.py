@@ -16,15 +16,9 @@ from tritonclient.grpc import model_config_pb2
 from ssd300_build.default_boxes import dboxes300_coco, decode_boxes
 from ssd300_build.detector import SSD300Detector
 from ssd300_build.reference import decode_batch
+from ssd300_client.contract import POSTPROCESS_MODEL
 
-POSTPROCESS_DIR = Path(__file__).resolve().parents[2] / "model_repository" / "ssd300_postprocess"
-# The config's parameter names → select_detections' keyword arguments.
-SELECTION_PARAMETERS = {
-    "score_threshold": ("score_threshold", float),
-    "candidates_per_class": ("candidates_per_class", int),
-    "nms_iou_threshold": ("iou_threshold", float),
-    "max_detections": ("max_detections", int),
-}
+POSTPROCESS_DIR = Path(__file__).resolve().parents[2] / "model_repository" / POSTPROCESS_MODEL
 SCORE_TOLERANCE = 1e-5
 
 
@@ -37,13 +31,14 @@ def load_selection_module() -> ModuleType:
     return module
 
 
-def served_selection_options() -> dict:
-    """The thresholds the CPU server uses, read from the config the server reads."""
+def served_selection_options(selection: ModuleType) -> dict:
+    """The thresholds the CPU server uses, read from the config the server reads, as
+    ``select_detections`` arguments (the module's own parameter → argument table)."""
     config = text_format.Parse(
         (POSTPROCESS_DIR / "configs" / "cpu.pbtxt").read_text(), model_config_pb2.ModelConfig()
     )
     return {
-        name: cast(config.parameters[key].string_value) for key, (name, cast) in SELECTION_PARAMETERS.items()
+        name: cast(config.parameters[key].string_value) for key, (name, cast) in selection.SETTINGS.items()
     }
 
 
@@ -73,7 +68,7 @@ def compare_postprocess(network, images: torch.Tensor, *, repeats: int) -> dict:
     also with that decode and softmax included, for a like-for-like figure.
     """
     selection = load_selection_module()
-    options = served_selection_options()
+    options = served_selection_options(selection)
     detector = SSD300Detector(network).eval()
     dboxes = dboxes300_coco()
     with torch.inference_mode():

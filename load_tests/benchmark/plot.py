@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from .report import MODE_TITLES
+from load_tests.benchmark.report import MODE_TITLES
 
 
 def plot(results: dict, path: Path) -> None:

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import torch
 
-from . import cpu_sweep
+from load_tests.benchmark import cpu_sweep
 
 # Targets for 2 CPU cores, from the issue (benchmark figures, not tests).
 TARGET_E2E_VS_FORWARD = 0.90  # Triton at concurrency 4 / in-process forward-only
@@ -69,7 +69,7 @@ def to_json(results: dict) -> str:
 
 def from_json(text: str) -> dict:
     """Results as written by to_json, back in the shapes markdown() and plot() take."""
-    from .triton_load import Point
+    from load_tests.benchmark.triton_load import Point
 
     results = json.loads(text)
     results["triton"] = [Point(**point) for point in results["triton"]]

@@ -20,14 +20,18 @@ import tritonclient.grpc as grpcclient
 import tritonclient.http as httpclient
 from tritonclient.utils import InferenceServerException, shared_memory
 
-from . import cpu_share
-
-DETECTOR_MODEL, IMAGE_MODEL, NETWORK_MODEL, POSTPROCESS_MODEL = (
-    "ssd300_detector",
-    "ssd300_image",
-    "ssd300",
-    "ssd300_postprocess",
+from load_tests.benchmark import cpu_share
+from ssd300_client.contract import (
+    DETECTOR_MODEL,
+    ENCODED_IMAGE_DATATYPE,
+    ENCODED_IMAGE_INPUT,
+    IMAGE_MODEL,
+    IMAGES_DATATYPE,
+    IMAGES_INPUT,
+    NETWORK_MODEL,
+    POSTPROCESS_MODEL,
 )
+
 # Modes: protocol and payload. "grpc_shm": the uint8 input travels through system shared
 # memory registered with the server; only the request's metadata goes over gRPC.
 MODES = ("grpc", "http", "grpc_shm", "image_grpc")
@@ -45,7 +49,7 @@ class Sender:
 class GrpcSender(Sender):
     def __init__(self, address: str, pixels: np.ndarray) -> None:
         self.client = grpcclient.InferenceServerClient(address)
-        self.inputs = [grpcclient.InferInput("images", list(pixels.shape), "UINT8")]
+        self.inputs = [grpcclient.InferInput(IMAGES_INPUT, list(pixels.shape), IMAGES_DATATYPE)]
         self.inputs[0].set_data_from_numpy(pixels)
         self.images = len(pixels)
 
@@ -59,7 +63,7 @@ class HttpSender(Sender):
         self.client = httpclient.InferenceServerClient(
             address, connection_timeout=REQUEST_TIMEOUT_S, network_timeout=REQUEST_TIMEOUT_S
         )
-        self.inputs = [httpclient.InferInput("images", list(pixels.shape), "UINT8")]
+        self.inputs = [httpclient.InferInput(IMAGES_INPUT, list(pixels.shape), IMAGES_DATATYPE)]
         self.inputs[0].set_data_from_numpy(pixels, binary_data=True)
         self.images = len(pixels)
 
@@ -77,7 +81,7 @@ class GrpcSharedMemorySender(GrpcSender):
         self.handle = shared_memory.create_shared_memory_region(self.region, f"/{self.region}", pixels.nbytes)
         shared_memory.set_shared_memory_region(self.handle, [pixels])
         self.client.register_system_shared_memory(self.region, f"/{self.region}", pixels.nbytes)
-        self.inputs = [grpcclient.InferInput("images", list(pixels.shape), "UINT8")]
+        self.inputs = [grpcclient.InferInput(IMAGES_INPUT, list(pixels.shape), IMAGES_DATATYPE)]
         self.inputs[0].set_shared_memory(self.region, pixels.nbytes)
         self.images = len(pixels)
 
@@ -106,7 +110,9 @@ class GrpcImageSender(GrpcSender):
 
     def __init__(self, address: str, encoded: np.ndarray) -> None:
         self.client = grpcclient.InferenceServerClient(address)
-        self.inputs = [grpcclient.InferInput("encoded_image", list(encoded.shape), "BYTES")]
+        self.inputs = [
+            grpcclient.InferInput(ENCODED_IMAGE_INPUT, list(encoded.shape), ENCODED_IMAGE_DATATYPE)
+        ]
         self.inputs[0].set_data_from_numpy(encoded)
         self.images = len(encoded)
 
@@ -226,10 +232,12 @@ def warm_up(grpc_address: str, samples, *, max_batch: int, rounds: int = 2) -> N
     with grpcclient.InferenceServerClient(grpc_address) as client:
         for _ in range(rounds):
             for size in range(1, max_batch + 1):
-                tensor = grpcclient.InferInput("images", [size, *samples.pixels.shape[1:]], "UINT8")
+                tensor = grpcclient.InferInput(
+                    IMAGES_INPUT, [size, *samples.pixels.shape[1:]], IMAGES_DATATYPE
+                )
                 tensor.set_data_from_numpy(samples.pixel_batch(size))
                 client.infer(DETECTOR_MODEL, [tensor], client_timeout=REQUEST_TIMEOUT_S)
-            encoded = grpcclient.InferInput("encoded_image", [1, 1], "BYTES")
+            encoded = grpcclient.InferInput(ENCODED_IMAGE_INPUT, [1, 1], ENCODED_IMAGE_DATATYPE)
             encoded.set_data_from_numpy(samples.encoded_batch(1))
             client.infer(IMAGE_MODEL, [encoded], client_timeout=REQUEST_TIMEOUT_S)
 

@@ -18,7 +18,15 @@ import tritonclient.http as httpclient
 from tritonclient.grpc._utils import _get_inference_request  # the message tritonclient would send
 from tritonclient.utils import shared_memory
 
-from .triton_load import DETECTOR_MODEL, IMAGE_MODEL, unregister_when_released
+from load_tests.benchmark.triton_load import unregister_when_released
+from ssd300_client.contract import (
+    DETECTOR_MODEL,
+    ENCODED_IMAGE_DATATYPE,
+    ENCODED_IMAGE_INPUT,
+    IMAGE_MODEL,
+    IMAGES_DATATYPE,
+    IMAGES_INPUT,
+)
 
 
 def _request_message_bytes(model: str, inputs) -> int:
@@ -45,7 +53,7 @@ def _grpc_sizes(client, model: str, inputs, request_tensor_bytes: int) -> dict:
 
 
 def _http_sizes(http_address: str, pixels: np.ndarray) -> dict:
-    inputs = [httpclient.InferInput("images", list(pixels.shape), "UINT8")]
+    inputs = [httpclient.InferInput(IMAGES_INPUT, list(pixels.shape), IMAGES_DATATYPE)]
     inputs[0].set_data_from_numpy(pixels, binary_data=True)
     body, json_size = httpclient.InferenceServerClient.generate_request_body(inputs)
     headers = {"Content-Type": "application/octet-stream"}
@@ -74,7 +82,7 @@ def measure(grpc_address: str, http_address: str, samples) -> dict[str, dict]:
     encoded = samples.encoded_batch(1)
     sizes = {}
     with grpcclient.InferenceServerClient(grpc_address) as client:
-        tensor = grpcclient.InferInput("images", list(pixels.shape), "UINT8")
+        tensor = grpcclient.InferInput(IMAGES_INPUT, list(pixels.shape), IMAGES_DATATYPE)
         tensor.set_data_from_numpy(pixels)
         sizes["grpc"] = _grpc_sizes(client, DETECTOR_MODEL, [tensor], pixels.nbytes)
 
@@ -83,7 +91,7 @@ def measure(grpc_address: str, http_address: str, samples) -> dict[str, dict]:
         try:
             shared_memory.set_shared_memory_region(handle, [pixels])
             client.register_system_shared_memory(region, f"/{region}", pixels.nbytes)
-            tensor = grpcclient.InferInput("images", list(pixels.shape), "UINT8")
+            tensor = grpcclient.InferInput(IMAGES_INPUT, list(pixels.shape), IMAGES_DATATYPE)
             tensor.set_shared_memory(region, pixels.nbytes)
             # the tensor's bytes are still read by the server, from shared memory instead of the message
             sizes["grpc_shm"] = _grpc_sizes(client, DETECTOR_MODEL, [tensor], pixels.nbytes)
@@ -91,7 +99,7 @@ def measure(grpc_address: str, http_address: str, samples) -> dict[str, dict]:
         finally:
             shared_memory.destroy_shared_memory_region(handle)
 
-        tensor = grpcclient.InferInput("encoded_image", list(encoded.shape), "BYTES")
+        tensor = grpcclient.InferInput(ENCODED_IMAGE_INPUT, list(encoded.shape), ENCODED_IMAGE_DATATYPE)
         tensor.set_data_from_numpy(encoded)
         # BYTES tensors carry a 4-byte length before each element
         sizes["image_grpc"] = _grpc_sizes(

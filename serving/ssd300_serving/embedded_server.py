@@ -25,12 +25,13 @@ import urllib.error
 import urllib.request
 from pathlib import Path
 
+from ssd300_client.contract import PUBLIC_MODELS
+
 from . import health
 from .provenance import stamp_weights
 
 log = logging.getLogger(__name__)
 
-PUBLIC_MODELS = ("ssd300_detector", "ssd300_image")
 DEFAULT_PORTS = {"http": 8000, "grpc": 8001, "metrics": 8002}
 DEFAULT_START_TIMEOUT_S = 180.0
 # Python-backend shared memory per model instance: raw SSD outputs are ~3 MB per image, so
@@ -46,6 +47,10 @@ _DRAINING_STATES = {"READY", "UNLOADING"}
 
 class ServerError(RuntimeError):
     """The embedded server could not be started or did not become ready."""
+
+
+class StartCancelled(ServerError):
+    """:meth:`EmbeddedServer.cancel` was called (Ctrl-C, SIGTERM) before the server was ready."""
 
 
 def free_port() -> int:
@@ -132,6 +137,7 @@ class EmbeddedServer:
         self.extra_args = tuple(extra_args)
         self.process: subprocess.Popen | None = None
         self._workdir: Path | None = None
+        self._cancelled = False
 
     @property
     def http_url(self) -> str:
@@ -185,6 +191,7 @@ class EmbeddedServer:
         for generated in GENERATED_FILES:
             if not (self.repository / generated).is_file():
                 raise ServerError(f"{self.repository}/{generated} is missing: build it with `make model`")
+        self._raise_if_cancelled()
         self._workdir = Path(tempfile.mkdtemp(prefix="ssd300-triton-"))
         binary, backends = _runtime_tree(self._workdir)
         view = _repository_view(self.repository, self._workdir, self.config_name)
@@ -224,9 +231,19 @@ class EmbeddedServer:
         """A canary inference through every Python model (model readiness misses dead stubs)."""
         return health.check(self.http_url, timeout_s=timeout_s)
 
+    def cancel(self) -> None:
+        """Give up starting: a running :meth:`start` stops the server and raises StartCancelled
+        within one readiness poll. Only sets a flag, so a signal handler may call it."""
+        self._cancelled = True
+
+    def _raise_if_cancelled(self) -> None:
+        if self._cancelled:
+            raise StartCancelled("start cancelled before the server was ready")
+
     def wait_until_ready(self, *, timeout_s: float) -> None:
         deadline = time.monotonic() + timeout_s
         while time.monotonic() < deadline:
+            self._raise_if_cancelled()
             if self.process.poll() is not None:
                 raise ServerError(
                     f"tritonserver exited with code {self.process.returncode} "
@@ -234,6 +251,7 @@ class EmbeddedServer:
                 )
             if all(self.is_model_ready(model) for model in PUBLIC_MODELS):
                 healthy, reason = self.health(timeout_s=max(deadline - time.monotonic(), 1.0))
+                self._raise_if_cancelled()  # the canary may take seconds; a cancel wins
                 if healthy:
                     return
                 raise ServerError(
@@ -338,16 +356,20 @@ def main(argv: list[str] | None = None) -> int:
         metrics_port=args.metrics_port,
         config_name=args.config_name,
     )
-    stopping = False
+    stopping = 0  # the signal that asked us to stop
 
     def request_stop(signum, frame):
         nonlocal stopping
-        stopping = True
+        stopping = signum
+        server.cancel()  # while starting; once ready, the loop below sees `stopping`
 
     signal.signal(signal.SIGINT, request_stop)
     signal.signal(signal.SIGTERM, request_stop)
     try:
         server.start(timeout_s=args.timeout)
+    except StartCancelled:
+        print(f"{signal.Signals(stopping).name} while starting: tritonserver stopped", file=sys.stderr)
+        return 128 + stopping
     except ServerError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1

@@ -22,7 +22,12 @@ import urllib.error
 import urllib.request
 import zlib
 
+# The image runs this file with the standard library alone, so it cannot import the client's
+# contract; tests/test_client_contract.py checks that these names are the contract's.
 CANARY_MODEL = "ssd300_image"
+CANARY_INPUT = "encoded_image"
+CANARY_DATATYPE = "BYTES"
+CANARY_OUTPUT = "num_detections"
 BUSY_STATUS = 503
 
 
@@ -49,9 +54,9 @@ def canary_request(image: bytes) -> tuple[bytes, dict[str, str]]:
         {
             "inputs": [
                 {
-                    "name": "encoded_image",
+                    "name": CANARY_INPUT,
                     "shape": [1, 1],
-                    "datatype": "BYTES",
+                    "datatype": CANARY_DATATYPE,
                     "parameters": {"binary_data_size": len(element)},
                 }
             ],
@@ -81,7 +86,7 @@ def check(url: str, *, timeout_s: float = 10.0) -> tuple[bool, str]:
     except (urllib.error.URLError, OSError) as error:
         return False, f"no answer from {url}: {getattr(error, 'reason', error)}"
     outputs = {output["name"]: output for output in reply.get("outputs", [])}
-    if "num_detections" not in outputs:
+    if CANARY_OUTPUT not in outputs:
         return False, f"unexpected reply: {str(reply)[:300]}"
     return True, "ok"
 

@@ -10,6 +10,15 @@ from __future__ import annotations
 
 import torch
 
+# Config / request parameter of ssd300_postprocess -> (select_detections argument, type). The
+# names are the client's contract (ssd300_client/contract.py; tests/test_client_contract.py).
+SETTINGS = {
+    "score_threshold": ("score_threshold", float),
+    "candidates_per_class": ("candidates_per_class", int),
+    "nms_iou_threshold": ("iou_threshold", float),
+    "max_detections": ("max_detections", int),
+}
+
 
 def greedy_nms(boxes: torch.Tensor, valid: torch.Tensor, iou_threshold: float) -> torch.Tensor:
     """Greedy NMS for many groups at once.

@@ -10,18 +10,11 @@ import json
 
 import torch
 import triton_python_backend_utils as pb_utils
-from detection_selection import select_detections
+from detection_selection import SETTINGS, select_detections
 from torch.utils.dlpack import from_dlpack
 
 # In the order select_detections returns them.
 OUTPUT_NAMES = ("detection_boxes", "detection_scores", "detection_classes", "num_detections")
-# config / request parameter -> (select_detections argument, type)
-SETTINGS = {
-    "score_threshold": ("score_threshold", float),
-    "candidates_per_class": ("candidates_per_class", int),
-    "nms_iou_threshold": ("iou_threshold", float),
-    "max_detections": ("max_detections", int),
-}
 
 
 class TritonPythonModel:

@@ -1,0 +1,213 @@
+"""``python -m load_tests.perf`` (``make perf``): see the package docstring."""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import logging
+import sys
+import time
+from contextlib import ExitStack
+from dataclasses import asdict
+from pathlib import Path
+
+import tritonclient.grpc as grpcclient
+
+from load_tests.benchmark import cpu_share, triton_load
+from load_tests.benchmark import report as bench_report
+from load_tests.payloads import SampleImages
+from load_tests.perf import analyzer, inputs, report
+from ssd300_serving.embedded_server import EmbeddedServer, free_port
+from tools.external_tools import ToolInstallError, install_perf_analyzer
+
+log = logging.getLogger("load_tests.perf")
+REPO_ROOT = Path(__file__).resolve().parents[2]
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(
+        prog="python -m load_tests.perf",
+        description="perf_analyzer 2.51 against the embedded tritonserver, cross-checked with the "
+        "project's own generator.",
+    )
+    parser.add_argument("--repository", type=Path, default=REPO_ROOT / "model_repository")
+    parser.add_argument("--reports", type=Path, default=REPO_ROOT / "reports" / "perf")
+    parser.add_argument("--markdown-copy", type=Path, default=REPO_ROOT / "load_tests" / "BENCHMARK.md")
+    parser.add_argument("--no-copy", action="store_true", help="leave load_tests/BENCHMARK.md alone")
+    parser.add_argument("--concurrency", type=int, nargs="+", default=[1, 2, 4])
+    parser.add_argument(
+        "--scenarios",
+        nargs="+",
+        choices=[s.name for s in analyzer.SCENARIOS],
+        default=[s.name for s in analyzer.SCENARIOS],
+    )
+    parser.add_argument("--window-ms", type=int, default=5000, help="perf_analyzer --measurement-interval")
+    parser.add_argument(
+        "--stability-percent", type=int, default=20, help="perf_analyzer --stability-percentage"
+    )
+    parser.add_argument("--max-trials", type=int, default=8, help="perf_analyzer --max-trials")
+    parser.add_argument(
+        "--cross-check-window-s",
+        type=float,
+        default=15.0,
+        help="the project's generator's window at each point, after a 3 s warm-up (0: no cross-check)",
+    )
+    parser.add_argument(
+        "--quiet-below",
+        type=float,
+        default=0.10,
+        help="before each point, wait until other processes use less than this CPU share",
+    )
+    parser.add_argument(
+        "--max-wait-s", type=float, default=120.0, help="total time the run may spend waiting for that"
+    )
+    parser.add_argument(
+        "--render", type=Path, metavar="RESULTS_JSON", help="only rewrite the report from a results.json"
+    )
+    return parser.parse_args(argv)
+
+
+def repository_to_serve(repository: Path, stack: ExitStack) -> Path:
+    """As ``make bench`` does: the built repository, or a temporary copy with random weights."""
+    if (repository / "ssd300" / "1" / "model.pt").is_file():
+        return repository
+    from load_tests.benchmark.__main__ import RANDOM_SEED, served_repository
+    from ssd300_build.__main__ import _sample_photos
+    from ssd300_build.sources import load_network
+
+    network, metadata = load_network("random", seed=RANDOM_SEED, calibration_photos=_sample_photos())
+    return served_repository(repository, network, metadata, stack)
+
+
+def cross_check(
+    server: EmbeddedServer, samples: SampleImages, scenario: str, concurrency: int, window_s: float
+):
+    """The project's closed-loop generator at the same point (load_tests.benchmark.triton_load)."""
+    make_sender = triton_load.sender_factory(
+        scenario,
+        grpc_address=server.grpc_url,
+        http_address=server.http_url,
+        samples=samples,
+        images_per_request=1,
+    )
+    return triton_load.run_point(
+        make_sender,
+        mode=scenario,
+        concurrency=concurrency,
+        grpc_address=server.grpc_url,
+        warmup_s=3.0,
+        window_s=window_s,
+    )
+
+
+def measure(args: argparse.Namespace, binary: Path) -> dict:
+    settings = analyzer.Settings(args.window_ms, args.stability_percent, args.max_trials)
+    samples = SampleImages()
+    input_files = inputs.write_input_data(samples, args.reports / "inputs")
+    scenarios = [s for s in analyzer.SCENARIOS if s.name in args.scenarios]
+    results: dict = {
+        "date": datetime.datetime.now().astimezone().strftime("%Y-%m-%d %H:%M %Z"),
+        "machine": bench_report.machine(),
+        "settings": {
+            **asdict(settings),
+            "concurrency": args.concurrency,
+            "cross_check_window_s": args.cross_check_window_s,
+            "quiet_below": args.quiet_below,
+        },
+        "points": [],
+        "cross_check": [],
+    }
+    began = time.monotonic()
+    with ExitStack() as stack:
+        repository = repository_to_serve(args.repository, stack)
+        server = EmbeddedServer(
+            repository,
+            http_port=free_port(),
+            grpc_port=free_port(),
+            metrics_port=free_port(),
+            log_path=args.reports / "tritonserver.log",
+        )
+        log.info("starting tritonserver on %s", repository)
+        stack.enter_context(server)
+        with grpcclient.InferenceServerClient(server.grpc_url) as client:
+            config = client.get_model_config("ssd300", as_json=True)["config"]
+            results["server"] = {
+                "version": client.get_server_metadata().version,
+                "weights": config.get("parameters", {}).get("weights", {}).get("string_value", "unknown"),
+            }
+        log.info("warming up: batch sizes 1..%d", max(args.concurrency))
+        triton_load.warm_up(server.grpc_url, samples, max_batch=max(args.concurrency))
+        # perf_analyzer's window count varies; a point that never stabilises stops at max_trials.
+        timeout_s = 60 + (settings.max_trials + 2) * settings.window_ms / 1000 * 2
+        quiet = cpu_share.QuietWaiter(threshold=args.quiet_below, budget_s=args.max_wait_s)
+        for scenario in scenarios:
+            for concurrency in args.concurrency:
+                quiet.wait()
+                point = analyzer.run_point(
+                    binary,
+                    scenario,
+                    url=server.grpc_url,
+                    input_file=input_files[scenario.inputs],
+                    concurrency=concurrency,
+                    settings=settings,
+                    reports=args.reports,
+                    timeout_s=timeout_s,
+                )
+                results["points"].append(point)
+                log.info(
+                    "perf_analyzer %-10s c=%d  %s img/s  p95 %s ms  other processes' CPU %s%s",
+                    scenario.name,
+                    concurrency,
+                    report.fmt(point.images_per_s),
+                    report.fmt((point.latency_ms or {}).get("p95"), 0),
+                    bench_report.percent(point.foreign_cpu_share),
+                    f"  ERROR {point.error}" if point.error else "",
+                )
+                if args.cross_check_window_s > 0:
+                    quiet.wait()
+                    own = cross_check(server, samples, scenario.name, concurrency, args.cross_check_window_s)
+                    results["cross_check"].append(own)
+                    log.info(
+                        "own generator %-10s c=%d  %.2f img/s  p95 %.0f ms  other processes' CPU %s",
+                        scenario.name,
+                        concurrency,
+                        own.images_per_s,
+                        own.latency_ms["p95"],
+                        bench_report.percent(own.foreign_cpu_share),
+                    )
+        results["waited_for_quiet_s"] = quiet.waited_s
+    results["duration_s"] = time.monotonic() - began
+    results["commands"] = {
+        s.name: (args.reports / f"{s.name}_c{args.concurrency[-1]}.cmd").read_text().strip()
+        for s in scenarios
+    }
+    return results
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s", datefmt="%H:%M:%S")
+    args.reports.mkdir(parents=True, exist_ok=True)
+    if args.render:
+        results = report.from_json(args.render.read_text())
+    else:
+        try:
+            binary = install_perf_analyzer()
+        except ToolInstallError as error:
+            log.error("cannot install perf_analyzer: %s", error)
+            return 1
+        results = measure(args, binary)
+        (args.reports / "results.json").write_text(report.to_json(results))
+    section = report.markdown(results, reports=args.reports)
+    (args.reports / "PERF_ANALYZER.md").write_text(section)
+    report.plot(results, args.reports / "perf_analyzer.png")
+    if not args.no_copy:
+        report.plot(results, args.markdown_copy.parent / report.PLOT_NAME)
+        report.write_section(args.markdown_copy, section)
+    log.info("wrote %s", args.reports)
+    failed = [p for p in results["points"] if p.error]
+    return 1 if failed else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
