@@ -122,7 +122,9 @@ def server_facts(client: grpcclient.InferenceServerClient) -> dict:
             f"{instances} instance(s), dynamic batching preferred "
             f"{batching.get('preferred_batch_size', [])}, max queue delay "
             f"{int(batching.get('max_queue_delay_microseconds', 0)) / 1000:g} ms, "
-            f"max batch {config.get('max_batch_size')}"
+            f"max batch {config.get('max_batch_size')}, forward passes of at most "
+            f"{config.get('parameters', {}).get('max_forward_batch', {}).get('string_value', '0')} images "
+            "(0: any)"
         ),
     }
 
