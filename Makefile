@@ -14,6 +14,11 @@ MODEL := $(REPOSITORY)/ssd300/1/model.pt
 IMAGING := $(REPOSITORY)/ssd300_image_preprocess/1/imaging.py
 
 WEIGHTS ?= auto
+# ENGINE=onnx also writes model.onnx and the embedded server runs it with ONNX Runtime;
+# PRECISION=fp16 builds model.pt with a half-precision network (for GPUs).
+ENGINE ?= torchscript
+PRECISION ?= fp32
+BUILD_OPTIONS = --weights $(WEIGHTS) --engine $(ENGINE) --precision $(PRECISION)
 HTTP_PORT ?= 8000
 GRPC_PORT ?= 8001
 METRICS_PORT ?= 8002
@@ -43,7 +48,7 @@ NAMESPACE ?= ml
 # The image defaults to the NGC checkpoint, not `auto`: a serving image should never be random.
 IMAGE_WEIGHTS ?= nvidia
 
-.PHONY: help setup model serve demo test lint bench load eval reliability clean image image-loadtest push deploy perf tools python-env
+.PHONY: help setup model serve demo test lint bench load eval reliability clean image image-loadtest push deploy perf tools gpu-check python-env
 
 help:
 	@echo "make demo     build the model (WEIGHTS=auto), serve it, detect objects in sample images"
@@ -51,9 +56,11 @@ help:
 	@echo "make lint     ruff (lint + format check) and mypy"
 	@echo "make setup    create $(VENV) with pinned dependencies"
 	@echo "make model    build $(MODEL)  (WEIGHTS=auto|nvidia|random|<checkpoint path>)"
+	@echo "             ENGINE=torchscript|onnx (onnx adds model.onnx, served by ONNX Runtime), PRECISION=fp32|fp16"
 	@echo "make serve    run the embedded tritonserver on 127.0.0.1:$(HTTP_PORT)/$(GRPC_PORT)/$(METRICS_PORT)"
 	@echo "make python-env  pack $(PYTHON_ENV) for the stock Triton container (PYTHON_ENV_VERSION=3.10 TORCH_VARIANT=cuda|cpu)"
 	@echo "make bench    benchmark report into reports/bench/"
+	@echo "make gpu-check  on a CUDA machine: parity, forward/postprocess/pipeline figures into reports/gpu_check/"
 	@echo "make load     Locust load test against the embedded server"
 	@echo "make perf     Triton's perf_analyzer against the embedded server; section in load_tests/BENCHMARK.md"
 	@echo "make tools    unpack perf_analyzer 2.51 and Prometheus 2.42 into .tools/ (make perf/test do it too)"
@@ -69,15 +76,15 @@ $(STAMP): requirements.txt pyproject.toml
 	$(VENV)/bin/pip install --quiet --upgrade pip 2>&1 | $(PIP_QUIET)
 	$(VENV)/bin/pip install --quiet -r requirements.txt 2>&1 | $(PIP_QUIET)
 	$(VENV)/bin/pip install --quiet --no-deps -e . 2>&1 | $(PIP_QUIET)
-	$(PY) -W ignore -c "import torch, torchvision, tritonclient.grpc, pytriton, locust"
+	$(PY) -W ignore -c "import torch, torchvision, tritonclient.grpc, pytriton, locust, onnxruntime, onnxscript"
 	touch $@
 
 # Always rebuilds: WEIGHTS may have changed.
 model: setup
-	$(PY) -m ssd300_build --weights $(WEIGHTS) --repository $(REPOSITORY)
+	$(PY) -m ssd300_build $(BUILD_OPTIONS) --repository $(REPOSITORY)
 
 $(MODEL): | $(STAMP)
-	$(PY) -m ssd300_build --weights $(WEIGHTS) --repository $(REPOSITORY)
+	$(PY) -m ssd300_build $(BUILD_OPTIONS) --repository $(REPOSITORY)
 
 # After an edit of the client's imaging code, only the server's copy is rewritten.
 $(IMAGING): client/ssd300_client/imaging.py | $(STAMP)
@@ -102,6 +109,7 @@ test: setup
 lint: setup
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
+	$(VENV)/bin/mypy
 
 # COCO mAP through a running server (start one with `make serve`): COCO=<dir with val2017/ and
 # annotations/instances_val2017.json>, optionally LIMIT=<first N images>.
@@ -117,6 +125,10 @@ reliability: setup
 bench: setup
 	$(PY) -m load_tests.benchmark
 
+# The first figures to take on a GPU (a few minutes): see load_tests/benchmark/gpu_check.py.
+gpu-check: setup $(MODEL)
+	$(PY) -m load_tests.benchmark.gpu_check --repository $(REPOSITORY) --out reports/gpu_check
+
 # perf_analyzer from the tritonclient 2.51.0 wheel (+ libb64, libcudart) and Debian's
 # Prometheus/promtool, unpacked into .tools/ (nothing installed into the system); idempotent.
 tools: setup
@@ -130,7 +142,7 @@ load: setup $(MODEL) $(IMAGING)
 	$(PY) -m load_tests.run --http-url 127.0.0.1:$(HTTP_PORT) --grpc-url 127.0.0.1:$(GRPC_PORT) --run-time $(LOAD_TIME) --users $(LOAD_USERS)
 
 clean:
-	rm -rf reports out $(MODEL) $(REPOSITORY)/ssd300/1/weights.json $(IMAGING) $(PYTHON_ENV)
+	rm -rf reports out $(MODEL) $(REPOSITORY)/ssd300/1/model.onnx $(REPOSITORY)/ssd300/1/weights.json $(IMAGING) $(PYTHON_ENV)
 
 image:
 	docker build -f deploy/Dockerfile --build-arg WEIGHTS=$(IMAGE_WEIGHTS) -t $(IMAGE):$(TAG) .

@@ -6,7 +6,9 @@ from __future__ import annotations
 import asyncio
 import io
 import os
+import threading
 import warnings
+import weakref
 
 import numpy as np
 import pytest
@@ -22,6 +24,7 @@ from ssd300_client import (
     RandomWeightsWarning,
     SSD300Error,
 )
+from ssd300_client.shared_memory import Region, SharedMemoryPool
 
 pytestmark = [pytest.mark.server, pytest.mark.filterwarnings("ignore::ssd300_client.RandomWeightsWarning")]
 
@@ -211,11 +214,114 @@ def test_shared_memory_can_be_turned_off(triton_server, photo):
         assert registered_regions(triton_server) == before
 
 
-def test_concurrent_batches_each_lease_their_own_region(triton_server, sample_paths, reference):
+def test_concurrent_batches_each_lease_their_own_region(triton_server, sample_paths, reference, monkeypatch):
+    # Each lease waits until all four are taken, so the four requests hold their regions at once.
+    everyone_leased = threading.Barrier(4, timeout=60)
+    leased: list[str] = []
+    acquire = SharedMemoryPool.acquire
+
+    def acquire_together(pool: SharedMemoryPool, byte_size: int) -> Region:
+        region = acquire(pool, byte_size)
+        leased.append(region.name)
+        everyone_leased.wait()  # BrokenBarrierError if fewer than four leases can be held together
+        return region
+
+    monkeypatch.setattr(SharedMemoryPool, "acquire", acquire_together)
+    before = registered_regions(triton_server)
     with Detector(triton_server.grpc_url, shared_memory=True) as detector:
         results = detector.detect_many([sample_paths[-1]] * 4, batch_size=1, concurrency=4)
+        registered = registered_regions(triton_server) - before
+    assert len(set(leased)) == 4 and registered == set(leased)
     for result in results:
         assert_same_detections(result, reference)
+
+
+# ----- bounded read-ahead -----
+
+
+class CountedFrames:
+    """``count`` new uint8 frames (copies of one photo), as a video would give them: counts
+    those handed out and those still alive somewhere, and the most alive at any time."""
+
+    def __init__(self, photo, count: int) -> None:
+        self._pixels = np.asarray(Image.open(photo).convert("RGB"))
+        self.count, self.handed_out, self.alive, self.most_alive = count, 0, 0, 0
+        self._lock = threading.Lock()  # frames die on worker threads
+
+    def __iter__(self):
+        for _ in range(self.count):
+            frame = self._pixels.copy()
+            weakref.finalize(frame, self._died)
+            with self._lock:
+                self.handed_out += 1
+                self.alive += 1
+                self.most_alive = max(self.most_alive, self.alive)
+            yield frame
+            del frame  # the generator's own reference
+
+    def _died(self) -> None:
+        with self._lock:
+            self.alive -= 1
+
+
+def detect_all(client: str, url: str, frames: CountedFrames, way: str, **options) -> list:
+    """Outcomes of ``frames`` through Detector or AsyncDetector, by ``detect_many`` or
+    ``detect_iter`` (dropping each result as it comes, as a video pipeline would)."""
+    if client == "blocking":
+        with Detector(url) as detector:
+            if way == "detect_many":
+                return detector.detect_many(frames, **options)
+            return [(index, len(detections)) for index, detections in detector.detect_iter(frames, **options)]
+
+    async def detect() -> list:
+        async with AsyncDetector(url) as detector:
+            if way == "detect_many":
+                return await detector.detect_many(frames, **options)
+            return [
+                (index, len(detections))
+                async for index, detections in detector.detect_iter(frames, **options)
+            ]
+
+    return asyncio.run(detect())
+
+
+@pytest.mark.parametrize("way", ["detect_many", "detect_iter"])
+@pytest.mark.parametrize("client", ["blocking", "asyncio"])
+def test_images_are_read_at_most_two_batches_per_request_ahead(triton_server, photo, reference, client, way):
+    frames = CountedFrames(photo, count=4)
+    outcomes = detect_all(client, triton_server.grpc_url, frames, way, batch_size=1, concurrency=1)
+    assert frames.handed_out == len(outcomes) == 4
+    # One request in flight, one image per batch: the one at the server and the next one read.
+    assert frames.most_alive <= 2 * 1 * 1
+    assert frames.alive == 0  # results hold no frames
+    if way == "detect_iter":
+        assert outcomes == [(index, len(reference)) for index in range(4)]
+    else:
+        for result in outcomes:
+            assert_same_detections(result, reference)
+
+
+def test_a_kept_image_error_does_not_keep_its_batch_alive(triton_server, photo):
+    frame = np.asarray(Image.open(photo).convert("RGB")).copy()
+    frame_alive = weakref.ref(frame)
+    with Detector(triton_server.grpc_url) as detector:
+        results = detector.detect_many([frame, b"junk"], batch_size=2, return_exceptions=True)
+    del frame
+    assert isinstance(results[1], InvalidImageError)
+    assert frame_alive() is None  # a traceback would keep the frames that held the batch
+
+
+def test_the_asyncio_client_iterates_in_input_order_with_bad_images_in_place(triton_server, sample_paths):
+    images = [sample_paths[0], b"junk", sample_paths[1]]
+
+    async def detect_iter() -> list:
+        async with AsyncDetector(triton_server.grpc_url) as detector:
+            return [pair async for pair in detector.detect_iter(images, batch_size=2, threshold=0.3)]
+
+    pairs = asyncio.run(detect_iter())
+    assert [index for index, _ in pairs] == [0, 1, 2]
+    assert isinstance(pairs[1][1], InvalidImageError)
+    assert all((outcome.confidence >= 0.3).all() for _, outcome in (pairs[0], pairs[2]))
 
 
 def test_a_closed_detector_refuses_to_work(triton_server, photo):

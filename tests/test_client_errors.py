@@ -5,10 +5,11 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import socket
+import threading
 
 import pytest
 
-import ssd300_client.detector as detector_module
 from ssd300_client import (
     AsyncDetector,
     Detector,
@@ -17,6 +18,7 @@ from ssd300_client import (
     InvalidInputError,
     ModelNotReadyError,
     ServerUnavailableError,
+    retry,
 )
 from ssd300_serving.embedded_server import free_port
 
@@ -66,11 +68,37 @@ def test_an_unreachable_server_is_unavailable_not_a_timeout(dead_url, photo, pro
     assert caught.value.__cause__ is not None  # raised from the transport's error
 
 
-def test_unreachable_servers_are_retried_with_growing_pauses(dead_url, monkeypatch):
-    pauses: list[float] = []
-    monkeypatch.setattr(detector_module.time, "sleep", pauses.append)
-    with Detector(dead_url, retries=3) as detector, pytest.raises(ServerUnavailableError):
-        detector.check_ready()
+@pytest.fixture
+def pauses(monkeypatch) -> list[float]:
+    """The pauses between rounds of attempts, recorded instead of waited (both clients)."""
+    recorded: list[float] = []
+
+    async def pause_async(seconds: float) -> None:
+        recorded.append(seconds)
+
+    monkeypatch.setattr(retry, "pause", recorded.append)
+    monkeypatch.setattr(retry, "pause_async", pause_async)
+    return recorded
+
+
+def check_ready(client: str, url: str, **options) -> None:
+    """``check_ready()`` on a new Detector or AsyncDetector."""
+    if client == "blocking":
+        with Detector(url, **options) as detector:
+            detector.check_ready()
+        return
+
+    async def check() -> None:
+        async with AsyncDetector(url, **options) as detector:
+            await detector.check_ready()
+
+    asyncio.run(check())
+
+
+@pytest.mark.parametrize("client", ["blocking", "asyncio"])
+def test_unreachable_servers_are_retried_with_growing_pauses(dead_url, pauses, client):
+    with pytest.raises(ServerUnavailableError):
+        check_ready(client, dead_url, retries=3)
     # Defaults 0.25 s doubling, each scaled by a jitter factor in [0.5, 1].
     assert len(pauses) == 3
     for pause, full in zip(pauses, [0.25, 0.5, 1.0], strict=True):
@@ -90,10 +118,8 @@ def test_an_unknown_model_is_not_ready_and_the_error_lists_the_ready_ones(triton
             detector.detect(photo)
 
 
-def test_a_rejected_input_is_not_retried(triton_server, photo, monkeypatch):
+def test_a_rejected_input_is_not_retried(triton_server, photo, pauses):
     # ssd300_image refuses uint8 pixels where it expects encoded files: INVALID_ARG, no retry.
-    pauses: list[float] = []
-    monkeypatch.setattr(detector_module.time, "sleep", pauses.append)
     with Detector(triton_server.grpc_url, model="ssd300_image") as detector, pytest.raises(InvalidInputError):
         detector.detect(photo)
     assert pauses == []
@@ -109,11 +135,68 @@ def test_a_file_that_is_not_an_image_is_named_in_the_error(triton_server, tmp_pa
     assert caught.value.name == str(bad)
 
 
-def test_a_request_outliving_its_timeout_is_an_inference_timeout(triton_server, sample_paths):
-    # Four photos take over a second on the CPU server; health queries take milliseconds.
-    with Detector(triton_server.grpc_url, timeout_s=0.3) as detector:
-        with pytest.raises(InferenceTimeoutError):
-            detector.detect_many([sample_paths[0]] * 4, batch_size=4)
+class HoldingRelay:
+    """A TCP relay to a server that, once told to ``hold()``, stops passing the server's answers
+    on: a server that has taken a request and not answered yet, on any machine."""
+
+    def __init__(self, target: str) -> None:
+        host, port = target.rsplit(":", 1)
+        self._target = (host, int(port))
+        self._listener = socket.create_server(("127.0.0.1", 0))
+        self.url = f"127.0.0.1:{self._listener.getsockname()[1]}"
+        self._holding, self._closed = threading.Event(), threading.Event()
+        self._sockets: list[socket.socket] = []
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    def hold(self) -> None:
+        self._holding.set()
+
+    def _accept(self) -> None:
+        while True:
+            try:
+                caller, _ = self._listener.accept()
+            except OSError:  # closed
+                return
+            server = socket.create_connection(self._target)
+            self._sockets += [caller, server]
+            threading.Thread(target=self._pass, args=(caller, server, False), daemon=True).start()
+            threading.Thread(target=self._pass, args=(server, caller, True), daemon=True).start()
+
+    def _pass(self, source: socket.socket, sink: socket.socket, answers: bool) -> None:
+        try:
+            while data := source.recv(65536):
+                if answers and self._holding.is_set():
+                    self._closed.wait()  # held until the relay closes
+                    return
+                sink.sendall(data)
+        except OSError:  # the other side or the relay closed
+            pass
+
+    def close(self) -> None:
+        self._closed.set()
+        self._listener.close()
+        for connection in self._sockets:
+            try:
+                connection.shutdown(socket.SHUT_RDWR)
+            except OSError:
+                pass
+            connection.close()
+
+
+@pytest.fixture
+def relay(triton_server, protocol):
+    relay = HoldingRelay(url_for(triton_server, protocol))
+    yield relay
+    relay.close()
+
+
+@pytest.mark.parametrize("protocol", ["grpc", "http"])
+def test_a_request_outliving_its_timeout_is_an_inference_timeout(relay, photo, protocol):
+    with Detector(relay.url, protocol=protocol, timeout_s=2.0, shared_memory=False) as detector:
+        detector.check_ready()  # health and metadata queries pass through the relay
+        relay.hold()  # the server gets the request; its answer never arrives
+        with pytest.raises(InferenceTimeoutError, match="did not answer"):
+            detector.detect(photo)
 
 
 def test_the_asyncio_client_reports_an_unreachable_server_the_same_way(dead_url):

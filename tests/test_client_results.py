@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+import ast
 import json
+from pathlib import Path
 
 import numpy as np
 import pytest
 from PIL import Image
 
-from ssd300_client import DEFAULT_DISPLAY_THRESHOLD, Detection, Detections
+from ssd300_client import DEFAULT_DISPLAY_THRESHOLD, Detection, Detections, drawing
 
 
 def make_detections(**overrides) -> Detections:
@@ -19,10 +21,14 @@ def make_detections(**overrides) -> Detections:
         class_id=[1, 12, 80],  # person, stop sign (category 13), toothbrush (category 90)
         image_size=(100, 200),
         name="street.jpg",
-        source=Image.new("RGB", (200, 100), "white"),
     )
     fields.update(overrides)
     return Detections(**fields)
+
+
+def white_picture() -> Image.Image:
+    """The 200×100 picture that ``make_detections`` describes."""
+    return Image.new("RGB", (200, 100), "white")
 
 
 def test_length_is_the_number_of_detections():
@@ -97,19 +103,42 @@ def test_mismatched_lengths_are_refused():
 
 
 def test_draw_marks_boxes_above_the_display_threshold_only():
-    drawn = np.asarray(make_detections().draw(threshold=0.4))
+    drawn = np.asarray(make_detections().draw(white_picture(), threshold=0.4))
     assert drawn.shape == (100, 200, 3)
     assert drawn[50, 10].tolist() != [255, 255, 255]  # left edge of the person box (0.9)
     assert drawn[50, 100].tolist() != [255, 255, 255]  # left edge of the stop sign box (0.5)
     assert drawn[3, 3].tolist() == [255, 255, 255]  # inside the toothbrush box (0.1): not drawn
 
 
-def test_draw_leaves_the_source_image_untouched():
-    detections = make_detections()
-    detections.draw()
-    assert np.asarray(detections.source).min() == 255
+def test_draw_accepts_what_detect_accepts(tmp_path):
+    path = tmp_path / "street.png"
+    white_picture().save(path)
+    from_file = np.asarray(make_detections().draw(path))
+    from_array = np.asarray(make_detections().draw(np.asarray(white_picture())))
+    assert (from_file == from_array).all() and from_file.min() < 255
+
+
+def test_draw_leaves_the_given_image_untouched():
+    picture = white_picture()
+    make_detections().draw(picture)
+    assert np.asarray(picture).min() == 255
 
 
 def test_draw_refuses_an_image_of_another_size():
     with pytest.raises(ValueError, match="200×100"):
         make_detections().draw(Image.new("RGB", (50, 50)))
+
+
+def test_detections_hold_no_image():
+    # What they describe may be a video frame: keeping it would keep every frame of a long run alive.
+    assert not any(isinstance(value, (Image.Image, bytes)) for value in vars(make_detections()).values())
+
+
+def test_drawing_does_not_import_results():
+    # results.py draws through drawing.py; an import back, even for type hints, is a cycle.
+    tree = ast.parse(Path(drawing.__file__).read_text())
+    imported = {node.module for node in ast.walk(tree) if isinstance(node, ast.ImportFrom)}
+    imported |= {
+        alias.name for node in ast.walk(tree) if isinstance(node, ast.Import) for alias in node.names
+    }
+    assert imported and not {name for name in imported if name and name.endswith("results")}

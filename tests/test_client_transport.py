@@ -20,7 +20,7 @@ from ssd300_client import (
 from ssd300_client.endpoints import is_loopback, normalise_url, split_urls
 from ssd300_client.retry import backoff_delays_s
 from ssd300_client.shared_memory import SharedMemoryPool
-from ssd300_client.transport import translate_error, translated_errors
+from ssd300_client.transport import Endpoint, Operation, translate_error, translated_errors
 
 # ----- addresses -----
 
@@ -208,46 +208,59 @@ def test_closing_the_pool_removes_its_shared_memory_objects():
 # ----- shared memory fallback (a server that cannot map this machine's regions) -----
 
 
-class ServerInAnotherContainer:
+# What the stand-in answers to health and metadata queries.
+METADATA = {"is_model_ready": True, "get_model_config": {}, "get_model_repository_index": {"models": []}}
+
+
+class ServerInAnotherContainer(Endpoint):
     """A stand-in Connection: answers like a loopback server that cannot open our regions."""
 
     def __init__(self, url, *, protocol, timeout_s):
-        self.url, self.requests = url, []
+        super().__init__(url, protocol=protocol, timeout_s=timeout_s)
+        self.inputs = []  # the image tensor of each inference (tritonclient InferInput)
 
-    def is_model_ready(self, model):
-        return True
+    def call(self, operation: Operation):
+        if operation.method == "register_system_shared_memory":
+            raise InferenceError(f"Unable to open shared memory region: '{operation.args[1]}'")
+        if operation.method != "infer":
+            return operation.reply(METADATA[operation.method])
+        _, [images] = operation.args
+        self.inputs.append(images)
+        count = images.shape()[0]
+        return operation.reply(Answer(count))
 
-    def model_config(self, model):
-        return {}
+    def close(self):
+        pass
 
-    def register_shared_memory(self, name, key, byte_size):
-        raise InferenceError(f"Unable to open shared memory region: '{key}'")
 
-    def infer(self, request):
-        self.requests.append(request)
-        count = request.inputs[0].shape[0]
-        return {
+class Answer:
+    """An empty answer for ``count`` images, shaped like tritonclient's InferResult."""
+
+    def __init__(self, count):
+        self.arrays = {
             "detection_boxes": np.zeros((count, 200, 4), np.float32),
             "detection_scores": np.zeros((count, 200), np.float32),
             "detection_classes": np.zeros((count, 200), np.int32),
             "num_detections": np.zeros((count, 1), np.int32),
         }
 
-    def close(self):
-        pass
+    def as_numpy(self, name):
+        return self.arrays[name]
 
 
 @pytest.fixture
 def unmappable_server(monkeypatch):
-    monkeypatch.setattr("ssd300_client.detector.Connection", ServerInAnotherContainer)
+    monkeypatch.setattr(Detector, "_connection_class", ServerInAnotherContainer)
 
 
 def test_auto_shared_memory_falls_back_to_sending_pixels(unmappable_server, caplog):
     with Detector("127.0.0.1:8001", shared_memory="auto") as detector:
         detector.detect(np.zeros((8, 8, 3), np.uint8))
         [connection] = detector._connections
-    [request] = connection.requests
-    assert request.inputs[0].shm_region is None and request.inputs[0].data is not None
+    [images] = connection.inputs
+    # tritonclient keeps what it will send privately: the pixels, and no shared-memory parameters.
+    assert images._get_content() is not None
+    assert "shared_memory_region" not in images._get_tensor().parameters
     assert "shared memory" in caplog.text
 
 

@@ -62,6 +62,35 @@ def test_production_network_is_libtorch_on_gpus_with_dynamic_batching():
     assert [output.name for output in config.output] == ["boxes__0", "scores__1"]
 
 
+def test_production_onnx_network_runs_tensorrt_fp16_on_gpus_like_the_torchscript_config():
+    """configs/onnx.pbtxt (`--model-config-name onnx`) swaps the engine and nothing else."""
+    onnx, torchscript = load("ssd300", "onnx"), load("ssd300")
+    assert onnx.name == "ssd300" and onnx.platform == "onnxruntime_onnx"
+    assert signature(onnx) == signature(torchscript)
+    assert onnx.max_batch_size == torchscript.max_batch_size
+    assert [group.kind for group in onnx.instance_group] == [mc.ModelInstanceGroup.KIND_GPU]
+    assert onnx.dynamic_batching == torchscript.dynamic_batching
+    (accelerator,) = onnx.optimization.execution_accelerators.gpu_execution_accelerator
+    assert accelerator.name == "tensorrt"
+    assert accelerator.parameters["precision_mode"] == "FP16"
+    assert int(accelerator.parameters["max_workspace_size_bytes"]) >= 1 << 30
+    assert accelerator.parameters["trt_engine_cache_enable"] == "1"
+    assert accelerator.parameters["trt_engine_cache_path"].startswith("/")
+    # the TensorRT profile covers every batch the dynamic batcher can form
+    for bound, batch in (("min", 1), ("max", onnx.max_batch_size)):
+        assert accelerator.parameters[f"trt_profile_{bound}_shapes"] == f"images:{batch}x300x300x3"
+    (warmup,) = onnx.model_warmup
+    assert warmup.batch_size == onnx.max_batch_size and set(warmup.inputs) == {"images"}
+
+
+def test_onnx_config_names_the_tensors_the_onnx_export_writes():
+    from ssd300_build.onnx_export import INPUT_NAME, OUTPUT_NAMES
+
+    config = load("ssd300", "onnx")
+    assert [t.name for t in config.input] == [INPUT_NAME]
+    assert tuple(t.name for t in config.output) == OUTPUT_NAMES
+
+
 def test_production_postprocess_runs_on_gpus_and_keeps_tensors_there():
     config = load("ssd300_postprocess")
     assert [group.kind for group in config.instance_group] == [mc.ModelInstanceGroup.KIND_GPU]
@@ -166,23 +195,56 @@ def test_the_generated_imaging_module_is_not_committed():
     assert ignored.returncode == 0, f"{generated} is not gitignored"
 
 
-@pytest.mark.parametrize("variant", [None, "cpu"])
+@pytest.mark.parametrize("variant", [None, "cpu", "onnx"])
 def test_stamped_network_config_still_parses_and_names_its_weights(variant):
     from ssd300_serving.provenance import stamp_weights
 
     path = REPOSITORY / "ssd300" / ("config.pbtxt" if variant is None else f"configs/{variant}.pbtxt")
-    stamped = stamp_weights(path.read_text(), {"weights": "nvidia", "sha256": "ab" * 32})
-    parameters = text_format.Parse(stamped, mc.ModelConfig()).parameters
+    metadata = {"weights": "nvidia", "sha256": "ab" * 32, "precision": "fp16", "engine": "onnx"}
+    parameters = text_format.Parse(stamp_weights(path.read_text(), metadata), mc.ModelConfig()).parameters
     assert parameters["weights"].string_value == "nvidia"
     assert parameters["weights_sha256"].string_value == "ab" * 32
+    assert parameters["precision"].string_value == "fp16"
+    assert parameters["engine"].string_value == "onnx"
 
 
-@pytest.mark.parametrize("variant", [None, "cpu"])
+def test_production_stamp_leaves_the_engine_to_the_config_and_the_onnx_precision_to_tensorrt(tmp_path):
+    import shutil
+
+    from ssd300_build.export import stamp_config
+
+    shutil.copytree(REPOSITORY / "ssd300", tmp_path / "ssd300", ignore=shutil.ignore_patterns("1"))
+    metadata = {"weights": "nvidia", "sha256": "ab" * 32, "precision": "fp32", "engine": "onnx"}
+    assert len(stamp_config(tmp_path, metadata)) == 2
+    parse = lambda path: text_format.Parse(path.read_text(), mc.ModelConfig()).parameters  # noqa: E731
+    torchscript = parse(tmp_path / "ssd300" / "config.pbtxt")
+    onnx = parse(tmp_path / "ssd300" / "configs" / "onnx.pbtxt")
+    assert torchscript["precision"].string_value == "fp32" and "engine" not in torchscript
+    assert onnx["weights"].string_value == "nvidia" and "precision" not in onnx and "engine" not in onnx
+
+
+@pytest.mark.parametrize("variant", [None, "cpu", "onnx"])
 def test_network_queue_is_bounded_and_refuses_explicitly(variant):
     policy = load("ssd300", variant).dynamic_batching.default_queue_policy
     assert policy.max_queue_size > 0
     assert policy.timeout_action == mc.ModelQueuePolicy.REJECT
     assert policy.default_timeout_microseconds > 0
+
+
+def test_cpu_runner_loads_the_files_the_build_and_server_name_per_engine():
+    """model.py runs inside tritonserver and cannot import the serving package: its copy of the
+    engine → file table must equal the one the embedded server checks."""
+    import ast
+
+    from ssd300_serving.provenance import ENGINE_FILES
+
+    tree = ast.parse((REPOSITORY / "ssd300" / "1" / "model.py").read_text())
+    (runner_files,) = (
+        ast.literal_eval(node.value)
+        for node in tree.body
+        if isinstance(node, ast.Assign) and getattr(node.targets[0], "id", None) == "ENGINE_FILES"
+    )
+    assert runner_files == ENGINE_FILES
 
 
 # --- production completeness (issue 12) -------------------------------------------------------

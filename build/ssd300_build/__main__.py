@@ -1,4 +1,4 @@
-"""``python -m ssd300_build``: checkpoint → TorchScript SSD300 in a Triton model repository."""
+"""``python -m ssd300_build``: checkpoint → SSD300 (TorchScript, or also ONNX) into a model repository."""
 
 from __future__ import annotations
 
@@ -11,7 +11,8 @@ import numpy as np
 import torch
 
 from .client_files import sample_photo_paths
-from .export import stamp_config, write_imaging, write_model
+from .detector import PRECISIONS
+from .export import ENGINES, check_build_options, read_metadata, stamp_config, write_imaging, write_model
 from .sources import DEFAULT_SEED, RANDOM_WEIGHTS_WARNING, load_network
 from .weights import CheckpointError
 
@@ -58,6 +59,18 @@ def main(argv: list[str] | None = None) -> int:
         "--seed", type=int, default=DEFAULT_SEED, help="seed for WEIGHTS=random (default: %(default)s)"
     )
     parser.add_argument(
+        "--engine",
+        default="torchscript",
+        help=f"engine the embedded server runs: {' or '.join(ENGINES)} (onnx also writes model.onnx "
+        "beside model.pt; default: %(default)s)",
+    )
+    parser.add_argument(
+        "--precision",
+        default="fp32",
+        help=f"precision of model.pt's network: {' or '.join(PRECISIONS)} (fp16 is meant for GPUs; "
+        "input and outputs stay uint8 / FP32; default: %(default)s)",
+    )
+    parser.add_argument(
         "--imaging-only",
         action="store_true",
         help="only rewrite the preprocess model's imaging.py from the client's (after editing it)",
@@ -67,6 +80,11 @@ def main(argv: list[str] | None = None) -> int:
     if args.imaging_only:
         write_imaging(args.repository)
         return 0
+    try:
+        check_build_options(args.engine, args.precision)
+    except ValueError as exc:  # before loading anything: a typo should not cost a calibration
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
 
     try:
         network, metadata = load_network(
@@ -75,9 +93,10 @@ def main(argv: list[str] | None = None) -> int:
     except CheckpointError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
-    write_model(network, args.repository, metadata)
+    write_model(network, args.repository, metadata, engine=args.engine, precision=args.precision)
     if args.stamp_config:
-        log.info("stamped %s", stamp_config(args.repository, metadata))
+        for path in stamp_config(args.repository, read_metadata(args.repository)):
+            log.info("stamped %s", path)
     if metadata["weights"] == "random":
         log.warning(RANDOM_WEIGHTS_WARNING)
     return 0

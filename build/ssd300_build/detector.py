@@ -6,6 +6,8 @@ them (one definition, run by libtorch on the GPU), and the postprocess only sele
 
 from __future__ import annotations
 
+import copy
+
 import torch
 from torch import nn
 
@@ -17,6 +19,16 @@ from .model import SSD300
 MEAN = (0.485, 0.456, 0.406)
 STD = (0.229, 0.224, 0.225)
 INPUT_SHAPE = (FIG_SIZE, FIG_SIZE, 3)
+# What the network's convolutions compute in; the input stays uint8 and the outputs FP32 in both.
+PRECISIONS = {"fp32": torch.float32, "fp16": torch.float16}
+
+
+def network_dtype(precision: str) -> torch.dtype:
+    """The torch dtype of a precision name; unknown names are refused with the valid ones."""
+    try:
+        return PRECISIONS[precision]
+    except KeyError:
+        raise ValueError(f"unknown precision {precision!r}: choose one of {', '.join(PRECISIONS)}") from None
 
 
 class SSD300Detector(nn.Module):
@@ -25,11 +37,17 @@ class SSD300Detector(nn.Module):
     boxes: Tensor[N, 8732, 4] float32 ``(x1, y1, x2, y2)`` in [0, 1] of the 300×300 input.
     scores: Tensor[N, 80, 8732] float32 softmax probabilities of COCO classes 1..80
     (the background column is dropped after the softmax over all 81).
+
+    With ``precision="fp16"`` the network (convolutions, batch norms) runs in half precision
+    while normalisation, box decode and softmax stay FP32: the input and output contract is the
+    same as FP32's, so the postprocess does not change (``network`` itself is left as it is).
     """
 
-    def __init__(self, network: SSD300) -> None:
+    def __init__(self, network: SSD300, precision: str = "fp32") -> None:
         super().__init__()
-        self.network = network
+        self.precision = precision
+        dtype = network_dtype(precision)
+        self.network = network if dtype == torch.float32 else copy.deepcopy(network).to(dtype)
         self.register_buffer("dboxes", dboxes300_coco(), persistent=False)
         self.register_buffer("mean", torch.tensor(MEAN).view(1, 3, 1, 1), persistent=False)
         self.register_buffer("std", torch.tensor(STD).view(1, 3, 1, 1), persistent=False)
@@ -40,7 +58,8 @@ class SSD300Detector(nn.Module):
         return (x - self.mean) / self.std
 
     def forward(self, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        ploc, plabel = self.network(self.normalize(images))
+        ploc, plabel = self.network(self.normalize(images).to(network_dtype(self.precision)))
+        ploc, plabel = ploc.float(), plabel.float()
         boxes = decode_boxes(ploc, self.dboxes)
         scores = plabel.softmax(dim=1)[:, 1:, :].contiguous()
         return boxes, scores

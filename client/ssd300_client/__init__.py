@@ -6,7 +6,7 @@
         detections = detector.detect("photo.jpg")
         for d in detections.filter(DEFAULT_DISPLAY_THRESHOLD):
             print(d.class_name, d.confidence, d.xyxy)
-        detections.draw().save("photo-annotated.png")
+        detections.draw("photo.jpg").save("photo-annotated.png")
 
 ``detect()`` returns every detection the server sent (score above 0.05): pass ``threshold=``
 or call ``.filter()`` for display. Boxes are in pixels of the original, EXIF-upright image.

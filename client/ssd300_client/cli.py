@@ -241,7 +241,8 @@ def _detect_files(args: argparse.Namespace) -> int:
     if args.out:
         args.out.mkdir(parents=True, exist_ok=True)
 
-    shared_memory = {"auto": "auto", "on": True, "off": False}[args.shared_memory]
+    modes: dict[str, str | bool] = {"auto": "auto", "on": True, "off": False}
+    shared_memory = modes[args.shared_memory]
     try:
         detector = Detector(
             urls,
@@ -288,7 +289,8 @@ def _run(detector: Detector, paths: list[Path], args: argparse.Namespace, *, fai
                 kept = outcome if args.threshold is None else shown_detections
                 coco_results.extend(kept.to_coco(image_ids[index]))
             if args.out:
-                outcome.draw(threshold=display_threshold).save(annotated_path(args.out, paths[index], taken))
+                drawn = outcome.draw(paths[index], threshold=display_threshold)
+                drawn.save(annotated_path(args.out, paths[index], taken))
             if print_detections:
                 progress.write(format_detections(shown_detections, limit=args.max_print), file=sys.stdout)
     elapsed_s = time.perf_counter() - start

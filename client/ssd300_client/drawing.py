@@ -1,14 +1,13 @@
-"""Boxes and labels drawn on a picture, one colour per class."""
+"""Labelled boxes drawn on a picture, one colour per class. Knows nothing of detections:
+:meth:`ssd300_client.Detections.draw` hands it boxes and label texts."""
 
 from __future__ import annotations
 
 import colorsys
-from typing import TYPE_CHECKING
+from collections.abc import Sequence
 
+import numpy as np
 from PIL import Image, ImageDraw, ImageFont
-
-if TYPE_CHECKING:
-    from .results import Detections
 
 _GOLDEN_RATIO = 0.618033988749895  # successive hues spread evenly round the colour wheel
 
@@ -18,25 +17,26 @@ def class_colour(label: int) -> tuple[int, int, int]:
     return round(red * 255), round(green * 255), round(blue * 255)
 
 
-def _font(size: int) -> ImageFont.ImageFont:
+def _font(size: int) -> ImageFont.ImageFont | ImageFont.FreeTypeFont:
     try:
         return ImageFont.load_default(size=size)
     except (TypeError, OSError, ImportError):  # Pillow without FreeType: the fixed bitmap font
         return ImageFont.load_default()
 
 
-def draw_detections(picture: Image.Image, detections: Detections) -> Image.Image:
-    """A copy of ``picture`` (RGB) with each detection's box and "name 0.87" label."""
+def draw_boxes(
+    picture: Image.Image, boxes: np.ndarray, labels: Sequence[str], classes: Sequence[int]
+) -> Image.Image:
+    """A copy of ``picture`` (RGB) with each box (x1, y1, x2, y2 pixels, float [K, 4]) outlined
+    in its class's colour and its label text on a strip of that colour."""
     canvas = picture.convert("RGB") if picture.mode != "RGB" else picture.copy()
     draw = ImageDraw.Draw(canvas)
     short_side = min(canvas.size)
     line_width = max(2, round(short_side / 300))
     font = _font(max(11, round(short_side / 40)))
-    for detection in detections:
-        colour = class_colour(detection.class_id)
-        x1, y1, x2, y2 = detection.xyxy
+    for (x1, y1, x2, y2), text, label in zip(np.asarray(boxes).tolist(), labels, classes, strict=True):
+        colour = class_colour(label)
         draw.rectangle((x1, y1, x2, y2), outline=colour, width=line_width)
-        text = f"{detection.class_name} {detection.confidence:.2f}"
         left, top, right, bottom = draw.textbbox((x1, y1), text, font=font)
         # Label above the box when there is room, inside it otherwise.
         shift = bottom - top + 2 * line_width if y1 - (bottom - top) - 2 * line_width >= 0 else 0

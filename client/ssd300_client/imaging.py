@@ -67,5 +67,5 @@ def to_rgb(image: Image.Image, *, name: str = "image") -> Image.Image:
 
 def resize_for_model(image: Image.Image) -> np.ndarray:
     """RGB image → uint8 array [300, 300, 3], the model's input."""
-    resized = image.resize((MODEL_INPUT_SIZE, MODEL_INPUT_SIZE), Image.BILINEAR)
+    resized = image.resize((MODEL_INPUT_SIZE, MODEL_INPUT_SIZE), Image.Resampling.BILINEAR)
     return np.asarray(resized, dtype=np.uint8)

@@ -33,7 +33,6 @@ class PreparedImage:
     """One image ready to send: model pixels (client decode) or file bytes (server decode)."""
 
     name: str
-    source: object  # what the caller passed, kept so Detections.draw() can show it
     pixels: np.ndarray | None = None  # uint8 [300, 300, 3]
     encoded: bytes | None = None
     size: tuple[int, int] | None = None  # (height, width) of the upright original image
@@ -96,7 +95,7 @@ def _from_array(array: np.ndarray, *, name: str) -> Image.Image:
 def prepare_for_model(image: ImageInput, *, name: str) -> PreparedImage:
     """Decode and resize on the client: the input of ``ssd300_detector``."""
     rgb = load_image(image, name=name)
-    return PreparedImage(name=name, source=image, pixels=resize_for_model(rgb), size=(rgb.height, rgb.width))
+    return PreparedImage(name=name, pixels=resize_for_model(rgb), size=(rgb.height, rgb.width))
 
 
 def prepare_for_server_decode(image: ImageInput, *, name: str) -> PreparedImage:
@@ -115,7 +114,7 @@ def prepare_for_server_decode(image: ImageInput, *, name: str) -> PreparedImage:
         encoded = buffer.getvalue()
     if not encoded:
         raise InvalidImageError(f"{name}: empty file", name=name)
-    return PreparedImage(name=name, source=image, encoded=encoded)
+    return PreparedImage(name=name, encoded=encoded)
 
 
 def boxes_to_pixels(boxes: np.ndarray, *, width: int, height: int) -> np.ndarray:

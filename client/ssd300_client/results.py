@@ -8,13 +8,15 @@ Showing them is another matter: :data:`DEFAULT_DISPLAY_THRESHOLD` is for drawing
 from __future__ import annotations
 
 from collections.abc import Iterator
-from dataclasses import dataclass, field
-from typing import Any, NamedTuple
+from dataclasses import dataclass
+from typing import NamedTuple
 
 import numpy as np
 from PIL import Image
 
-from .labels import COCO_NAMES, coco_category_ids
+from .drawing import draw_boxes
+from .labels import COCO_NAMES, coco_category_id, coco_category_ids
+from .preprocess import ImageInput, load_image
 
 # The torch.hub notebook keeps detections above 0.40 (`utils.pick_best(results, 0.40)`) for display.
 DEFAULT_DISPLAY_THRESHOLD = 0.40
@@ -44,7 +46,6 @@ class Detections:
     class_id: np.ndarray
     image_size: tuple[int, int]
     name: str = "image"
-    source: Any = field(default=None, repr=False)  # the caller's image, for draw()
 
     def __post_init__(self) -> None:
         # Own copies (a few KB at most), so freezing them never touches the caller's arrays.
@@ -79,7 +80,7 @@ class Detections:
             float(self.confidence[index]),
             label,
             COCO_NAMES[label - 1],
-            int(coco_category_ids(label)),
+            coco_category_id(label),
         )
 
     def __iter__(self) -> Iterator[Detection]:
@@ -98,7 +99,6 @@ class Detections:
             self.class_id[keep],
             self.image_size,
             self.name,
-            self.source,
         )
 
     def to_coco(self, image_id: int) -> list[dict]:
@@ -137,18 +137,15 @@ class Detections:
             ],
         }
 
-    def draw(self, image: Any = None, *, threshold: float = DEFAULT_DISPLAY_THRESHOLD) -> Image.Image:
-        """The image with the detections scoring ``>= threshold`` drawn on it (a new RGB image).
-
-        ``image`` defaults to the one these detections came from (a file is read again).
-        """
-        from .drawing import draw_detections
-        from .preprocess import load_image
-
-        picture = load_image(self.source if image is None else image, name=self.name)
+    def draw(self, image: ImageInput, *, threshold: float = DEFAULT_DISPLAY_THRESHOLD) -> Image.Image:
+        """``image`` (what these detections came from: a path, bytes, a PIL image or an array)
+        with the detections scoring ``>= threshold`` drawn on it, as a new RGB image."""
+        picture = load_image(image, name=self.name)
         if (picture.height, picture.width) != self.image_size:
             height, width = self.image_size
             raise ValueError(
                 f"image is {picture.width}×{picture.height}, detections are for {width}×{height}"
             )
-        return draw_detections(picture, self.filter(threshold))
+        shown = self.filter(threshold)
+        labels = [f"{d.class_name} {d.confidence:.2f}" for d in shown]
+        return draw_boxes(picture, shown.xyxy, labels, shown.class_id.tolist())

@@ -1,17 +1,18 @@
 """One Triton server over gRPC or HTTP: requests in, numpy arrays out, typed errors.
 
 :class:`Connection` is the blocking flavour; :mod:`ssd300_client.aio_transport` the asyncio
-one. Both describe requests with :class:`InferRequest` and translate failures with
-:func:`translated_errors`, so the two behave alike.
+one. Both make the same :class:`Operation` values (built by :class:`Operations`) and translate
+failures with :func:`translated_errors`, so the two behave alike.
 """
 
 from __future__ import annotations
 
 import logging
 import threading
-from collections.abc import Iterator
-from contextlib import contextmanager
-from dataclasses import dataclass
+from collections.abc import Callable, Iterator, Mapping
+from contextlib import AbstractContextManager, contextmanager
+from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 import tritonclient.grpc as grpcclient
@@ -66,12 +67,12 @@ class InferRequest:
     parameters: dict | None = None  # Triton request parameters, e.g. postprocess overrides
 
 
-def client_module(protocol: str):
+def client_module(protocol: str) -> Any:
     """tritonclient.grpc or tritonclient.http; their aio clients use the same tensor classes."""
     return grpcclient if protocol == "grpc" else httpclient
 
 
-def build_tensors(module, request: InferRequest) -> tuple[list, list]:
+def build_tensors(module: Any, request: InferRequest) -> tuple[list, list]:
     inputs = []
     for tensor in request.inputs:
         item = module.InferInput(tensor.name, list(tensor.shape), tensor.datatype)
@@ -157,7 +158,68 @@ def ready_models(index: dict | list) -> list[str]:
     return sorted({entry["name"] for entry in entries if entry.get("state") == "READY"})
 
 
-class Connection:
+@dataclass(frozen=True)
+class Operation:
+    """One call on a tritonclient client, described but not made: ``client.<method>(*args,
+    **kwargs)``, whose answer ``reply`` turns into ours. The blocking and the asyncio
+    connections make the same operations; ``model`` and ``control`` word a failure."""
+
+    method: str
+    args: tuple[Any, ...] = ()
+    kwargs: Mapping[str, Any] = field(default_factory=dict)
+    model: str = ""
+    control: bool = True  # a health or metadata query, not an inference
+    reply: Callable[[Any], Any] = lambda answer: answer
+
+
+class Operations:
+    """The operations the detector needs, worded for one protocol (tritonclient's blocking and
+    aio clients take the same arguments)."""
+
+    def __init__(self, protocol: str, *, timeout_s: float) -> None:
+        self._module = client_module(protocol)
+        self._grpc = protocol == "grpc"
+        # gRPC takes a deadline per call; HTTP clients carry theirs (set when they are made).
+        self._deadline = {"client_timeout": timeout_s} if self._grpc else {}
+        self._as_json = {"as_json": True, **self._deadline} if self._grpc else {}
+
+    def model_ready(self, model: str) -> Operation:
+        return Operation("is_model_ready", (model,), self._deadline, model=model)
+
+    def model_config(self, model: str) -> Operation:
+        return Operation("get_model_config", (model,), self._as_json, model=model)
+
+    def ready_models(self) -> Operation:
+        return Operation("get_model_repository_index", (), self._as_json, reply=ready_models)
+
+    def register_region(self, name: str, key: str, byte_size: int) -> Operation:
+        return Operation("register_system_shared_memory", (name, key, byte_size))
+
+    def unregister_region(self, name: str) -> Operation:
+        return Operation("unregister_system_shared_memory", (name,))
+
+    def infer(self, request: InferRequest) -> Operation:
+        inputs, outputs = build_tensors(self._module, request)
+
+        def arrays(result: Any) -> dict[str, np.ndarray]:
+            return {name: result.as_numpy(name) for name in request.outputs}
+
+        kwargs = {"outputs": outputs, "parameters": request.parameters, **self._deadline}
+        return Operation("infer", (request.model, inputs), kwargs, request.model, control=False, reply=arrays)
+
+
+class Endpoint:
+    """What both connection flavours know about their server."""
+
+    def __init__(self, url: str, *, protocol: str, timeout_s: float) -> None:
+        self.url, self.protocol, self.timeout_s = url, protocol, timeout_s
+        self.where = f"{url} ({protocol})"
+
+    def errors(self, operation: Operation) -> AbstractContextManager[None]:
+        return translated_errors(self.where, operation.model, control=operation.control)
+
+
+class Connection(Endpoint):
     """A blocking client for one server. Safe to share between threads.
 
     gRPC clients are thread-safe, so all threads share one. HTTP clients (gevent underneath)
@@ -166,21 +228,19 @@ class Connection:
     """
 
     def __init__(self, url: str, *, protocol: str, timeout_s: float) -> None:
-        self.url, self.protocol, self.timeout_s = url, protocol, timeout_s
-        self.where = f"{url} ({protocol})"
-        self._module = client_module(protocol)
+        super().__init__(url, protocol=protocol, timeout_s=timeout_s)
         self._lock = threading.Lock()
-        self._clients: dict[threading.Thread, object] = {}  # gRPC: one entry, whichever thread
+        self._clients: dict[threading.Thread, Any] = {}  # gRPC: one entry, whichever thread
         self._closed = False
 
-    def _new_client(self):
+    def _new_client(self) -> Any:
         if self.protocol == "grpc":
             return grpcclient.InferenceServerClient(self.url)
         return httpclient.InferenceServerClient(
             self.url, connection_timeout=self.timeout_s, network_timeout=self.timeout_s
         )
 
-    def _client(self):
+    def _client(self) -> Any:
         with self._lock:
             if self._closed:
                 raise SSD300Error("the detector is closed")
@@ -195,47 +255,10 @@ class Connection:
                 client = self._clients[thread] = self._new_client()
             return client
 
-    def _timeout_kwargs(self) -> dict:
-        # gRPC takes a deadline per call; HTTP clients carry theirs (network_timeout).
-        return {"client_timeout": self.timeout_s} if self.protocol == "grpc" else {}
-
-    def is_model_ready(self, model: str) -> bool:
-        with translated_errors(self.where, model, control=True):
-            return self._client().is_model_ready(model, **self._timeout_kwargs())
-
-    def model_config(self, model: str) -> dict:
-        with translated_errors(self.where, model, control=True):
-            client = self._client()
-            if self.protocol == "grpc":
-                return client.get_model_config(model, as_json=True, **self._timeout_kwargs())
-            return client.get_model_config(model)
-
-    def ready_models(self) -> list[str]:
-        with translated_errors(self.where, "", control=True):
-            client = self._client()
-            if self.protocol == "grpc":
-                return ready_models(client.get_model_repository_index(as_json=True, **self._timeout_kwargs()))
-            return ready_models(client.get_model_repository_index())
-
-    def register_shared_memory(self, name: str, key: str, byte_size: int) -> None:
-        with translated_errors(self.where, "", control=True):
-            self._client().register_system_shared_memory(name, key, byte_size)
-
-    def unregister_shared_memory(self, name: str) -> None:
-        with translated_errors(self.where, "", control=True):
-            self._client().unregister_system_shared_memory(name)
-
-    def infer(self, request: InferRequest) -> dict[str, np.ndarray]:
-        inputs, outputs = build_tensors(self._module, request)
-        with translated_errors(self.where, request.model):
-            result = self._client().infer(
-                request.model,
-                inputs,
-                outputs=outputs,
-                parameters=request.parameters,
-                **self._timeout_kwargs(),
-            )
-        return {name: result.as_numpy(name) for name in request.outputs}
+    def call(self, operation: Operation) -> Any:
+        with self.errors(operation):
+            answer = getattr(self._client(), operation.method)(*operation.args, **operation.kwargs)
+        return operation.reply(answer)
 
     def close(self) -> None:
         with self._lock:
@@ -245,7 +268,7 @@ class Connection:
             _close_quietly(client, self.where)
 
 
-def _close_quietly(client, where: str) -> None:
+def _close_quietly(client: Any, where: str) -> None:
     try:
         client.close()
     except Exception:  # closing must not hide the error that led here

@@ -16,7 +16,16 @@ from pathlib import Path
 import torch
 import tritonclient.grpc as grpcclient
 
-from load_tests.benchmark import cpu_share, cpu_sweep, inprocess, plot, report, triton_load, wire_sizes
+from load_tests.benchmark import (
+    cpu_share,
+    cpu_sweep,
+    engines,
+    inprocess,
+    plot,
+    report,
+    triton_load,
+    wire_sizes,
+)
 from load_tests.payloads import SampleImages
 from load_tests.perf import report as perf_report
 from ssd300_build.__main__ import _sample_photos
@@ -84,6 +93,11 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         "--sweep-window-s", type=float, default=10.0, help="per sweep point (default: %(default)s)"
     )
     parser.add_argument(
+        "--no-onnx",
+        action="store_true",
+        help="skip the ONNX Runtime rows (in-process and served) beside the TorchScript ones",
+    )
+    parser.add_argument(
         "--quiet-below",
         type=float,
         default=0.10,
@@ -127,6 +141,51 @@ def server_facts(client: grpcclient.InferenceServerClient) -> dict:
             "(0: any)"
         ),
     }
+
+
+def served_onnx_points(repository: Path, samples, quiet, args, stack: ExitStack) -> list:
+    """The gRPC tensor rows again, with the embedded server running the ONNX engine."""
+    workdir = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="ssd300-bench-onnx-")))
+    log.info("exporting model.onnx from the served model.pt's weights")
+    copy = engines.onnx_repository(repository, workdir)
+    server = EmbeddedServer(
+        copy,
+        http_port=free_port(),
+        grpc_port=free_port(),
+        metrics_port=free_port(),
+        log_path=args.reports / "tritonserver-onnx.log",
+    )
+    log.info("starting tritonserver with the ONNX engine")
+    points = []
+    with server:
+        triton_load.warm_up(
+            server.grpc_url, samples, max_batch=max(args.concurrency) * args.images_per_request
+        )
+        make_sender = triton_load.sender_factory(
+            "grpc",
+            grpc_address=server.grpc_url,
+            http_address=server.http_url,
+            samples=samples,
+            images_per_request=args.images_per_request,
+        )
+        for concurrency in args.concurrency:
+            quiet.wait()
+            point = triton_load.run_point(
+                make_sender,
+                mode="grpc",
+                concurrency=concurrency,
+                grpc_address=server.grpc_url,
+                warmup_s=args.warmup_s,
+                window_s=args.window_s,
+            )
+            log.info(
+                "onnx grpc c=%d  %.2f img/s  p95 %.0f ms",
+                concurrency,
+                point.images_per_s,
+                point.latency_ms["p95"],
+            )
+            points.append(point)
+    return points
 
 
 def write_reports(results: dict, args: argparse.Namespace) -> None:
@@ -173,6 +232,19 @@ def main(argv: list[str] | None = None) -> int:
         network, images, repeats=args.repeats
     )
     results["inprocess"]["foreign_cpu_share"] = cpu_share.foreign_share(cpu_before, cpu_share.snapshot())
+    if not args.no_onnx:
+        quiet.wait()
+        log.info("in-process engines: TorchScript and ONNX Runtime, back to back")
+        with tempfile.TemporaryDirectory(prefix="ssd300-bench-onnx-") as workdir:
+            results["engines"] = {
+                "inprocess": engines.compare_inprocess(
+                    network,
+                    images,
+                    batch_sizes=(1, 4, len(images)),
+                    repeats=args.repeats,
+                    workdir=Path(workdir),
+                )
+            }
 
     with ExitStack() as stack:
         repository = served_repository(args.repository, network, metadata, stack)
@@ -224,6 +296,9 @@ def main(argv: list[str] | None = None) -> int:
                     report.percent(point.foreign_cpu_share),
                 )
                 results["triton"].append(point)
+        if not args.no_onnx:
+            server.stop()  # the ONNX server gets the machine to itself, as the TorchScript one had
+            results["engines"]["triton"] = served_onnx_points(repository, samples, quiet, args, stack)
 
         if not args.no_sweep:
             results["cpu_sweep"] = {
@@ -254,7 +329,7 @@ def main(argv: list[str] | None = None) -> int:
     log.info(
         "wrote %s (results.json, BENCHMARK.md, benchmark.png) in %.0f s", args.reports, results["duration_s"]
     )
-    failed = [p for p in results["triton"] if p.errors]
+    failed = [p for p in results["triton"] + results.get("engines", {}).get("triton", []) if p.errors]
     return 1 if failed or not results["inprocess"]["postprocess"]["identical"] else 0
 
 

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import torch
 
-from load_tests.benchmark import cpu_sweep
+from load_tests.benchmark import cpu_sweep, engines
 
 # Targets for 2 CPU cores, from the issue (benchmark figures, not tests).
 TARGET_E2E_VS_FORWARD = 0.90  # Triton at concurrency 4 / in-process forward-only
@@ -75,6 +75,8 @@ def from_json(text: str) -> dict:
     results["triton"] = [Point(**point) for point in results["triton"]]
     for entry in results.get("cpu_sweep", {}).get("entries", []):
         entry["points"] = [Point(**point) for point in entry["points"]]
+    if "engines" in results:
+        results["engines"]["triton"] = [Point(**point) for point in results["engines"].get("triton", [])]
     results["inprocess"]["forward"] = {
         int(size): figures for size, figures in results["inprocess"]["forward"].items()
     }
@@ -311,6 +313,9 @@ def markdown(results: dict) -> str:
         lines += ["", "Where throughput falls with concurrency (Triton's statistics of the same points):", ""]
         lines += [f"- {note}" for note in notes]
     lines += ["", *cpu_sweep.markdown(results)]
+    if "engines" in results:
+        grpc_points = [p for p in results["triton"] if p.mode == "grpc"]
+        lines += ["", *engines.markdown(results["engines"], grpc_points, percent)]
     lines += [
         "",
         "## Bytes per request and response (one image)",

@@ -28,7 +28,7 @@ from pathlib import Path
 from ssd300_client.contract import PUBLIC_MODELS
 
 from . import health
-from .provenance import stamp_weights
+from .provenance import ENGINE_FILES, read_provenance, stamp_weights
 
 log = logging.getLogger(__name__)
 
@@ -97,8 +97,7 @@ def _repository_view(repository: Path, workdir: Path, config_name: str) -> Path:
     for item in sorted(p for p in repository.iterdir() if p.is_file() and p.name.endswith(".tar.gz")):
         (view / item.name).symlink_to(item.resolve())
     network = repository / "ssd300"
-    weights_file = network / "1" / "weights.json"
-    metadata = json.loads(weights_file.read_text()) if weights_file.is_file() else None
+    metadata = read_provenance(repository)
     if metadata:
         (view / "ssd300").unlink()
         stamped = view / "ssd300"
@@ -192,6 +191,7 @@ class EmbeddedServer:
             if not (self.repository / generated).is_file():
                 raise ServerError(f"{self.repository}/{generated} is missing: build it with `make model`")
         self._raise_if_cancelled()
+        self._check_engine_file()
         self._workdir = Path(tempfile.mkdtemp(prefix="ssd300-triton-"))
         binary, backends = _runtime_tree(self._workdir)
         view = _repository_view(self.repository, self._workdir, self.config_name)
@@ -217,6 +217,16 @@ class EmbeddedServer:
             self.stop()
             raise
         return self
+
+    def _check_engine_file(self) -> None:
+        """The engine the build chose (weights.json) must have its model file."""
+        engine = (read_provenance(self.repository) or {}).get("engine", "torchscript")
+        path = self.repository / "ssd300" / "1" / ENGINE_FILES.get(engine, "?")
+        if not path.is_file():
+            raise ServerError(
+                f"{path} is missing although the build chose ENGINE={engine}: "
+                f"rebuild with `make model ENGINE={engine}`"
+            )
 
     def is_model_ready(self, model: str) -> bool:
         try:

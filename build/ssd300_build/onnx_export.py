@@ -1,0 +1,73 @@
+"""Export the served network to ONNX (``model.onnx``) for ONNX Runtime and its TensorRT provider.
+
+The graph is the same module TorchScript traces (:class:`SSD300Detector`): uint8 NHWC input,
+normalisation, SSD300, box decode and softmax, with the tensor names the Triton configs use.
+"""
+
+from __future__ import annotations
+
+import logging
+import warnings
+from pathlib import Path
+
+import onnx
+import torch
+
+from ssd300_serving.provenance import ENGINE_FILES
+
+from .detector import INPUT_SHAPE, SSD300Detector
+from .model import SSD300
+
+log = logging.getLogger(__name__)
+
+ONNX_FILE = ENGINE_FILES["onnx"]
+# The newest opset the ONNX Runtime in the production Triton image (24.10, ONNX Runtime 1.19)
+# loads; the CPU runner's ONNX Runtime loads it too.
+OPSET = 21
+INPUT_NAME = "images"
+# Triton's libtorch backend needs <name>__<index>; the ONNX outputs keep the same names so the
+# ensembles wire either engine unchanged.
+OUTPUT_NAMES = ("boxes__0", "scores__1")
+# The build's weights.json also travels inside model.onnx, under this metadata key.
+METADATA_KEY = "weights.json"
+
+
+def export_onnx(network: SSD300, path: Path, metadata_json: str) -> Path:
+    """Write ``path`` (FP32, dynamic batch), check it with ``onnx.checker``; return ``path``."""
+    detector = SSD300Detector(network).eval()
+    example = torch.randint(
+        0, 256, (2, *INPUT_SHAPE), dtype=torch.uint8, generator=torch.Generator().manual_seed(0)
+    )
+    batch = torch.export.Dim("batch", min=1, max=1024)
+    log.info("exporting SSD300 to ONNX (opset %d, dynamic batch)", OPSET)
+    # The exporter's graph passes log every rewrite at INFO; only their warnings matter here.
+    logging.getLogger("onnx_ir").setLevel(logging.WARNING)
+    logging.getLogger("onnxscript").setLevel(logging.WARNING)
+    with torch.no_grad(), warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        program = torch.onnx.export(
+            detector,
+            (example,),
+            input_names=[INPUT_NAME],
+            output_names=list(OUTPUT_NAMES),
+            dynamic_shapes=({0: batch},),
+            opset_version=OPSET,
+            dynamo=True,
+            verbose=False,
+        )
+    model = program.model_proto
+    onnx.helper.set_model_props(model, {METADATA_KEY: metadata_json})
+    model.doc_string = "SSD300 (NVIDIA DeepLearningExamples layout): uint8 NHWC in, boxes and scores out"
+    # Write then rename, so a running server never sees a half-written model.
+    partial = path.with_name(path.name + ".partial")
+    onnx.save_model(model, str(partial))
+    onnx.checker.check_model(str(partial), full_check=True)
+    partial.replace(path)
+    log.info("wrote %s (onnx.checker passed)", path)
+    return path
+
+
+def read_onnx_metadata(path: Path) -> str | None:
+    """The weights.json text stored in ``model.onnx``, or None."""
+    model = onnx.load(str(path), load_external_data=False)
+    return next((p.value for p in model.metadata_props if p.key == METADATA_KEY), None)

@@ -1,0 +1,268 @@
+"""ENGINE=onnx: model.onnx is the same detector as model.pt, in process and through the server."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+import sys
+import warnings
+
+import onnx
+import onnxruntime
+import pytest
+import torch
+import tritonclient.grpc as grpcclient
+
+from ssd300_build.default_boxes import dboxes300_coco
+from ssd300_build.detector import SSD300Detector
+from ssd300_build.export import read_metadata, write_model
+from ssd300_build.onnx_export import ONNX_FILE, OPSET, OUTPUT_NAMES, read_onnx_metadata
+from ssd300_build.reference import decode_batch
+from ssd300_build.sources import load_network
+from ssd300_serving.embedded_server import EmbeddedServer, free_port
+
+from .conftest import REPO_ROOT
+from .test_export import photo_batch
+from .test_postprocess import select
+from .test_weights import ngc_checkpoint
+
+# Parity tolerances between engines (same FP32 network, different kernels).
+BOX_TOLERANCE = 2e-4
+SCORE_TOLERANCE = 2e-4
+# Detections this close to an image's cut (its 200th score, or the 0.05 threshold) may be in
+# one engine's top 200 and not the other's: they are left out of the comparison.
+CUT_MARGIN = 1e-3
+
+
+def copy_repository(tmp_path_factory, name: str):
+    repository = tmp_path_factory.mktemp(name) / "model_repository"
+    shutil.copytree(
+        REPO_ROOT / "model_repository",
+        repository,
+        ignore=shutil.ignore_patterns("model.pt", "model.onnx", "weights.json", "imaging.py", "__pycache__"),
+    )
+    return repository
+
+
+@pytest.fixture(scope="module")
+def onnx_repository(tmp_path_factory, random_network):
+    """The session's random network built with ENGINE=onnx (model.pt and model.onnx)."""
+    repository = copy_repository(tmp_path_factory, "onnx")
+    network, metadata = random_network
+    write_model(network, repository, metadata, engine="onnx")
+    return repository
+
+
+def run_torchscript(repository, images: torch.Tensor):
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", FutureWarning)
+        model = torch.jit.load(str(repository / "ssd300" / "1" / "model.pt"))
+    with torch.inference_mode():
+        return model(images)
+
+
+def run_onnx(repository, images: torch.Tensor):
+    session = onnxruntime.InferenceSession(
+        str(repository / "ssd300" / "1" / ONNX_FILE), providers=["CPUExecutionProvider"]
+    )
+    boxes, scores = session.run(None, {"images": images.numpy()})
+    return torch.from_numpy(boxes), torch.from_numpy(scores)
+
+
+def rows_of(boxes, scores, labels, count):
+    """One image's detections as (label, score, box) rows."""
+    return [
+        (int(label), float(score), box)
+        for box, score, label in zip(boxes[:count], scores[:count], labels[:count])
+    ]
+
+
+def assert_rows_match(expected, actual, *, box_tol, score_tol, min_score=0.0, where=""):
+    """Two detection lists of one image are the same set (labels equal, boxes and scores within
+    tolerance) above the cut; returns how many rows were compared.
+
+    The cut is the higher of ``min_score`` and the lowest score either list kept (its 200th,
+    when full): a detection within a margin of it may be in one list and not the other."""
+    cut = max([min_score, *(min(score for _, score, _ in rows) for rows in (expected, actual) if rows)])
+    margin = max(CUT_MARGIN, 2 * score_tol)  # a row within tolerance of the cut may fall either side
+    sides = [[row for row in rows if row[1] > cut + margin] for rows in (expected, actual)]
+    for mine, theirs in (sides, sides[::-1]):
+        for label, score, box in mine:
+            assert any(
+                other_label == label
+                and abs(other_score - score) <= score_tol
+                and float((other_box - box).abs().max()) <= box_tol
+                for other_label, other_score, other_box in theirs
+            ), f"{where}label {label} score {score:.5f} box {box.tolist()} has no match"
+    return len(sides[0])
+
+
+def assert_same_detections(expected_outputs, actual_outputs, *, box_tol, score_tol, min_score=0.0):
+    """Network outputs of two engines → the served selection → the same detections per image."""
+    expected, actual = select(*expected_outputs), select(*actual_outputs)
+    compared = 0
+    for image in range(len(expected[0])):
+        rows = [
+            rows_of(r[0][image], r[1][image], r[2][image], int(r[3][image, 0])) for r in (expected, actual)
+        ]
+        compared += assert_rows_match(
+            *rows, box_tol=box_tol, score_tol=score_tol, min_score=min_score, where=f"image {image}: "
+        )
+    assert compared > 0, "nothing above the cut to compare"
+    return compared
+
+
+def test_onnx_model_is_checked_dynamic_batch_uint8_in_with_the_served_tensor_names(onnx_repository):
+    path = onnx_repository / "ssd300" / "1" / ONNX_FILE
+    onnx.checker.check_model(str(path), full_check=True)
+    model = onnx.load(str(path))
+    assert {o.domain: o.version for o in model.opset_import}[""] == OPSET
+    (images,) = model.graph.input
+    dims = images.type.tensor_type.shape.dim
+    assert images.name == "images" and images.type.tensor_type.elem_type == onnx.TensorProto.UINT8
+    assert dims[0].dim_param and [d.dim_value for d in dims[1:]] == [300, 300, 3]
+    assert tuple(o.name for o in model.graph.output) == OUTPUT_NAMES
+    assert all(o.type.tensor_type.elem_type == onnx.TensorProto.FLOAT for o in model.graph.output)
+
+
+def test_onnx_model_carries_the_builds_metadata(onnx_repository):
+    metadata = read_metadata(onnx_repository)
+    assert metadata["engine"] == "onnx" and metadata["precision"] == "fp32"
+    assert json.loads(read_onnx_metadata(onnx_repository / "ssd300" / "1" / ONNX_FILE)) == metadata
+
+
+@pytest.mark.parametrize("batch", [1, 3])
+def test_onnx_outputs_have_the_torchscript_shapes_for_any_batch(onnx_repository, sample_paths, batch):
+    images = photo_batch(sample_paths, batch)
+    for reference, output in zip(run_torchscript(onnx_repository, images), run_onnx(onnx_repository, images)):
+        assert output.shape == reference.shape and output.dtype == reference.dtype == torch.float32
+
+
+def test_onnx_detections_equal_torchscript_with_calibrated_random_weights(onnx_repository, sample_paths):
+    images = photo_batch(sample_paths, 4)
+    compared = assert_same_detections(
+        run_torchscript(onnx_repository, images),
+        run_onnx(onnx_repository, images),
+        box_tol=BOX_TOLERANCE,
+        score_tol=SCORE_TOLERANCE,
+    )
+    assert compared >= 4 * 50  # most of each image's detections were compared
+
+
+def test_onnx_detections_equal_torchscript_for_an_nvidia_format_checkpoint(
+    tmp_path_factory, random_network, sample_paths
+):
+    """A DeepLearningExamples-style checkpoint file, built with ENGINE=onnx through load_network.
+    Its weights are the calibrated random ones with sharper class logits, so it is another model."""
+    state = {k: v.clone() for k, v in random_network[0].state_dict().items()}
+    for key in state:
+        if key.startswith("conf.") and key.endswith(".weight"):
+            state[key] *= 1.5
+    path = tmp_path_factory.mktemp("checkpoint") / "nvidia_ssd.pt"
+    torch.save(ngc_checkpoint(state), path)
+    network, metadata = load_network(str(path))
+    repository = copy_repository(tmp_path_factory, "onnx_checkpoint")
+    write_model(network, repository, metadata, engine="onnx")
+    assert read_metadata(repository)["weights"] == "file"
+    images = photo_batch(sample_paths, 2)
+    assert_same_detections(
+        run_torchscript(repository, images),
+        run_onnx(repository, images),
+        box_tol=BOX_TOLERANCE,
+        score_tol=SCORE_TOLERANCE,
+    )
+
+
+def test_torchscript_build_removes_an_onnx_model_of_earlier_weights(tmp_path_factory, onnx_repository):
+    repository = copy_repository(tmp_path_factory, "rebuilt")
+    version = repository / "ssd300" / "1"
+    shutil.copy(onnx_repository / "ssd300" / "1" / ONNX_FILE, version / ONNX_FILE)
+    torch.manual_seed(0)
+    from ssd300_build.model import SSD300
+
+    write_model(SSD300().eval(), repository, {"weights": "random"})
+    assert not (version / ONNX_FILE).exists() and read_metadata(repository)["engine"] == "torchscript"
+
+
+@pytest.mark.parametrize(
+    "options, message",
+    [
+        (["--engine", "tensorrt"], "unknown engine 'tensorrt'"),
+        (["--precision", "fp8"], "unknown precision 'fp8'"),
+        (["--engine", "onnx", "--precision", "fp16"], "the ONNX model stays FP32"),
+    ],
+)
+def test_build_refuses_unknown_engines_and_precisions_before_loading_anything(tmp_path, options, message):
+    result = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "ssd300_build",
+            "--weights",
+            "random",
+            "--repository",
+            str(tmp_path),
+            *options,
+        ],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert result.returncode == 2
+    assert message in result.stderr
+    assert not any(tmp_path.iterdir())
+
+
+@pytest.fixture(scope="module")
+def onnx_server(onnx_repository, tmp_path_factory):
+    log_path = tmp_path_factory.mktemp("onnx_server") / "tritonserver.log"
+    server = EmbeddedServer(
+        onnx_repository,
+        http_port=free_port(),
+        grpc_port=free_port(),
+        metrics_port=free_port(),
+        log_path=log_path,
+    )
+    with server:
+        yield server
+
+
+def test_embedded_server_runs_the_onnx_engine_and_says_so(onnx_server):
+    client = grpcclient.InferenceServerClient(onnx_server.grpc_url)
+    try:
+        parameters = client.get_model_config("ssd300", as_json=True)["config"]["parameters"]
+    finally:
+        client.close()
+    assert parameters["engine"]["string_value"] == "onnx"
+    assert parameters["precision"]["string_value"] == "fp32"
+    log = onnx_server.log_path.read_text(errors="replace")
+    assert "with onnx" in log and "model.onnx" in log
+
+
+def test_onnx_engine_served_detections_equal_the_in_process_reference(
+    onnx_server, random_network, sample_paths
+):
+    """The same check test_server.py makes for the TorchScript engine: served ensemble versus
+    the eager network + NVIDIA's per-class decode, compared as sets."""
+    images = photo_batch(sample_paths, 4)
+    client = grpcclient.InferenceServerClient(onnx_server.grpc_url)
+    try:
+        tensor = grpcclient.InferInput("images", list(images.shape), "UINT8")
+        tensor.set_data_from_numpy(images.numpy())
+        result = client.infer("ssd300_detector", [tensor])
+    finally:
+        client.close()
+    network = random_network[0]
+    with torch.no_grad():
+        ploc, plabel = network(SSD300Detector(network).normalize(images))
+    counts = result.as_numpy("num_detections")
+    outputs = [result.as_numpy(name) for name in ("detection_boxes", "detection_scores", "detection_classes")]
+    for image, reference in enumerate(decode_batch(ploc, plabel, dboxes300_coco())):
+        served = rows_of(*(torch.tensor(o[image]) for o in outputs), int(counts[image, 0]))
+        expected = rows_of(reference.boxes, reference.scores, reference.labels, len(reference.scores))
+        # Engines differ from eager by float rounding only (scores to a few 1e-5).
+        assert (
+            assert_rows_match(expected, served, box_tol=1e-4, score_tol=5e-5, where=f"image {image}: ") > 50
+        )
+        assert (outputs[2][image, int(counts[image, 0]) :] == 0).all()
