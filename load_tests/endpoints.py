@@ -2,8 +2,8 @@
 
 Locust's ``--host`` names one endpoint; its form selects the protocol, as the Helm chart passes
 it: ``http://svc:8000`` (or ``https://``) is Triton's HTTP/REST endpoint, a bare ``svc:8001``
-(or ``grpc://svc:8001``) its gRPC endpoint. ``--http-url`` / ``--grpc-url`` add or override
-the endpoint of either protocol, so one run can drive both.
+(or ``grpc://svc:8001``, ``grpcs://`` for TLS) its gRPC endpoint. ``--http-url`` /
+``--grpc-url`` add or override the endpoint of either protocol, so one run can drive both.
 """
 
 from __future__ import annotations
@@ -23,20 +23,20 @@ class Endpoint:
 
 
 def parse_endpoint(url: str, *, default_protocol: str = GRPC) -> Endpoint:
-    """``http[s]://host:port[/]``, ``grpc://host:port`` or ``host:port`` (→ ``default_protocol``)."""
+    """``http[s]://host:port[/]``, ``grpc[s]://host:port`` or ``host:port`` (→ ``default_protocol``)."""
     text = url.strip()
     if "://" not in text:
         text = f"{default_protocol}://{text}"
     parts = urlsplit(text)
     scheme = parts.scheme.lower()
-    if scheme not in ("grpc", "http", "https"):
-        raise ValueError(f"{url!r}: the scheme must be http, https or grpc (or none for gRPC)")
+    if scheme not in ("grpc", "grpcs", "http", "https"):
+        raise ValueError(f"{url!r}: the scheme must be http, https, grpc or grpcs (or none for gRPC)")
     if not parts.hostname or parts.port is None:
         raise ValueError(f"{url!r}: expected host:port")
     if parts.path not in ("", "/"):
         raise ValueError(f"{url!r}: Triton's endpoints take no path")
-    protocol = GRPC if scheme == "grpc" else HTTP
-    return Endpoint(protocol, parts.netloc, ssl=scheme == "https")
+    protocol = GRPC if scheme in ("grpc", "grpcs") else HTTP
+    return Endpoint(protocol, parts.netloc, ssl=scheme in ("https", "grpcs"))
 
 
 def resolve_endpoints(

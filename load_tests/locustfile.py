@@ -70,13 +70,25 @@ def add_options(parser):
         "--grpc-url",
         env_var="SSD300_GRPC_URL",
         default="",
-        help="gRPC endpoint host:port (default: --host if it is one)",
+        help="gRPC endpoint [grpc[s]://]host:port (default: --host if it is one)",
     )
     group.add_argument(
         "--http-url",
         env_var="SSD300_HTTP_URL",
         default="",
         help="HTTP endpoint [http://]host:port (default: --host if it is one)",
+    )
+    group.add_argument(
+        "--ca-cert",
+        env_var="SSD300_CA_CERT",
+        default="",
+        help="TLS: CA bundle (PEM) that signed the server's certificate (grpcs:// or https:// URLs)",
+    )
+    group.add_argument(
+        "--client-cert", env_var="SSD300_CLIENT_CERT", default="", help="TLS: client certificate (PEM)"
+    )
+    group.add_argument(
+        "--client-key", env_var="SSD300_CLIENT_KEY", default="", help="TLS: the client certificate's key"
     )
     group.add_argument(
         "--detector-weight",

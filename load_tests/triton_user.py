@@ -24,7 +24,7 @@ from locust import User
 
 from load_tests.endpoints import GRPC, HTTP, Endpoint, resolve_endpoints
 from load_tests.payloads import SampleImages
-from ssd300_client import contract
+from ssd300_client import TLS, contract
 
 
 class UnexpectedResponse(RuntimeError):
@@ -39,17 +39,25 @@ class TimedTritonClient:
     as a failure; the user carries on).
     """
 
-    def __init__(self, endpoint: Endpoint, environment, *, timeout_s: float) -> None:
+    def __init__(self, endpoint: Endpoint, environment, *, timeout_s: float, tls: TLS | None = None) -> None:
         self.protocol = endpoint.protocol
         self.timeout_s = timeout_s
         self._events = environment.events
+        # TLS when the URL says so (grpcs://, https://) or certificate files are given; the
+        # files map onto tritonclient's options as in the ssd300_client connections.
+        tls = tls or (TLS() if endpoint.ssl else None)
         if endpoint.protocol == GRPC:
             self._module = grpcclient
-            self._client = grpcclient.InferenceServerClient(endpoint.address, ssl=endpoint.ssl)
+            self._client = grpcclient.InferenceServerClient(
+                endpoint.address, **(tls.grpc_options() if tls else {})
+            )
         else:
             self._module = httpclient
             self._client = httpclient.InferenceServerClient(
-                endpoint.address, ssl=endpoint.ssl, connection_timeout=timeout_s, network_timeout=timeout_s
+                endpoint.address,
+                connection_timeout=timeout_s,
+                network_timeout=timeout_s,
+                **(tls.http_options() if tls else {}),
             )
 
     def infer(
@@ -90,6 +98,12 @@ class TimedTritonClient:
         self._client.close()
 
 
+def tls_of(options) -> TLS | None:
+    """The TLS files the locustfile's --ca-cert/--client-cert/--client-key name, if any."""
+    files = {name: getattr(options, name, "") or None for name in ("ca_cert", "client_cert", "client_key")}
+    return TLS(**files) if any(files.values()) else None
+
+
 _samples: SampleImages | None = None
 
 
@@ -120,7 +134,10 @@ class TritonUser(User):
             self.environment.host, grpc_url=options.grpc_url, http_url=options.http_url
         )
         self.client = TimedTritonClient(
-            endpoints[self.protocol], self.environment, timeout_s=options.request_timeout_s
+            endpoints[self.protocol],
+            self.environment,
+            timeout_s=options.request_timeout_s,
+            tls=tls_of(options),
         )
         self.images = sample_images()
         # Users start at different photos: concurrent requests, and so the batches, differ.

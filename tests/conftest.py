@@ -1,8 +1,15 @@
-"""Shared fixtures: one model repository built with seeded random weights, and one real
-tritonserver (the embedded one) per test session, on free loopback ports."""
+"""Shared fixtures: one model repository built with seeded random weights, one real tritonserver
+(the embedded one) per test session on free loopback ports, private servers for the suites that
+break theirs, and the reliability figures. Helpers shared by test modules are in tests/helpers/.
+
+Every test that needs a tritonserver carries the ``server`` marker, and every test that needs the
+SSD300 network carries ``model``: both are applied here from the fixtures a test uses (or written
+on tests that start a server or build a network themselves), so
+``pytest -m "not server and not model"`` runs the rest in seconds."""
 
 from __future__ import annotations
 
+import os
 import shutil
 from pathlib import Path
 
@@ -14,9 +21,26 @@ from ssd300_build.export import write_model
 from ssd300_build.sources import load_network
 from ssd300_client import samples
 from ssd300_serving.embedded_server import EmbeddedServer, free_port
+from tools.reliability_report import FIGURES_ENV
+
+from .helpers.figures import Figures
+from .helpers.servers import PrivateServers
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 SEED = 1234
+# A test using any of these (directly or through another fixture) needs a running tritonserver,
+# or at least the SSD300 network built with random weights (seconds to minutes of CPU).
+SERVER_FIXTURES = frozenset({"triton_server", "private_servers"})
+MODEL_FIXTURES = frozenset({"random_network"})
+
+
+def pytest_collection_modifyitems(config, items):
+    for item in items:
+        fixtures = set(getattr(item, "fixturenames", ()))
+        if fixtures & SERVER_FIXTURES:
+            item.add_marker(pytest.mark.server)
+        if fixtures & MODEL_FIXTURES:
+            item.add_marker(pytest.mark.model)
 
 
 @pytest.fixture(scope="session")
@@ -50,7 +74,8 @@ def built_repository(tmp_path_factory, random_network) -> Path:
 
 @pytest.fixture(scope="session")
 def triton_server(built_repository, tmp_path_factory):
-    """The embedded tritonserver serving ``built_repository``; ``.http_url``/``.grpc_url`` are host:port."""
+    """The embedded tritonserver serving ``built_repository``; ``.http_url``/``.grpc_url`` are host:port.
+    Shared by every module: no test may break, lock or overload it."""
     log_path = tmp_path_factory.mktemp("server") / "tritonserver.log"
     server = EmbeddedServer(
         built_repository,
@@ -61,3 +86,22 @@ def triton_server(built_repository, tmp_path_factory):
     )
     with server:
         yield server
+
+
+@pytest.fixture(scope="module")
+def private_servers(built_repository, tmp_path_factory):
+    """Servers of this module's own (see ``PrivateServers``), stopped when the module ends."""
+    servers = PrivateServers(built_repository, tmp_path_factory.mktemp("private"))
+    yield servers
+    servers.stop()
+
+
+@pytest.fixture(scope="session")
+def reliability_figures(tmp_path_factory):
+    """What the reliability suites measured. Written at the end of the session to
+    ``$SSD300_RELIABILITY_FIGURES`` (``make reliability`` sets it), else to a temporary folder:
+    a plain test run leaves the working tree as it found it."""
+    record = Figures()
+    yield record
+    target = os.environ.get(FIGURES_ENV)
+    record.write(Path(target) if target else tmp_path_factory.mktemp("reliability") / "figures.json")

@@ -8,8 +8,12 @@ import shutil
 import pytest
 from PIL import Image
 
-from ssd300_client import COCO_CATEGORY_IDS
-from ssd300_client.cli import annotated_path, coco_image_ids, collect_images, main
+from ssd300_client import COCO_CATEGORY_IDS, contract
+from ssd300_client.cli import build_parser, main, request_parameters
+from ssd300_client.cli_inputs import collect_inputs
+from ssd300_client.cli_outputs import OutputNames, yolo_lines
+from ssd300_client.cli_run import coco_image_ids, format_detections
+from ssd300_client.drawing import draw_banner
 from ssd300_serving.embedded_server import free_port
 
 # ----- without a server -----
@@ -33,9 +37,54 @@ def test_help_reads_well_and_exits_zero(capsys):
     assert "exit status" in text and "image_id" in text
 
 
-def test_a_bad_option_value_is_a_usage_error(capsys):
-    assert main(["--batch-size", "0", "photo.jpg"]) == 2
-    assert "--batch-size" in capsys.readouterr().err
+@pytest.mark.parametrize(
+    ("option", "value"),
+    [
+        ("--batch-size", "0"),
+        ("--batch-size", "100"),  # above the models' max_batch_size: a usage error, no traceback
+        ("--batch-size", "eight"),
+        ("--iou", "1.5"),
+        ("--iou", "abc"),
+        ("--min-score", "-0.1"),
+        ("--max-det", "0"),
+        ("--max-det", "201"),
+        ("--classes", "person,unicorn"),
+        ("--classes", "12"),  # COCO category 12 is one of the unused ids
+        ("--classes", ","),
+        ("--every", "0"),
+        ("--format", "gif"),
+        ("--timeout", "0"),
+    ],
+)
+def test_a_bad_option_value_is_a_usage_error_naming_the_option(option, value, capsys):
+    assert main([option, value, "photo.jpg"]) == 2
+    err = capsys.readouterr().err
+    assert option in err and "Traceback" not in err
+
+
+def test_a_client_certificate_without_its_key_is_a_usage_error(tmp_path, capsys):
+    assert main(["--client-cert", str(tmp_path / "c.pem"), "photo.jpg"]) == 2
+    assert "--client-key" in capsys.readouterr().err
+
+
+def test_version_prints_the_package_version(capsys):
+    assert main(["--version"]) == 0
+    assert capsys.readouterr().out.startswith("ssd300-detect 0.")
+
+
+def test_settings_become_the_postprocess_request_parameters():
+    args = build_parser().parse_args(["--iou", "0.5", "--max-det", "10", "--min-score", "0.2", "x.jpg"])
+    assert request_parameters(args) == {
+        contract.NMS_IOU_PARAMETER: 0.5,
+        contract.MAX_DETECTIONS_PARAMETER: 10,
+        contract.SCORE_THRESHOLD_PARAMETER: 0.2,
+    }
+    assert request_parameters(build_parser().parse_args(["x.jpg"])) is None  # the server's defaults
+
+
+def test_classes_take_names_and_coco_category_ids():
+    args = build_parser().parse_args(["--classes", "person, Traffic_Light,13", "x.jpg"])
+    assert args.classes == {1, 10, 12}  # model labels: 13 is COCO's stop sign, label 12
 
 
 def test_folders_give_their_images_sorted_and_explicit_files_are_kept_whatever_their_suffix(tmp_path):
@@ -43,19 +92,30 @@ def test_folders_give_their_images_sorted_and_explicit_files_are_kept_whatever_t
         (tmp_path / name).write_bytes(b"x")
     extra = tmp_path / "scan.data"
     extra.write_bytes(b"x")
-    paths, missing = collect_images([str(tmp_path), str(extra), str(tmp_path / "b.jpg")])
-    assert [p.name for p in paths] == ["a.PNG", "b.jpg", "scan.data"]  # b.jpg once
-    assert missing == []
+    inputs = collect_inputs([str(tmp_path), str(extra), str(tmp_path / "b.jpg")])
+    assert [p.name for p in inputs.images] == ["a.PNG", "b.jpg", "scan.data"]  # b.jpg once
+    assert inputs.missing == [] and inputs.videos == []
+
+
+def test_subfolders_are_searched_only_with_recursive(tmp_path):
+    (tmp_path / "a" / "b").mkdir(parents=True)
+    for name in ("top.jpg", "a/mid.png", "a/b/deep.webp", "a/b/clip.mp4"):
+        (tmp_path / name).write_bytes(b"x")
+    flat = collect_inputs([str(tmp_path)])
+    assert [p.name for p in flat.images] == ["top.jpg"] and flat.videos == []
+    deep = collect_inputs([str(tmp_path)], recursive=True)
+    assert [p.name for p in deep.images] == ["deep.webp", "mid.png", "top.jpg"]
+    assert [p.name for p in deep.videos] == ["clip.mp4"]
 
 
 def test_glob_patterns_are_expanded_and_inputs_naming_nothing_are_reported(tmp_path):
     (tmp_path / "sub").mkdir()
     (tmp_path / "sub" / "one.jpg").write_bytes(b"x")
-    paths, missing = collect_images(
+    inputs = collect_inputs(
         [str(tmp_path / "**" / "*.jpg"), str(tmp_path / "nope.jpg"), str(tmp_path / "*.gif")]
     )
-    assert [p.name for p in paths] == ["one.jpg"]
-    assert missing == [str(tmp_path / "nope.jpg"), str(tmp_path / "*.gif")]
+    assert [p.name for p in inputs.images] == ["one.jpg"]
+    assert inputs.missing == [str(tmp_path / "nope.jpg"), str(tmp_path / "*.gif")]
 
 
 def test_coco_file_names_give_their_number_as_image_id(tmp_path):
@@ -66,11 +126,29 @@ def test_other_file_names_are_numbered_from_one_in_order(tmp_path):
     assert coco_image_ids([tmp_path / "000000000139.jpg", tmp_path / "cat.jpg"]) == [1, 2]
 
 
-def test_annotated_images_with_the_same_name_do_not_overwrite_each_other(tmp_path):
-    taken: set = set()
-    first = annotated_path(tmp_path, tmp_path / "a" / "x.jpg", taken)
-    second = annotated_path(tmp_path, tmp_path / "b" / "x.png", taken)
-    assert (first.name, second.name) == ("x.png", "x_2.png")
+def test_urls_give_their_last_path_part_as_name_for_ids(tmp_path):
+    assert coco_image_ids(["http://h/x/000000000139.jpg?size=1", tmp_path / "000000000285.jpg"]) == [139, 285]
+
+
+def test_outputs_with_the_same_name_do_not_overwrite_each_other(tmp_path):
+    names = OutputNames(tmp_path)
+    assert [names.stem_for("x"), names.stem_for("x"), names.stem_for("y")] == ["x", "x_2", "y"]
+
+
+def test_save_txt_lines_are_yolo_style_class_index_and_normalised_centre_and_size():
+    from ssd300_client import Detections
+
+    detections = Detections([[10, 20, 50, 100]], [0.75], [3], image_size=(200, 100))  # label 3: car
+    assert yolo_lines(detections) == "2 0.300000 0.300000 0.400000 0.400000 0.750000\n"
+
+
+def test_the_random_weights_banner_is_a_red_strip_across_the_top():
+    picture = draw_banner(
+        Image.new("RGB", (400, 300), (0, 0, 255)), "RANDOM WEIGHTS — detections are meaningless"
+    )
+    top = [picture.getpixel((x, 1)) for x in range(0, 400, 10)]
+    assert all(pixel == (200, 0, 0) for pixel in top)
+    assert picture.getpixel((200, 290)) == (0, 0, 255)  # the rest of the picture is untouched
 
 
 # ----- against the server -----
@@ -95,16 +173,57 @@ def test_a_folder_gives_annotated_images_and_coco_results(triton_server, photo_f
     )
     assert code == 0
     for source in sorted(photo_folder.iterdir()):
-        annotated = Image.open(out / f"{source.stem}.png")
-        assert annotated.format == "PNG" and annotated.size == Image.open(source).size
-    detections = json.loads(results.read_text())
+        annotated = Image.open(out / source.name)  # the input's format kept
+        assert annotated.format == "JPEG" and annotated.size == Image.open(source).size
+        # The test server runs random weights: every annotated image says so.
+        assert annotated.convert("RGB").getpixel((annotated.width // 2, 1)) == pytest.approx(
+            (200, 0, 0), abs=40
+        )
+    document = json.loads(results.read_text())
+    assert {(i["id"], i["file_name"]) for i in document["images"]} == {
+        (139, str(photo_folder / "000000000139.jpg")),
+        (285, str(photo_folder / "000000000285.jpg")),
+    }
+    detections = document["annotations"]
     assert detections and {d["image_id"] for d in detections} == {139, 285}
     for d in detections:
-        assert set(d) == {"image_id", "category_id", "bbox", "score"}
+        assert set(d) == {"id", "image_id", "category_id", "bbox", "score", "area"}
         assert d["category_id"] in COCO_CATEGORY_IDS and 0.05 < d["score"] <= 1
         x, y, w, h = d["bbox"]
         assert x >= 0 and y >= 0 and w >= 0 and h >= 0
     assert "2 images" in capsys.readouterr().err
+
+
+@pytest.mark.server
+@pytest.mark.filterwarnings("ignore::ssd300_client.RandomWeightsWarning")
+def test_detection_settings_reach_the_server_and_classes_filter_every_output(
+    triton_server, photo_folder, tmp_path
+):
+    def run(*options):
+        results, labels = tmp_path / f"r{len(options)}.json", tmp_path / f"labels{len(options)}"
+        argv = [str(photo_folder), "--url", triton_server.grpc_url, "--json", str(results)]
+        assert main([*argv, "--save-txt", str(labels), *options]) == 0
+        document = json.loads(results.read_text())
+        return document["annotations"], labels
+
+    everything, _ = run()
+    per_image = {i: sum(d["image_id"] == i for d in everything) for i in (139, 285)}
+    assert max(per_image.values()) > 3  # so that the limit below has something to cut
+    limited, labels = run("--max-det", "3", "--min-score", "0.2", "--iou", "0.3")
+    assert all(sum(d["image_id"] == i for d in limited) <= 3 for i in (139, 285))
+    assert limited and all(d["score"] > 0.2 for d in limited)
+    for image_id in (139, 285):  # --save-txt: the same detections, one line each
+        lines = (labels / f"{image_id:012d}.txt").read_text().splitlines()
+        assert len(lines) == sum(d["image_id"] == image_id for d in limited)
+        for line in lines:
+            label, *box, score = line.split()
+            assert 0 <= int(label) < 80 and all(0 <= float(v) <= 1 for v in box) and float(score) > 0.2
+    top_class = max(
+        {d["category_id"] for d in everything}, key=lambda c: sum(d["category_id"] == c for d in everything)
+    )
+    only, _ = run("--classes", str(top_class), "--threshold", "0.1", "-v")
+    assert only and {d["category_id"] for d in only} == {top_class}
+    assert all(d["score"] >= 0.1 for d in only)
 
 
 @pytest.mark.server
@@ -115,7 +234,7 @@ def test_an_unreadable_file_is_reported_skipped_and_exits_one(triton_server, pho
     code = main([str(photo_folder), "--url", triton_server.grpc_url, "--out", str(out), "--batch-size", "2"])
     assert code == 1
     assert "broken.jpg" in capsys.readouterr().err
-    assert sorted(p.name for p in out.iterdir()) == ["000000000139.png", "000000000285.png"]
+    assert sorted(p.name for p in out.iterdir()) == ["000000000139.jpg", "000000000285.jpg"]
 
 
 @pytest.mark.server
@@ -152,11 +271,11 @@ def test_an_unreachable_server_exits_two(sample_paths, capsys):
 def test_no_images_at_all_exits_two(tmp_path, capsys):
     assert main([str(tmp_path)]) == 2
     assert "no images" in capsys.readouterr().err
+    assert main([str(tmp_path / "missing.jpg")]) == 2  # only inputs that name nothing: the same code
 
 
 def test_max_print_shows_the_best_detections_and_counts_the_rest():
     from ssd300_client import Detections
-    from ssd300_client.cli import format_detections
 
     detections = Detections(
         xyxy=[[0, 0, 10, 10]] * 3,

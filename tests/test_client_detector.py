@@ -13,7 +13,7 @@ import weakref
 import numpy as np
 import pytest
 import tritonclient.grpc as grpcclient
-from numpy.testing import assert_allclose, assert_array_equal
+from numpy.testing import assert_array_equal
 from PIL import Image
 
 from ssd300_client import (
@@ -26,21 +26,12 @@ from ssd300_client import (
 )
 from ssd300_client.shared_memory import Region, SharedMemoryPool
 
+from .helpers.comparisons import assert_same_detections
+from .helpers.triton_calls import url_for
+
 pytestmark = [pytest.mark.server, pytest.mark.filterwarnings("ignore::ssd300_client.RandomWeightsWarning")]
 
 EXIF_ORIENTATION = 0x0112
-
-
-def assert_same_detections(actual: Detections, expected: Detections) -> None:
-    """Classes identical, scores within 1e-5, boxes within a pixel."""
-    assert actual.image_size == expected.image_size
-    assert_array_equal(actual.class_id, expected.class_id)
-    assert_allclose(actual.confidence, expected.confidence, atol=1e-5)
-    assert_allclose(actual.xyxy, expected.xyxy, atol=1.0)
-
-
-def url_for(server, protocol: str) -> str:
-    return server.grpc_url if protocol == "grpc" else server.http_url
 
 
 def registered_regions(server) -> set[str]:

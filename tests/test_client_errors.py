@@ -22,7 +22,8 @@ from ssd300_client import (
 )
 from ssd300_serving.embedded_server import free_port
 
-from .test_client_detector import assert_same_detections, url_for
+from .helpers.comparisons import assert_same_detections
+from .helpers.triton_calls import url_for
 
 pytestmark = [pytest.mark.server, pytest.mark.filterwarnings("ignore::ssd300_client.RandomWeightsWarning")]
 

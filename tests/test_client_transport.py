@@ -215,8 +215,8 @@ METADATA = {"is_model_ready": True, "get_model_config": {}, "get_model_repositor
 class ServerInAnotherContainer(Endpoint):
     """A stand-in Connection: answers like a loopback server that cannot open our regions."""
 
-    def __init__(self, url, *, protocol, timeout_s):
-        super().__init__(url, protocol=protocol, timeout_s=timeout_s)
+    def __init__(self, url, *, protocol, timeout_s, tls=None):
+        super().__init__(url, protocol=protocol, timeout_s=timeout_s, tls=tls)
         self.inputs = []  # the image tensor of each inference (tritonclient InferInput)
 
     def call(self, operation: Operation):
@@ -270,3 +270,65 @@ def test_required_shared_memory_fails_loudly_when_the_server_cannot_map_it(unmap
         pytest.raises(InferenceError, match="shared memory"),
     ):
         detector.detect(np.zeros((8, 8, 3), np.uint8))
+
+
+# ----- TLS -----
+
+
+@pytest.mark.parametrize(
+    ("url", "protocol", "expected"),
+    [
+        ("grpcs://triton.example.com:443", "grpc", ("triton.example.com:443", True)),
+        ("https://triton.example.com", "http", ("triton.example.com:8000", True)),
+        ("grpc://127.0.0.1:8001", "grpc", ("127.0.0.1:8001", False)),
+        ("127.0.0.1:8001", "grpc", ("127.0.0.1:8001", False)),
+    ],
+)
+def test_secure_schemes_turn_tls_on(url, protocol, expected):
+    from ssd300_client.endpoints import parse_url
+
+    assert parse_url(url, protocol=protocol) == expected
+
+
+def test_a_scheme_of_the_other_protocol_is_refused():
+    from ssd300_client.endpoints import parse_url
+
+    with pytest.raises(ValueError, match="is a http address"):
+        parse_url("https://h:443", protocol="grpc")
+
+
+def test_tls_files_map_onto_tritonclients_options(tmp_path):
+    from ssd300_client import TLS
+
+    for name in ("ca.pem", "c.pem", "c.key"):
+        (tmp_path / name).write_text("x")
+    tls = TLS(
+        ca_cert=str(tmp_path / "ca.pem"),
+        client_cert=str(tmp_path / "c.pem"),
+        client_key=str(tmp_path / "c.key"),
+    )
+    assert tls.grpc_options() == {
+        "ssl": True,
+        "root_certificates": str(tmp_path / "ca.pem"),
+        "private_key": str(tmp_path / "c.key"),
+        "certificate_chain": str(tmp_path / "c.pem"),
+    }
+    assert tls.http_options() == {
+        "ssl": True,
+        "ssl_options": {
+            "ca_certs": str(tmp_path / "ca.pem"),
+            "certfile": str(tmp_path / "c.pem"),
+            "keyfile": str(tmp_path / "c.key"),
+        },
+    }
+
+
+def test_tls_applies_to_secure_addresses_or_to_all_when_given(tmp_path):
+    from ssd300_client import TLS
+
+    with Detector(["grpcs://a:1", "b:2"], shared_memory=False) as detector:
+        assert [bool(tls) for tls in detector.tls] == [True, False]
+        assert "over TLS" in detector._connections[0].where
+    given = TLS()
+    with Detector(["a:1", "b:2"], tls=given, shared_memory=False) as detector:
+        assert detector.tls == (given, given)

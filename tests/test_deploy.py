@@ -167,6 +167,10 @@ VALUE_SETS = {
         "networkPolicy": {"allowExternal": False, "allowExternalEgress": False},
         "gpu": {"count": 2},
     },
+    "grpc-tls": {
+        "server": {"grpcTls": {"enabled": True, "secretName": "ssd300-tls", "mutual": True}},
+        "loadTest": {"enabled": True},
+    },
 }
 
 
@@ -265,6 +269,32 @@ def test_server_args_serve_the_image_repository_with_fixed_models(default_docs):
     assert args["--metrics-port"] == ["8002"]
     # The admin key never appears in the pod spec: the entrypoint adds these from the Secret.
     assert "--http-restricted-api" not in args and "--grpc-restricted-protocol" not in args
+
+
+def test_grpc_tls_serves_the_mounted_secret_and_the_load_test_trusts_it():
+    docs = objects(VALUE_SETS["grpc-tls"])
+    container = server_container(docs)
+    args = flags(container["args"])
+    assert args["--grpc-use-ssl"] == ["true"] and args["--grpc-use-ssl-mutual"] == ["true"]
+    assert args["--grpc-server-cert"] == ["/etc/triton/tls/tls.crt"]
+    assert args["--grpc-server-key"] == ["/etc/triton/tls/tls.key"]
+    assert args["--grpc-root-cert"] == ["/etc/triton/tls/ca.crt"]
+    (mount,) = [m for m in container["volumeMounts"] if m["mountPath"] == "/etc/triton/tls"]
+    assert mount["readOnly"] is True
+    volumes = {v["name"]: v for v in server_deployment(docs)["spec"]["template"]["spec"]["volumes"]}
+    assert volumes[mount["name"]]["secret"]["secretName"] == "ssd300-tls"
+    # The chart's load test speaks grpcs:// to the Service and reads the same Secret.
+    for job in find(docs, "Job"):
+        (locust,) = job["spec"]["template"]["spec"]["containers"]
+        env = {item["name"]: item["value"] for item in locust["env"]}
+        assert env["SSD300_CA_CERT"] == "/etc/triton/tls/ca.crt"
+        assert env["SSD300_CLIENT_CERT"] == "/etc/triton/tls/tls.crt"
+        if "--host" in locust["args"]:
+            assert locust["args"][locust["args"].index("--host") + 1].startswith("grpcs://")
+
+
+def test_grpc_tls_is_off_by_default(default_docs):
+    assert "--grpc-use-ssl" not in flags(server_container(default_docs)["args"])
 
 
 def test_startup_probe_waits_for_an_ensemble_the_repository_has(default_docs):
@@ -551,6 +581,7 @@ def test_notes_print_the_next_commands_for_the_service_type(service_type, hint):
             " + server.exitTimeoutSeconds (30) = 40",
         ),
         ({"modelRepository": {"source": "pvc"}}, "modelRepository.pvc.claimName must be set"),
+        ({"server": {"grpcTls": {"enabled": True}}}, "server.grpcTls.secretName must name the Secret"),
         ({"modelRepository": {"source": "objectStorage"}}, "modelRepository.objectStorage.uri must be set"),
         (
             {"autoscaling": {"enabled": True, "minReplicas": 5, "maxReplicas": 2}},
@@ -570,6 +601,7 @@ def test_notes_print_the_next_commands_for_the_service_type(service_type, hint):
         "no-image",
         "short-grace",
         "pvc-without-claim",
+        "tls-without-secret",
         "bucket-without-uri",
         "hpa-min-above-max",
         "pdb-both",
@@ -778,6 +810,7 @@ def swap_flags(args: list[str], values: dict[str, str]) -> list[str]:
     return swapped
 
 
+@pytest.mark.server  # starts a tritonserver itself (no fixture marks it)
 def test_embedded_tritonserver_accepts_the_image_flags_and_enforces_the_key(tmp_path):
     """The image's CMD (repository and ports swapped for local ones) through the entrypoint,
     on the PyPI build of the same tritonserver 2.51, with no models and no GPU."""

@@ -33,6 +33,7 @@ SMOKE_SECONDS = 15
         ("http://ssd300.ml.svc:8000", Endpoint(HTTP, "ssd300.ml.svc:8000")),
         ("http://ssd300.ml.svc:8000/", Endpoint(HTTP, "ssd300.ml.svc:8000")),
         ("https://triton.example.com:443", Endpoint(HTTP, "triton.example.com:443", ssl=True)),
+        ("grpcs://triton.example.com:443", Endpoint(GRPC, "triton.example.com:443", ssl=True)),
     ],
 )
 def test_the_host_form_selects_the_protocol(host, expected):

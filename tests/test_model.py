@@ -11,6 +11,8 @@ from torch.testing import assert_close
 from ssd300_build.default_boxes import BOXES_PER_LOCATION, FEATURE_SIZES, STEPS, dboxes300_coco, decode_boxes
 from ssd300_build.model import SSD300
 
+pytestmark = pytest.mark.model  # every test builds or runs the network
+
 
 @pytest.fixture(scope="module")
 def network():

@@ -20,7 +20,9 @@ from load_tests.payloads import SampleImages
 from load_tests.perf import analyzer, inputs
 from tools.external_tools import ToolInstallError, install_perf_analyzer
 
-SHORT = analyzer.Settings(window_ms=0, stability_percent=100, max_trials=4, requests_per_window=2)
+# Windows of two requests, and a stability bound no window misses: on a shared machine two
+# windows of two requests can differ several-fold, and this test checks the plumbing, not figures.
+SHORT = analyzer.Settings(window_ms=0, stability_percent=1000, max_trials=6, requests_per_window=2)
 
 
 @pytest.fixture(scope="session")

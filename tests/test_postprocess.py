@@ -1,4 +1,7 @@
-"""Box selection in ssd300_postprocess: the reference semantics, batched (docs/reference-semantics.md)."""
+"""Box selection in ssd300_postprocess: the reference semantics, batched (docs/reference-semantics.md).
+
+Both selection functions (the CPU rank sweep and the GPU-shaped fixed-point NMS) run every test
+here on CPU tensors, through the ``select`` fixture, and are held to the same results."""
 
 from __future__ import annotations
 
@@ -11,10 +14,11 @@ from torch.testing import assert_close
 
 from ssd300_build.default_boxes import dboxes300_coco
 from ssd300_build.detector import SSD300Detector
-from ssd300_build.reference import decode_batch
+from ssd300_build.reference import decode_batch, select_single
 from ssd300_client import contract
 
-from .test_export import photo_batch
+from .helpers.comparisons import as_set
+from .helpers.images import photo_batch
 
 SELECTION_FILE = (
     Path(__file__).resolve().parents[1] / "model_repository/ssd300_postprocess/1/detection_selection.py"
@@ -29,8 +33,18 @@ DEFAULTS = {
 }
 
 
-def select(boxes, scores, **options):
-    return selection.select_detections(boxes, scores, **{**DEFAULTS, **options})
+FUNCTIONS = ("select_detections", "select_detections_gpu")
+
+
+@pytest.fixture(params=FUNCTIONS)
+def select(request):
+    """One selection function, with the served defaults unless a test overrides them."""
+    function = getattr(selection, request.param)
+
+    def call(boxes, scores, **options):
+        return function(boxes, scores, **{**DEFAULTS, **options})
+
+    return call
 
 
 def one_class(boxes, class_scores, classes=2, label=1):
@@ -40,7 +54,7 @@ def one_class(boxes, class_scores, classes=2, label=1):
     return torch.tensor([boxes], dtype=torch.float32), scores
 
 
-def test_overlapping_box_of_the_same_class_is_suppressed():
+def test_overlapping_box_of_the_same_class_is_suppressed(select):
     # A = (0,0)-(1,1), B = (0.5,0)-(1.5,1): overlap 0.5, union 1.5 -> IoU 1/3 (kept at 0.45)
     # C = (0,0)-(1,0.9): overlap with A 0.9, union 1 -> IoU 0.9 (suppressed by A)
     boxes, scores = one_class([[0, 0, 1, 1], [0.5, 0, 1.5, 1], [0, 0, 1, 0.9]], [0.9, 0.8, 0.7])
@@ -51,7 +65,7 @@ def test_overlapping_box_of_the_same_class_is_suppressed():
     assert_close(out_boxes[0, 1], torch.tensor([0.5, 0.0, 1.5, 1.0]))
 
 
-def test_iou_exactly_at_the_criteria_suppresses_as_the_reference_does():
+def test_iou_exactly_at_the_criteria_suppresses_as_the_reference_does(select):
     # A = (0,0)-(1,1), B = (0,0)-(1,0.5): IoU = 0.5 / 1 = 0.5 exactly; the reference keeps only
     # boxes with IoU < criteria, so B goes at criteria 0.5 and stays at 0.5000001.
     boxes, scores = one_class([[0, 0, 1, 1], [0, 0, 1, 0.5]], [0.9, 0.8])
@@ -59,20 +73,20 @@ def test_iou_exactly_at_the_criteria_suppresses_as_the_reference_does():
     assert select(boxes, scores, iou_threshold=0.5000001)[3].item() == 2
 
 
-def test_boxes_of_different_classes_never_suppress_each_other():
+def test_boxes_of_different_classes_never_suppress_each_other(select):
     boxes = torch.tensor([[[0, 0, 1, 1], [0, 0, 1, 1]]], dtype=torch.float32)
     scores = torch.tensor([[[0.9, 0.0], [0.0, 0.8]]])  # anchor 0 -> class 1, anchor 1 -> class 2
     _, _out_scores, out_labels, count = select(boxes, scores)
     assert count.item() == 2 and out_labels[0, :2].tolist() == [1, 2]
 
 
-def test_scores_must_exceed_the_threshold_strictly():
+def test_scores_must_exceed_the_threshold_strictly(select):
     boxes, scores = one_class([[0, 0, 0.1, 0.1], [0.5, 0.5, 0.6, 0.6]], [0.05, 0.0501])
     _, out_scores, _, count = select(boxes, scores)
     assert count.item() == 1 and out_scores[0, 0].item() == pytest.approx(0.0501)
 
 
-def test_only_the_best_candidates_per_class_enter_nms():
+def test_only_the_best_candidates_per_class_enter_nms(select):
     # 300 disjoint boxes of one class: only the 200 highest scores survive the candidate cut
     boxes = [[i, 0, i + 0.5, 1] for i in range(300)]
     class_scores = [0.1 + i / 1000 for i in range(300)]
@@ -81,7 +95,7 @@ def test_only_the_best_candidates_per_class_enter_nms():
     assert out_scores[0].min().item() == pytest.approx(0.1 + 100 / 1000)
 
 
-def test_max_detections_keeps_the_highest_scores_and_pads_the_rest():
+def test_max_detections_keeps_the_highest_scores_and_pads_the_rest(select):
     boxes = [[i, 0, i + 0.5, 1] for i in range(10)]
     out_boxes, out_scores, _out_labels, count = select(
         *one_class(boxes, [0.1 * (i + 1) - 0.01 for i in range(10)]), max_detections=3
@@ -91,14 +105,14 @@ def test_max_detections_keeps_the_highest_scores_and_pads_the_rest():
     assert_close(out_scores[0], torch.tensor([0.99, 0.89, 0.79]))
 
 
-def test_images_without_candidates_give_zero_detections_and_zero_padding():
+def test_images_without_candidates_give_zero_detections_and_zero_padding(select):
     boxes, scores = torch.rand(2, 8732, 4), torch.full((2, 80, 8732), 0.01)
     out_boxes, out_scores, out_labels, count = select(boxes, scores)
     assert count.flatten().tolist() == [0, 0]
     assert not out_boxes.any() and not out_scores.any() and not out_labels.any()
 
 
-def test_non_finite_boxes_and_scores_are_never_selected():
+def test_non_finite_boxes_and_scores_are_never_selected(select):
     boxes, scores = one_class([[0, 0, 1, 1], [0, 0, float("inf"), 1], [2, 2, 3, 3]], [float("nan"), 0.9, 0.8])
     out_boxes, out_scores, _out_labels, count = select(boxes, scores)
     assert count.item() == 1
@@ -106,16 +120,9 @@ def test_non_finite_boxes_and_scores_are_never_selected():
     assert_close(out_boxes[0, 0], torch.tensor([2.0, 2.0, 3.0, 3.0]))
 
 
-def as_set(boxes, scores, labels, digits=4):
-    return sorted(
-        (int(label), round(float(s), 5), *[round(float(v), digits) for v in b])
-        for b, s, label in zip(boxes, scores, labels)
-    )
-
-
 @pytest.mark.parametrize("criteria, max_output", [(0.45, 200), (0.5, 200), (0.5, 20)])
 def test_batched_selection_equals_the_per_class_reference_on_real_outputs(
-    random_network, sample_paths, criteria, max_output
+    select, random_network, sample_paths, criteria, max_output
 ):
     network = random_network[0]
     detector = SSD300Detector(network).eval()
@@ -136,10 +143,149 @@ def test_batched_selection_equals_the_per_class_reference_on_real_outputs(
         )
 
 
-def test_nan_scores_do_not_crowd_out_real_candidates():
+def test_nan_scores_do_not_crowd_out_real_candidates(select):
     # 250 NaN anchors would fill the 200 candidate slots of class 1 if topk ranked them first.
     boxes = [[i, 0, i + 0.5, 1] for i in range(251)]
     class_scores = [float("nan")] * 250 + [0.7]
     out_boxes, out_scores, _, count = select(*one_class(boxes, class_scores))
     assert count.item() == 1 and out_scores[0, 0].item() == pytest.approx(0.7)
     assert_close(out_boxes[0, 0], torch.tensor([250.0, 0.0, 250.5, 1.0]))
+
+
+# --- exact equality with the reference on adversarial inputs ------------------------------------
+
+
+def assert_equals_the_reference(outputs, boxes, scores, **options):
+    """Same detections, in the same order, bit for bit, as the per-class reference, image by image."""
+    options = {**DEFAULTS, **options}
+    out_boxes, out_scores, out_labels, counts = outputs
+    for image in range(len(boxes)):
+        reference = select_single(
+            boxes[image],
+            scores[image],
+            criteria=options["iou_threshold"],
+            max_output=options["max_detections"],
+            score_threshold=options["score_threshold"],
+            candidates_per_class=options["candidates_per_class"],
+        )
+        n = int(counts[image])
+        assert n == len(reference.scores), f"image {image}"
+        assert torch.equal(out_scores[image, :n], reference.scores), f"image {image}"
+        assert torch.equal(out_boxes[image, :n], reference.boxes), f"image {image}"
+        assert torch.equal(out_labels[image, :n].long(), reference.labels), f"image {image}"
+        assert not out_scores[image, n:].any() and not out_labels[image, n:].any()
+
+
+def suppression_chain(length=200, step=0.3):
+    """Unit squares each shifted by ``step`` from the one before, scores falling along the row:
+    IoU 0.54 with a neighbour, 0.25 with the next but one. Greedy NMS keeps every other box,
+    and each decision depends on the one before: the longest chain there can be."""
+    boxes = [[i * step, 0.0, i * step + 1.0, 1.0] for i in range(length)]
+    return one_class(boxes, [0.9 - i * 0.004 for i in range(length)])
+
+
+def clustered(seed, batch=3, classes=4, anchors=300):
+    """Boxes in a few tight clusters (long suppression chains), some zero-area duplicates, and
+    scores on a coarse grid (many ties, some at the threshold)."""
+    generator = torch.Generator().manual_seed(seed)
+    centres = torch.rand(batch, 6, 2, generator=generator)
+    which = torch.randint(0, 6, (batch, anchors), generator=generator)
+    centre = centres.gather(1, which[..., None].expand(batch, anchors, 2))
+    centre = centre + 0.03 * torch.randn(batch, anchors, 2, generator=generator)
+    size = 0.05 + 0.2 * torch.rand(batch, anchors, 2, generator=generator)
+    boxes = torch.cat([centre - size / 2, centre + size / 2], dim=2)
+    boxes[:, :10, 2] = boxes[:, :10, 0]  # zero width: 0/0 IoU between two of them
+    boxes[:, 10:20] = boxes[:, :10]
+    scores = torch.randint(0, 20, (batch, classes, anchors), generator=generator).float() / 20
+    return boxes, scores
+
+
+def test_a_long_suppression_chain_keeps_every_other_box(select):
+    boxes, scores = suppression_chain()
+    outputs = select(boxes, scores)
+    assert outputs[3].item() == 100
+    assert_equals_the_reference(outputs, boxes, scores)
+
+
+@pytest.mark.parametrize("seed", range(4))
+@pytest.mark.parametrize(
+    "options",
+    [{}, {"iou_threshold": 0.5, "max_detections": 20}, {"candidates_per_class": 50, "score_threshold": 0.3}],
+    ids=["defaults", "coco-eval", "few-candidates"],
+)
+def test_clustered_boxes_with_tied_scores_equal_the_reference(select, seed, options):
+    boxes, scores = clustered(seed)
+    assert_equals_the_reference(select(boxes, scores, **options), boxes, scores, **options)
+
+
+def test_equal_scores_rank_by_anchor_then_by_label_as_the_reference():
+    # Two identical boxes with the same score in one class: the lower anchor is kept. The same
+    # score in another class comes after it in the output.
+    boxes = torch.tensor([[[0.0, 0, 1, 1], [0.0, 0, 1, 1], [5.0, 5, 6, 6]]])
+    scores = torch.tensor([[[0.5, 0.5, 0.0], [0.0, 0.0, 0.5]]])
+    for name in FUNCTIONS:
+        outputs = getattr(selection, name)(boxes, scores, **DEFAULTS)
+        assert outputs[3].item() == 2 and outputs[2][0, :2].tolist() == [1, 2]
+        assert_equals_the_reference(outputs, boxes, scores)
+
+
+def test_identical_boxes_leave_one_per_class(select):
+    boxes = torch.tensor([[[0.1, 0.1, 0.4, 0.5]] * 50])
+    scores = torch.linspace(0.9, 0.1, 50).expand(1, 3, 50).clone()
+    outputs = select(boxes, scores)
+    assert outputs[3].item() == 3 and sorted(outputs[2][0, :3].tolist()) == [1, 2, 3]
+    assert_equals_the_reference(outputs, boxes, scores)
+
+
+def test_zero_area_duplicates_suppress_each_other_as_the_reference_does(select):
+    # IoU of two identical zero-area boxes is 0/0: not below the criteria, so the second goes.
+    boxes, scores = one_class(
+        [[0.5, 0.5, 0.5, 0.7], [0.5, 0.5, 0.5, 0.7], [0.1, 0.1, 0.2, 0.2]], [0.9, 0.8, 0.7]
+    )
+    outputs = select(boxes, scores)
+    assert outputs[3].item() == 2
+    assert_equals_the_reference(outputs, boxes, scores)
+
+
+def test_iou_equal_to_the_float32_criteria_suppresses():
+    # IoU = float32(0.45) = 0.449999988...: below the number 0.45, but not below the criteria
+    # compared in float32, as NVIDIA's decode compares it (and the reference now does).
+    height = torch.tensor(0.45).item()
+    boxes, scores = one_class([[0, 0, 1, 1], [0, 0, 1, height]], [0.9, 0.8])
+    for name in FUNCTIONS:
+        outputs = getattr(selection, name)(boxes, scores, **DEFAULTS)
+        assert outputs[3].item() == 1
+        assert_equals_the_reference(outputs, boxes, scores)
+
+
+def test_the_functions_agree_exactly_on_real_outputs(random_network, sample_paths):
+    detector = SSD300Detector(random_network[0]).eval()
+    with torch.no_grad():
+        boxes, scores = detector(photo_batch(sample_paths, 4))
+    sweep = selection.select_detections(boxes, scores, **DEFAULTS)
+    fixed_point = selection.select_detections_gpu(boxes, scores, **DEFAULTS)
+    assert all(torch.equal(a, b) for a, b in zip(sweep, fixed_point))
+    assert_equals_the_reference(sweep, boxes, scores)
+
+
+def test_matrices_split_into_pieces_give_the_same_result(monkeypatch):
+    boxes, scores = clustered(7, batch=2, classes=5)
+    whole = selection.select_detections_gpu(boxes, scores, **DEFAULTS)
+    monkeypatch.setattr(selection, "MATRIX_ELEMENTS", 3 * 200 * 200)  # 3 groups per piece: 4 pieces
+    pieces = selection.select_detections_gpu(boxes, scores, **DEFAULTS)
+    assert all(torch.equal(a, b) for a, b in zip(whole, pieces))
+    assert_equals_the_reference(pieces, boxes, scores)
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float16], ids=["float32", "float16 (as on a GPU)"])
+def test_the_fixed_point_nms_equals_the_sweep(dtype):
+    for boxes, scores in [suppression_chain(), clustered(3)]:
+        _, top_boxes, valid = selection._candidates(boxes, scores, 200, 0.05, sync_free=True)
+        top_boxes, valid = top_boxes.flatten(0, 1), valid.flatten(0, 1)
+        expected = selection.greedy_nms(top_boxes, valid, 0.45)
+        assert torch.equal(selection.fixed_point_nms(top_boxes, valid, 0.45, dtype), expected)
+
+
+def test_gpu_instances_run_the_fixed_point_selection():
+    assert selection.selection_for(torch.device("cuda:0")) is selection.select_detections_gpu
+    assert selection.selection_for(torch.device("cpu")) is selection.select_detections

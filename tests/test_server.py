@@ -20,8 +20,8 @@ from ssd300_build.detector import SSD300Detector
 from ssd300_build.reference import decode_batch
 from ssd300_client import contract
 
-from .test_export import photo_batch
-from .test_postprocess import as_set
+from .helpers.comparisons import as_set
+from .helpers.images import photo_batch
 
 MODELS = (
     "ssd300",

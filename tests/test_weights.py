@@ -21,6 +21,9 @@ from ssd300_build.weights import (
     sha256_of,
 )
 
+# Most tests build an SSD300 (its state dict is the checkpoint), some the calibrated random one.
+pytestmark = pytest.mark.model
+
 
 @pytest.fixture(scope="module")
 def state():

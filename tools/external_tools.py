@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import argparse
 import hashlib
+import os
 import platform
 import shutil
 import subprocess
@@ -114,8 +115,16 @@ def _extract_member(wheel: Path, member: str, target: Path) -> None:
 
 
 def _download_deb(package: str, into: Path) -> Path:
-    """``apt-get download``: the signed archive's .deb, nothing installed."""
-    _run(["apt-get", "download", package], cwd=into, what=f"downloading Debian package {package}")
+    """``apt-get download``: the signed archive's .deb, nothing installed. A fresh container
+    has no package lists yet; as root they are fetched once (``apt-get update``) and retried."""
+    what = f"downloading Debian package {package}"
+    try:
+        _run(["apt-get", "download", package], cwd=into, what=what)
+    except ToolInstallError as error:
+        if "Unable to locate package" not in str(error) or os.geteuid() != 0:
+            raise
+        _run(["apt-get", "update", "-qq"], what="fetching Debian's package lists")
+        _run(["apt-get", "download", package], cwd=into, what=what)
     (deb,) = into.glob(f"{package}_*.deb")
     unpacked = into / package
     _run(["dpkg-deb", "-x", str(deb), str(unpacked)], what=f"unpacking {deb.name}")

@@ -2,10 +2,11 @@
 
     python -m tools.reliability_report            # reports/reliability/RELIABILITY.md, printed
 
-``tests/test_reliability.py`` measures and writes ``reports/reliability/figures.json`` (the
-``SSD300_RELIABILITY_FIGURES`` environment variable moves it); this command only formats what
-is there. A figure the last run did not produce (a test deselected or failed before recording)
-reads "not measured": nothing in the report is typed by hand.
+``make reliability`` runs ``tests/test_reliability_*.py`` with ``SSD300_RELIABILITY_FIGURES``
+set to ``reports/reliability/figures.json``, where they write what they measured; this command
+only formats what is there. A figure the last run did not produce (a test deselected or failed
+before recording) reads "not measured": nothing in the report is typed by hand, including the
+batching settings, which are the ones the server under test loaded.
 """
 
 from __future__ import annotations
@@ -86,7 +87,8 @@ def _bad_input_rows(figures: dict) -> list[Row]:
         (
             "Bad input",
             "kinds tried",
-            f"{len({c['kind'] for c in cases})} in {len(cases)} cases ({len(server)} sent to the server, {len(client)} through the client)",
+            f"{len({c['kind'] for c in cases})} in {len(cases)} cases "
+            f"({len(server)} sent to the server, {len(client)} through the client)",
         ),
         ("Bad input", "refused with an error naming the problem", f"{len(refused)}: {_counts(answers)}"),
         ("Bad input", "odd but valid inputs served", str(len(served))),
@@ -100,17 +102,19 @@ def _overload_rows(figures: dict) -> list[Row]:
     if not o:
         return [("Overload", "requests sent", NOT_MEASURED)]
     lost = o["sent"] - o["succeeded"] - o["refused"] - o["other_errors"]
+    samples = o.get("capacity_samples", "?")
     return [
         (
             "Overload",
-            "capacity measured (fastest of 5 sequential 1-image requests)",
+            f"capacity measured (fastest of {samples} sequential 1-image requests)",
             f"{o['capacity_per_s']:.2f} images/s ({_s(o['baseline_latency_s'])} per request)",
         ),
         (
             "Overload",
             "offered load",
-            f"{o['factor']:g}× capacity = {o['rate_per_s']:.1f} requests/s for {_s(o['duration_s'])}",
+            f"{o['factor']:.1f}× capacity = {o['rate_per_s']:.1f} requests/s for {_s(o['duration_s'])}",
         ),
+        ("Overload", "ssd300 batching, as the server loaded it", _batching(o.get("batching"))),
         ("Overload", "requests sent", str(o["sent"])),
         ("Overload", "succeeded", f"{o['succeeded']} (slowest {_s(o['slowest_success_s'])})"),
         (
@@ -128,7 +132,8 @@ def _overload_rows(figures: dict) -> list[Row]:
         (
             "Overload",
             "server memory (RSS, tritonserver + stubs)",
-            f"{_mib(o['rss_idle_bytes'])} idle → {_mib(o['rss_peak_bytes'])} peak (bound {_mib(o['rss_bound_bytes'])})",
+            f"{_mib(o['rss_idle_bytes'])} idle → {_mib(o['rss_peak_bytes'])} peak "
+            f"(bound {_mib(o['rss_bound_bytes'])})",
         ),
         (
             "Overload",
@@ -140,12 +145,40 @@ def _overload_rows(figures: dict) -> list[Row]:
             "recovery: first request at baseline latency",
             f"{_s(o['recovery_s'])} after the last request",
         ),
+        ("Overload", "largest ssd300 batch executed", str(o.get("largest_batch", NOT_MEASURED))),
         (
             "Overload",
-            "latency after recovery (p50 of 3)",
+            f"latency after recovery (p50 of {o.get('after_samples', '?')})",
             f"{_s(o['latency_after_s'])} (baseline {_s(o['baseline_latency_s'])})",
         ),
     ]
+
+
+def _batching(batching: dict | None) -> str:
+    if not batching:
+        return NOT_MEASURED
+    return (
+        f"max_batch_size {batching['max_batch_size']}, preferred_batch_size "
+        f"{batching['preferred_batch_sizes'] or 'none'}, queue of {batching['max_queue_size']} "
+        f"requests, queue timeout {_s(batching['queue_timeout_s'])}"
+    )
+
+
+def _batching_note(figures: dict) -> str | None:
+    """What the largest batch under overload says about the batching settings, or None."""
+    overload = _get(figures, "overload") or {}
+    batching, largest = overload.get("batching"), overload.get("largest_batch")
+    if not batching or not largest:
+        return None
+    preferred = max(batching["preferred_batch_sizes"], default=0)
+    text = f"Under overload the dynamic batcher ran ssd300 batches of up to {largest} images"
+    if preferred and largest > preferred:
+        return (
+            f"{text}, above the preferred size {preferred} (max_batch_size "
+            f"{batching['max_batch_size']}): with a full queue, the batch size, and with it the latency "
+            "and memory of one batch, is bounded by max_batch_size, not by the preferred size."
+        )
+    return f"{text} (preferred size {preferred or 'none'}, max_batch_size {batching['max_batch_size']})."
 
 
 def _failover_rows(figures: dict) -> list[Row]:
@@ -173,12 +206,14 @@ def _sigterm_rows(figures: dict) -> list[Row]:
         (
             "SIGTERM (make serve launcher)",
             "in flight at SIGTERM, completed",
-            f"{t['in_flight_completed']}/{t['in_flight']} (last {_s(t['drain_s'])} after SIGTERM; exit timeout {_s(t['exit_timeout_s'])})",
+            f"{t['in_flight_completed']}/{t['in_flight']} (last {_s(t['drain_s'])} after SIGTERM; "
+            f"exit timeout {_s(t['exit_timeout_s'])})",
         ),
         (
             "SIGTERM (make serve launcher)",
             "new requests after draining began, refused cleanly",
-            f"{t['new_refused']}/{t['new_requests']}: {_counts(t['new_answers'])} (slowest {_s(t['slowest_refusal_s'])})",
+            f"{t['new_refused']}/{t['new_requests']}: {_counts(t['new_answers'])} "
+            f"(slowest {_s(t['slowest_refusal_s'])})",
         ),
         ("SIGTERM (make serve launcher)", "launcher exit code", f"{t['exit_code']} after {_s(t['exit_s'])}"),
         (
@@ -214,18 +249,13 @@ def _security_rows(figures: dict) -> list[Row]:
     rows = []
     for api, answers in sorted(s.get("restricted", {}).items()):
         rows.append(("Security", f"{api}: without key / wrong key / with key", " · ".join(answers)))
-    rows += [
+    rows.append(
         (
             "Security",
-            "files scanned for committed secrets",
+            "tracked files scanned for committed secrets",
             f"{s.get('files_scanned', NOT_MEASURED)}, findings {s.get('secrets_found', NOT_MEASURED)}",
-        ),
-        (
-            "Security",
-            "checkpoint loading (weights_only, sha256)",
-            ", ".join(s.get("checkpoint_tests", [])) or NOT_MEASURED,
-        ),
-    ]
+        )
+    )
     return rows
 
 
@@ -259,10 +289,11 @@ def render(figures: dict) -> str:
     lines = [
         "# Reliability and security figures",
         "",
-        f"Generated by `python -m tools.reliability_report` from the figures `tests/test_reliability.py` "
-        f"recorded on {meta.get('recorded_at', NOT_MEASURED)} (commit {meta.get('commit', NOT_MEASURED)}, "
-        f"tritonserver {meta.get('tritonserver', NOT_MEASURED)}, {meta.get('cpus', '?')} CPU cores, no GPU). "
-        "Timings are from a shared machine and vary between runs.",
+        "Generated by `make reliability` (`python -m tools.reliability_report`) from the figures "
+        f"`tests/test_reliability_*.py` recorded on {meta.get('recorded_at', NOT_MEASURED)} "
+        f"(commit {meta.get('commit', NOT_MEASURED)}, tritonserver {meta.get('tritonserver', NOT_MEASURED)}, "
+        f"{meta.get('cpus', '?')} CPU cores, no GPU). Timings are from a shared machine and vary "
+        "between runs.",
         "",
         *_table(("Area", "Figure", "Value"), rows(figures)),
     ]
@@ -281,7 +312,7 @@ def render(figures: dict) -> str:
                 for c in cases
             ),
         )
-    notes = figures.get("notes") or []
+    notes = [*(figures.get("notes") or []), *filter(None, [_batching_note(figures)])]
     if notes:
         lines += ["", "## Notes", "", *(f"- {note}" for note in notes)]
     return "\n".join(lines) + "\n"
@@ -301,9 +332,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         figures = json.loads(source.read_text())
     except FileNotFoundError:
-        print(
-            f"error: {source} does not exist: run `pytest tests/test_reliability.py` first", file=sys.stderr
-        )
+        print(f"error: {source} does not exist: run `make reliability` first", file=sys.stderr)
         return 1
     except json.JSONDecodeError as exc:
         print(f"error: {source} is not valid JSON ({exc})", file=sys.stderr)

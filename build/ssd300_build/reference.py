@@ -35,15 +35,20 @@ def iou_one_to_many(box: torch.Tensor, boxes: torch.Tensor) -> torch.Tensor:
 
 
 def greedy_nms(boxes: torch.Tensor, scores: torch.Tensor, criteria: float) -> list[int]:
-    """Indices kept: each has IoU < criteria with every kept box of higher score."""
-    order = scores.argsort(descending=True).tolist()
+    """Indices kept: each has IoU < criteria with every kept box of higher score (equal scores:
+    the earlier index first).
+
+    The comparison is NVIDIA's, on float32 tensors: criteria is rounded to float32 (0.45 becomes
+    0.449999988…), and an undefined IoU (0/0, two zero-area boxes) is not below it, so it suppresses.
+    """
+    order = scores.argsort(descending=True, stable=True).tolist()
     kept: list[int] = []
     while order:
         best = order.pop(0)
         kept.append(best)
         if order:
-            ious = iou_one_to_many(boxes[best], boxes[order])
-            order = [i for i, iou in zip(order, ious.tolist()) if iou < criteria]
+            below = iou_one_to_many(boxes[best], boxes[order]) < criteria
+            order = [i for i, keep in zip(order, below.tolist()) if keep]
     return kept
 
 
@@ -62,19 +67,36 @@ def decode_single(
     size = torch.exp(SCALE_WH * offsets[:, 2:]) * dboxes[:, 2:]
     boxes = torch.cat([centre - size / 2, centre + size / 2], dim=1)
     probabilities = torch.softmax(plabel, dim=0)
+    return select_single(
+        boxes, probabilities[1:], criteria=criteria, max_output=max_output, score_threshold=score_threshold
+    )
 
+
+def select_single(
+    boxes: torch.Tensor,
+    class_scores: torch.Tensor,
+    *,
+    criteria: float = 0.45,
+    max_output: int = 200,
+    score_threshold: float = SCORE_THRESHOLD,
+    candidates_per_class: int = CANDIDATES_PER_CLASS,
+) -> ReferenceDetections:
+    """The selection after the decode. boxes: Tensor[A, 4] (x1, y1, x2, y2); class_scores:
+    Tensor[C, A] probabilities of labels 1..C."""
     out_boxes, out_scores, out_labels = [], [], []
-    for label in range(1, probabilities.shape[0]):
-        scores = probabilities[label]
+    for label, scores in enumerate(class_scores, start=1):
         candidates = (scores > score_threshold).nonzero().flatten()
-        candidates = candidates[scores[candidates].argsort(descending=True)][:CANDIDATES_PER_CLASS]
+        # Equal scores: the lower anchor first.
+        candidates = candidates[scores[candidates].argsort(descending=True, stable=True)][
+            :candidates_per_class
+        ]
         kept = candidates[greedy_nms(boxes[candidates], scores[candidates], criteria)]
         out_boxes.append(boxes[kept])
         out_scores.append(scores[kept])
         out_labels.append(torch.full((len(kept),), label, dtype=torch.int64))
 
     scores = torch.cat(out_scores)
-    best = scores.argsort(descending=True)[:max_output]
+    best = scores.argsort(descending=True, stable=True)[:max_output]  # equal scores: the lower label first
     return ReferenceDetections(torch.cat(out_boxes)[best], scores[best], torch.cat(out_labels)[best])
 
 

@@ -30,6 +30,7 @@ from .errors import (
 from .labels import COCO_CATEGORY_IDS, COCO_NAMES, class_name, coco_category_id, label_for_category_id
 from .preprocess import boxes_to_pixels, load_image
 from .results import DEFAULT_DISPLAY_THRESHOLD, Detection, Detections
+from .tls import TLS
 
 __all__ = [
     "COCO_CATEGORY_IDS",
@@ -38,6 +39,7 @@ __all__ = [
     "DEFAULT_CONCURRENCY",
     "DEFAULT_DISPLAY_THRESHOLD",
     "DEFAULT_TIMEOUT_S",
+    "TLS",
     "AccessDeniedError",
     "AsyncDetector",
     "Detection",

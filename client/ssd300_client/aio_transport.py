@@ -12,14 +12,15 @@ import logging
 from typing import Any
 
 from .errors import SSD300Error
+from .tls import TLS
 from .transport import Endpoint, Operation
 
 log = logging.getLogger(__name__)
 
 
 class AsyncConnection(Endpoint):
-    def __init__(self, url: str, *, protocol: str, timeout_s: float) -> None:
-        super().__init__(url, protocol=protocol, timeout_s=timeout_s)
+    def __init__(self, url: str, *, protocol: str, timeout_s: float, tls: TLS | None = None) -> None:
+        super().__init__(url, protocol=protocol, timeout_s=timeout_s, tls=tls)
         self._client: Any = None
         self._closed = False
 
@@ -32,7 +33,11 @@ class AsyncConnection(Endpoint):
             else:
                 import tritonclient.http.aio as aio
             # gRPC takes a deadline per call; the aiohttp session carries HTTP's (conn_timeout).
-            kwargs = {} if self.protocol == "grpc" else {"conn_timeout": self.timeout_s}
+            kwargs: dict[str, Any] = {} if self.protocol == "grpc" else {"conn_timeout": self.timeout_s}
+            if self.tls and self.protocol == "grpc":
+                kwargs.update(self.tls.grpc_options())
+            elif self.tls:
+                kwargs.update(ssl=True, ssl_context=self.tls.ssl_context())
             self._client = aio.InferenceServerClient(self.url, **kwargs)
         return self._client
 

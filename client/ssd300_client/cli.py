@@ -1,58 +1,66 @@
-"""``ssd300-detect``: detect objects in image files with SSD300 served by Triton."""
+"""``ssd300-detect``: detect objects in images, image URLs and videos with SSD300 served by Triton."""
 
 from __future__ import annotations
 
 import argparse
-import glob
-import json
 import logging
 import sys
-import time
+import tempfile
 import warnings
 from collections.abc import Sequence
+from importlib import metadata
 from pathlib import Path
+from typing import Any
 
-from tqdm import tqdm
 from tqdm.contrib.logging import logging_redirect_tqdm
 
+from . import contract
+from .cli_inputs import DEFAULT_MAX_DOWNLOAD_MB, collect_inputs
+from .cli_outputs import OUTPUT_FORMATS
+from .cli_run import Run
 from .detector import Detector
 from .detector_base import DEFAULT_BATCH_SIZE, DEFAULT_CONCURRENCY, DEFAULT_TIMEOUT_S
-from .endpoints import DEFAULT_PORTS, split_urls
+from .endpoints import DEFAULT_PORTS, scheme_protocol, split_urls
 from .errors import ModelNotReadyError, RandomWeightsWarning, ServerUnavailableError, SSD300Error
-from .results import DEFAULT_DISPLAY_THRESHOLD, Detections
+from .labels import parse_classes
+from .results import DEFAULT_DISPLAY_THRESHOLD
 from .retry import DEFAULT_RETRIES
+from .tls import TLS
 
 log = logging.getLogger(__name__)
 
 EXIT_OK = 0
-EXIT_SOME_IMAGES_FAILED = 1
-EXIT_USAGE_OR_SERVER = 2  # bad arguments, no images, server unreachable or model not ready
-IMAGE_SUFFIXES = frozenset({".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".tif", ".tiff"})
+EXIT_SOME_INPUTS_FAILED = 1
+EXIT_USAGE_OR_SERVER = 2  # bad arguments, no inputs found, server unreachable or model not ready
 
 DESCRIPTION = """\
-Detect objects in images with NVIDIA's SSD300 served by Triton Inference Server.
-INPUTS are image files, folders (their image files, not recursive) or glob patterns
+Detect objects with NVIDIA's SSD300 served by Triton Inference Server.
+INPUTS are image files, http(s):// image URLs, video files (MP4, AVI, MKV, WebM, MOV),
+folders (their images and videos; --recursive for subfolders too) or glob patterns
 ("photos/**/*.jpg", quoted so that the shell leaves them alone)."""
 
 EPILOG = f"""\
 thresholds:
-  The server returns every detection scoring above 0.05. Drawing and --print show those
-  >= {DEFAULT_DISPLAY_THRESHOLD:.2f} unless --threshold is given; --json keeps all of them (as COCO
-  evaluation wants) unless --threshold is given.
+  The server returns every detection scoring above --min-score (default
+  {contract.SERVER_SCORE_THRESHOLD}). Drawing and --print show those >= {DEFAULT_DISPLAY_THRESHOLD:.2f} unless
+  --threshold is given; --json, --save-txt and videos' JSON lines keep all of them (as COCO
+  evaluation wants) unless --threshold is given. --classes applies to every output.
 
 COCO image ids (--json):
   When every file is named by a number, like COCO's 000000123456.jpg, that number is the
   image_id (123456). Otherwise images are numbered 1, 2, 3, ... in processing order (inputs
-  as given, each folder sorted by name).
+  as given, each folder sorted by name). The file's "images" list maps each id to its file.
 
 exit status:
-  0 all images processed; 1 some images could not be read (reported on stderr, skipped);
-  2 usage error, no images found, or the server unreachable / model not ready.
+  0 every input processed;
+  1 some inputs could not be read, downloaded or decoded (reported on stderr, skipped);
+  2 usage error, no inputs found, or the server unreachable / model not ready.
 
 examples:
   ssd300-detect client/ssd300_client/samples --out out/
   ssd300-detect "val2017/*.jpg" --json results.json --batch-size 32 --concurrency 8
-  ssd300-detect photo.jpg --print --url 10.0.0.5:8001,10.0.0.6:8001
+  ssd300-detect clip.mp4 --out out/ --every 5 --classes person,car
+  ssd300-detect https://example.com/photo.jpg --print --url grpcs://triton.example.com:443
 """
 
 
@@ -63,11 +71,39 @@ def build_parser() -> argparse.ArgumentParser:
         epilog=EPILOG,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    parser.add_argument("inputs", nargs="+", metavar="INPUT", help="image file, folder or glob pattern")
+    parser.add_argument("inputs", nargs="+", metavar="INPUT", help="image, URL, video, folder or glob")
+    parser.add_argument("--version", action="version", version=f"%(prog)s {_version()}")
+    inputs = parser.add_argument_group("inputs")
+    inputs.add_argument("--recursive", action="store_true", help="search folders' subfolders too")
+    inputs.add_argument(
+        "--every", type=_positive_int, default=1, metavar="N", help="videos: every N-th frame (default 1)"
+    )
+    inputs.add_argument(
+        "--max-download-mb",
+        type=_positive_float,
+        default=DEFAULT_MAX_DOWNLOAD_MB,
+        metavar="MB",
+        help="largest image a URL may give (default: %(default)s); --timeout bounds each download",
+    )
     output = parser.add_argument_group("output (with none of these, detections are printed)")
-    output.add_argument("--out", type=Path, metavar="DIR", help="write annotated images to DIR as <name>.png")
     output.add_argument(
-        "--json", type=Path, metavar="PATH", help="write COCO detection results (a JSON list) to PATH"
+        "--out",
+        type=Path,
+        metavar="DIR",
+        help="annotated images (in the input's format) and videos (<name>.mp4 + <name>.jsonl)",
+    )
+    output.add_argument(
+        "--format", choices=sorted(OUTPUT_FORMATS), help="annotated images' format (default: the input's)"
+    )
+    output.add_argument(
+        "--json", type=Path, metavar="PATH", help="write COCO results (images, annotations) to PATH"
+    )
+    output.add_argument(
+        "--save-txt",
+        type=Path,
+        metavar="DIR",
+        help="one <name>.txt per image: 'class cx cy w h confidence' per line, YOLO-style "
+        "(0-based class, box normalised to the image)",
     )
     output.add_argument(
         "--print", action="store_true", dest="print_detections", help="print each image's detections"
@@ -83,17 +119,46 @@ def build_parser() -> argparse.ArgumentParser:
         type=_probability,
         metavar="SCORE",
         help=f"minimum confidence to draw/print (default {DEFAULT_DISPLAY_THRESHOLD:.2f}) "
-        "and to keep in --json (default: all)",
+        "and to keep in --json/--save-txt/JSON lines (default: all)",
+    )
+    settings = parser.add_argument_group("detection settings (sent to the server with each request)")
+    settings.add_argument(
+        "--min-score",
+        type=_probability,
+        metavar="SCORE",
+        help=f"server-side score threshold (default {contract.SERVER_SCORE_THRESHOLD})",
+    )
+    settings.add_argument(
+        "--iou",
+        type=_probability,
+        metavar="IOU",
+        help=f"NMS IoU threshold (default {contract.POSTPROCESS_DEFAULTS[contract.NMS_IOU_PARAMETER]})",
+    )
+    settings.add_argument(
+        "--max-det",
+        type=_bounded_int(1, contract.MAX_DETECTIONS),
+        metavar="N",
+        help=f"detections per image, 1..{contract.MAX_DETECTIONS} (default {contract.MAX_DETECTIONS})",
+    )
+    settings.add_argument(
+        "--classes",
+        type=_classes,
+        metavar="LIST",
+        help="keep only these classes: COCO names or category ids, comma-separated (person,car or 1,3)",
     )
     server = parser.add_argument_group("server")
     server.add_argument(
         "--url",
         action="append",
-        metavar="HOST:PORT",
-        help="Triton server address; repeat it or separate with commas for failover "
-        f"(default 127.0.0.1:{DEFAULT_PORTS['grpc']} for gRPC, 127.0.0.1:{DEFAULT_PORTS['http']} for HTTP)",
+        metavar="URL",
+        help="Triton server [grpc|grpcs|http|https://]host:port; repeat it or separate with commas "
+        f"for failover (default 127.0.0.1:{DEFAULT_PORTS['grpc']} for gRPC, "
+        f"127.0.0.1:{DEFAULT_PORTS['http']} for HTTP)",
     )
-    server.add_argument("--protocol", choices=("grpc", "http"), default="grpc", help="default: %(default)s")
+    server.add_argument("--protocol", choices=("grpc", "http"), help="default: the URL's scheme's, else grpc")
+    server.add_argument("--ca-cert", metavar="PEM", help="CA bundle to verify the server's TLS certificate")
+    server.add_argument("--client-cert", metavar="PEM", help="client certificate for mutual TLS")
+    server.add_argument("--client-key", metavar="PEM", help="the client certificate's private key")
     server.add_argument(
         "--server-side-decode",
         action="store_true",
@@ -110,7 +175,7 @@ def build_parser() -> argparse.ArgumentParser:
         type=_positive_float,
         default=DEFAULT_TIMEOUT_S,
         metavar="SECONDS",
-        help="per request (default: %(default)s)",
+        help="per request and per download (default: %(default)s)",
     )
     server.add_argument(
         "--retries",
@@ -121,9 +186,9 @@ def build_parser() -> argparse.ArgumentParser:
     work = parser.add_argument_group("throughput")
     work.add_argument(
         "--batch-size",
-        type=_positive_int,
+        type=_bounded_int(1, contract.MAX_BATCH_SIZE),
         default=DEFAULT_BATCH_SIZE,
-        help="images per request, 1..64 (default: %(default)s)",
+        help=f"images per request, 1..{contract.MAX_BATCH_SIZE} (default: %(default)s)",
     )
     work.add_argument(
         "--concurrency",
@@ -135,175 +200,148 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _version() -> str:
+    try:
+        return metadata.version("ssd300-triton")
+    except metadata.PackageNotFoundError:
+        return "unknown (not installed)"
+
+
+def _number(text: str, kind: type[int] | type[float]) -> Any:
+    try:
+        return kind(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"expected {'an integer' if kind is int else 'a number'}, got {text!r}"
+        ) from None
+
+
 def _probability(text: str) -> float:
-    value = float(text)
+    value = _number(text, float)
     if not 0.0 <= value <= 1.0:
         raise argparse.ArgumentTypeError(f"must be between 0 and 1, got {text}")
     return value
 
 
 def _positive_float(text: str) -> float:
-    value = float(text)
-    if value <= 0:
+    value = _number(text, float)
+    if not value > 0:
         raise argparse.ArgumentTypeError(f"must be > 0, got {text}")
     return value
 
 
-def _positive_int(text: str) -> int:
-    value = int(text)
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be >= 1, got {text}")
-    return value
+def _bounded_int(low: int, high: int | None = None) -> Any:
+    def parse(text: str) -> int:
+        value = _number(text, int)
+        if value < low or (high is not None and value > high):
+            raise argparse.ArgumentTypeError(
+                f"must be {low}..{high}, got {text}" if high is not None else f"must be >= {low}, got {text}"
+            )
+        return value
+
+    parse.__name__ = "integer"  # argparse names the type in some messages
+    return parse
 
 
-def _non_negative_int(text: str) -> int:
-    value = int(text)
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"must be >= 0, got {text}")
-    return value
+_positive_int = _bounded_int(1)
+_non_negative_int = _bounded_int(0)
 
 
-def collect_images(inputs: Sequence[str]) -> tuple[list[Path], list[str]]:
-    """Files from the inputs, in order and without repeats, and the inputs that named nothing."""
-    found: dict[Path, None] = {}
-    missing = []
-    for spec in inputs:
-        path = Path(spec)
-        if path.is_dir():
-            matches = sorted(p for p in path.iterdir() if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES)
-        elif path.exists():
-            matches = [path]  # named explicitly: tried whatever its suffix
-        elif glob.has_magic(spec):
-            matches = sorted(Path(p) for p in glob.glob(spec, recursive=True) if Path(p).is_file())
-        else:
-            matches = []
-        if not matches and not path.is_dir():
-            missing.append(spec)
-        for match in matches:
-            found.setdefault(match, None)
-    return list(found), missing
+def _classes(text: str) -> frozenset[int]:
+    try:
+        return parse_classes(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
 
 
-def coco_image_ids(paths: Sequence[Path]) -> list[int]:
-    """COCO-style numeric file names give their number; otherwise 1, 2, 3, … in order."""
-    stems = [path.stem for path in paths]
-    if stems and all(stem.isdigit() for stem in stems):
-        numbers = [int(stem) for stem in stems]
-        if len(set(numbers)) == len(numbers):
-            return numbers
-    return list(range(1, len(paths) + 1))
-
-
-def annotated_path(out_dir: Path, source: Path, taken: set[Path]) -> Path:
-    candidate, counter = out_dir / f"{source.stem}.png", 1
-    while candidate in taken:  # photos/a.jpg and more/a.png both give a.png
-        counter += 1
-        candidate = out_dir / f"{source.stem}_{counter}.png"
-    taken.add(candidate)
-    return candidate
-
-
-def format_detections(detections: Detections, *, limit: int | None = None) -> str:
-    """One line per detection (highest confidence first), at most ``limit`` of them."""
-    lines = [f"{detections.name}: {len(detections)} object{'s' if len(detections) != 1 else ''}"]
-    for number, d in enumerate(detections):
-        if limit is not None and number == limit:
-            lines.append(f"  … and {len(detections) - limit} more")
-            break
-        box = ", ".join(f"{v:.1f}" for v in d.xyxy)
-        lines.append(f"  {d.class_name:<16} {d.confidence:.3f}  [{box}]")
-    return "\n".join(lines)
+def request_parameters(args: argparse.Namespace) -> dict[str, float | int] | None:
+    """The postprocess overrides the options ask for (contract.py names them)."""
+    chosen = {
+        contract.SCORE_THRESHOLD_PARAMETER: args.min_score,
+        contract.NMS_IOU_PARAMETER: args.iou,
+        contract.MAX_DETECTIONS_PARAMETER: args.max_det,
+    }
+    return {name: value for name, value in chosen.items() if value is not None} or None
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
     try:
-        args = build_parser().parse_args(argv)
-    except SystemExit as exc:  # --help (0) or a usage error (2): return the code, as promised
+        args = parser.parse_args(argv)
+        if (args.client_cert is None) != (args.client_key is None):
+            parser.error("--client-cert and --client-key go together")
+        tls = _tls(args)
+    except SystemExit as exc:  # --help/--version (0) or a usage error (2): return the code, as promised
         return exc.code if isinstance(exc.code, int) else EXIT_USAGE_OR_SERVER
+    except ValueError as exc:  # a certificate file that is not there
+        return _fail(str(exc))
     logging.basicConfig(
         level=logging.INFO if args.verbose else logging.WARNING, format="%(levelname)s: %(message)s"
     )
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", RandomWeightsWarning)  # the detector logs it as a warning already
-        return _detect_files(args)
+        return _detect(args, tls)
 
 
-def _detect_files(args: argparse.Namespace) -> int:
+def _tls(args: argparse.Namespace) -> TLS | None:
+    if not (args.ca_cert or args.client_cert):
+        return None
+    return TLS(ca_cert=args.ca_cert, client_cert=args.client_cert, client_key=args.client_key)
+
+
+def _protocol(args: argparse.Namespace, urls: list[str]) -> str:
+    if args.protocol:
+        return args.protocol
+    named = {scheme_protocol(url) for url in urls} - {None}
+    if len(named) > 1:
+        raise ValueError("the URLs name both gRPC and HTTP: pick one with --protocol")
+    return str(named.pop()) if named else "grpc"
+
+
+def _detect(args: argparse.Namespace, tls: TLS | None) -> int:
     try:
-        urls = split_urls(args.url) if args.url else [f"127.0.0.1:{DEFAULT_PORTS[args.protocol]}"]
+        given = split_urls(args.url) if args.url else []
+        protocol = _protocol(args, given)
+        urls = given or [f"127.0.0.1:{DEFAULT_PORTS[protocol]}"]
     except ValueError as exc:
         return _fail(str(exc))
-    paths, missing = collect_images(args.inputs)
-    for spec in missing:
+    inputs = collect_inputs(args.inputs, recursive=args.recursive)
+    for spec in inputs.missing:
         print(f"skipped {spec}: no such file, folder or matching files", file=sys.stderr)
-    if not paths:
-        return _fail("no images to process") if not missing else EXIT_SOME_IMAGES_FAILED
-    if args.out:
-        args.out.mkdir(parents=True, exist_ok=True)
-
+    if not inputs.images and not inputs.videos:
+        return _fail("no images or videos found in " + ", ".join(args.inputs))
+    for folder in (args.out, args.save_txt):
+        if folder:
+            folder.mkdir(parents=True, exist_ok=True)
     modes: dict[str, str | bool] = {"auto": "auto", "on": True, "off": False}
-    shared_memory = modes[args.shared_memory]
     try:
         detector = Detector(
             urls,
-            protocol=args.protocol,
+            protocol=protocol,
             timeout_s=args.timeout,
             retries=args.retries,
             server_side_decode=args.server_side_decode,
-            shared_memory=shared_memory,
+            shared_memory=modes[args.shared_memory],
+            parameters=request_parameters(args),
+            tls=tls,
         )
     except ValueError as exc:  # a malformed address
         return _fail(str(exc))
-    with detector, logging_redirect_tqdm():
+    with detector, logging_redirect_tqdm(), tempfile.TemporaryDirectory(prefix="ssd300-detect-") as scratch:
         try:
             detector.check_ready()
-            return _run(detector, paths, args, failed=len(missing))
+            run = Run(detector, args, failed=len(inputs.missing))
+            images = run.fetch(inputs.images, Path(scratch))
+            if images:
+                run.images(images)
+            for video in inputs.videos:
+                run.video(video)
+            return EXIT_OK if run.finish() else EXIT_SOME_INPUTS_FAILED
         except (ServerUnavailableError, ModelNotReadyError) as exc:
             return _fail(str(exc))
         except SSD300Error as exc:
             print(f"error: {exc}", file=sys.stderr)
-            return EXIT_SOME_IMAGES_FAILED
-
-
-def _run(detector: Detector, paths: list[Path], args: argparse.Namespace, *, failed: int) -> int:
-    display_threshold = DEFAULT_DISPLAY_THRESHOLD if args.threshold is None else args.threshold
-    print_detections = args.print_detections or not (args.out or args.json)
-    image_ids = coco_image_ids(paths)
-    coco_results: list[dict] = []
-    taken: set[Path] = set()
-    done = shown = 0
-    start = time.perf_counter()
-    outcomes = detector.detect_iter(paths, concurrency=args.concurrency, batch_size=args.batch_size)
-    with tqdm(
-        outcomes, total=len(paths), unit="img", desc="detecting", file=sys.stderr, leave=False, disable=None
-    ) as progress:
-        for index, outcome in progress:
-            if not isinstance(outcome, Detections):
-                failed += 1
-                progress.write(f"skipped {outcome}", file=sys.stderr)
-                continue
-            done += 1
-            shown_detections = outcome.filter(display_threshold)
-            shown += len(shown_detections)
-            if args.json:
-                kept = outcome if args.threshold is None else shown_detections
-                coco_results.extend(kept.to_coco(image_ids[index]))
-            if args.out:
-                drawn = outcome.draw(paths[index], threshold=display_threshold)
-                drawn.save(annotated_path(args.out, paths[index], taken))
-            if print_detections:
-                progress.write(format_detections(shown_detections, limit=args.max_print), file=sys.stdout)
-    elapsed_s = time.perf_counter() - start
-    if args.json:
-        args.json.parent.mkdir(parents=True, exist_ok=True)
-        args.json.write_text(json.dumps(coco_results))
-    rate = done / elapsed_s if elapsed_s > 0 else 0.0
-    summary = (
-        f"{done} image{'s' if done != 1 else ''}, {shown} detections >= {display_threshold:.2f}, "
-        f"{elapsed_s:.1f} s ({rate:.1f} images/s)" + (f"; {failed} skipped" if failed else "")
-    )
-    print(summary, file=sys.stderr)
-    return EXIT_SOME_IMAGES_FAILED if failed else EXIT_OK
+            return EXIT_SOME_INPUTS_FAILED
 
 
 def _fail(message: str) -> int:

@@ -79,6 +79,9 @@ class Detector(DetectorBase):
     them with the same imaging code, instead of decoding and resizing here.
     ``shared_memory``: pass input images through system shared memory: ``"auto"`` when the
     server is on loopback (127.0.0.1, localhost, ::1), ``True`` always, ``False`` never.
+    ``tls``: a :class:`~ssd300_client.TLS` (CA bundle, client certificate and key) for every
+    address, or True for TLS with the system's trust store; a ``grpcs://`` / ``https://``
+    address turns TLS on by itself.
     ``parameters``: Triton request parameters sent with every inference; the postprocess
     reads ``score_threshold``, ``nms_iou_threshold`` and ``max_detections`` overrides from them
     (e.g. NVIDIA's COCO evaluation settings: IoU 0.50, 200 detections).

@@ -21,7 +21,7 @@ from types import FrameType
 from typing import Any, ClassVar, TypeVar
 
 from . import contract
-from .endpoints import check_protocol, is_loopback, normalise_url, split_urls
+from .endpoints import check_protocol, is_loopback, parse_url, split_urls
 from .errors import (
     InvalidImageError,
     InvalidInputError,
@@ -36,6 +36,7 @@ from .preprocess import ImageInput, PreparedImage, describe, prepare_for_model, 
 from .results import Detections
 from .retry import DEFAULT_RETRIES, backoff_delays_s, rotation
 from .shared_memory import Region, SharedMemoryPool
+from .tls import TLS
 from .transport import Endpoint, Operations, config_parameters
 
 log = logging.getLogger(__name__)
@@ -76,6 +77,7 @@ class DetectorBase:
         server_side_decode: bool = False,
         shared_memory: str | bool = "auto",
         parameters: Mapping[str, str | int | float | bool] | None = None,
+        tls: TLS | bool | None = None,
     ) -> None:
         self.protocol = check_protocol(protocol)
         if shared_memory not in SHARED_MEMORY_MODES:
@@ -84,7 +86,11 @@ class DetectorBase:
             raise ValueError(f"timeout_s must be > 0, got {timeout_s}")
         if retries < 0:
             raise ValueError(f"retries must be >= 0, got {retries}")
-        self.urls = tuple(normalise_url(item, protocol=protocol) for item in split_urls(url))
+        parsed = [parse_url(item, protocol=protocol) for item in split_urls(url)]
+        self.urls = tuple(address for address, _ in parsed)
+        # TLS for a grpcs:// or https:// address, or for every address when ``tls`` is given.
+        settings = tls if isinstance(tls, TLS) else TLS() if tls else None
+        self.tls = tuple(settings or (TLS() if secure else None) for _, secure in parsed)
         self.server_side_decode = bool(server_side_decode)
         self.model = model or (contract.IMAGE_MODEL if server_side_decode else contract.DETECTOR_MODEL)
         self.timeout_s, self.retries = float(timeout_s), int(retries)
@@ -94,7 +100,8 @@ class DetectorBase:
         self.server_weights: str | None = None
         self._operations = Operations(self.protocol, timeout_s=self.timeout_s)
         self._connections: list[Any] = [
-            self._connection_class(item, protocol=protocol, timeout_s=self.timeout_s) for item in self.urls
+            self._connection_class(item, protocol=protocol, timeout_s=self.timeout_s, tls=settings)
+            for item, settings in zip(self.urls, self.tls)
         ]
         self._preferred = 0  # index of the last connection that answered
         self._ready_urls: set[str] = set()

@@ -43,3 +43,23 @@ def draw_boxes(
         draw.rectangle((left, top - shift, right + 2 * line_width, bottom - shift + line_width), fill=colour)
         draw.text((x1 + line_width, y1 - shift), text, fill=(0, 0, 0), font=font)
     return canvas
+
+
+RANDOM_WEIGHTS_BANNER = "RANDOM WEIGHTS — detections are meaningless"
+_BANNER_FILL = (200, 0, 0)
+
+
+def draw_banner(picture: Image.Image, text: str) -> Image.Image:
+    """``picture`` (RGB, drawn on in place and returned) with ``text`` in white on a red strip
+    across its top: a warning nobody looking at the image can miss."""
+    draw = ImageDraw.Draw(picture)
+    font = _font(max(11, round(min(picture.size) / 25)))
+    try:
+        left, top, _, bottom = draw.textbbox((0, 0), text, font=font)
+    except UnicodeEncodeError:  # the bitmap fallback font has no em dash
+        text = text.replace("—", "-")
+        left, top, _, bottom = draw.textbbox((0, 0), text, font=font)
+    margin = max(2, (bottom - top) // 3)
+    draw.rectangle((0, 0, picture.width, bottom - top + 2 * margin), fill=_BANNER_FILL)
+    draw.text((margin - left, margin - top), text, fill=(255, 255, 255), font=font)
+    return picture

@@ -7,7 +7,13 @@ from collections.abc import Iterable
 
 PROTOCOLS = ("grpc", "http")
 DEFAULT_PORTS = {"http": 8000, "grpc": 8001}  # Triton's defaults (docs/contracts.md)
-_SCHEMES = ("grpc://", "http://")
+# scheme → (protocol, TLS): Triton serves TLS on gRPC itself, HTTPS through a proxy.
+_SCHEMES = {
+    "grpc://": ("grpc", False),
+    "http://": ("http", False),
+    "grpcs://": ("grpc", True),
+    "https://": ("http", True),
+}
 _LOOPBACK_NAMES = {"localhost", "localhost.localdomain", "ip6-localhost"}
 
 
@@ -18,16 +24,36 @@ def check_protocol(protocol: str) -> str:
 
 
 def normalise_url(url: str, *, protocol: str) -> str:
-    """``"host[:port]"`` (a ``grpc://``/``http://`` scheme is dropped) → ``"host:port"``."""
-    text = url.strip()
-    for scheme in _SCHEMES:
-        if text.startswith(scheme):
-            text = text[len(scheme) :]
+    """``"host[:port]"`` (a ``grpc://``/``http://``/``grpcs://``/``https://`` scheme is dropped)
+    → ``"host:port"``."""
+    return parse_url(url, protocol=protocol)[0]
+
+
+def scheme_protocol(url: str) -> str | None:
+    """The protocol a URL's scheme names (``grpcs://`` → grpc, ``https://`` → http), or None."""
+    for scheme, (protocol, _) in _SCHEMES.items():
+        if url.strip().lower().startswith(scheme):
+            return protocol
+    return None
+
+
+def parse_url(url: str, *, protocol: str) -> tuple[str, bool]:
+    """``"[scheme://]host[:port]"`` → (``"host:port"``, whether the scheme asks for TLS).
+
+    A scheme must agree with ``protocol``: ``https://`` is HTTP, ``grpcs://`` is gRPC.
+    """
+    text, secure = url.strip(), False
+    for scheme, (scheme_protocol_, tls) in _SCHEMES.items():
+        if text.lower().startswith(scheme):
+            if scheme_protocol_ != protocol:
+                raise ValueError(f"{url!r} is a {scheme_protocol_} address, but the protocol is {protocol}")
+            text, secure = text[len(scheme) :], tls
+            break
     text = text.rstrip("/")
     if not text or "/" in text:
         raise ValueError(f"expected a server address like 127.0.0.1:8001, got {url!r}")
     host, port = split_host_port(text)
-    return f"{host}:{port if port is not None else DEFAULT_PORTS[protocol]}"
+    return f"{host}:{port if port is not None else DEFAULT_PORTS[protocol]}", secure
 
 
 def split_host_port(address: str) -> tuple[str, int | None]:

@@ -23,13 +23,18 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+from . import contract
 from .errors import SSD300Error
 
 log = logging.getLogger(__name__)
 
 # NVIDIA's COCO evaluation of SSD300 (DeepLearningExamples `evaluate`):
 # decode_batch(criteria=0.50, max_output=200).
-EVALUATION_SETTINGS = {"score_threshold": 0.05, "nms_iou_threshold": 0.5, "max_detections": 200}
+EVALUATION_SETTINGS = {
+    contract.SCORE_THRESHOLD_PARAMETER: 0.05,
+    contract.NMS_IOU_PARAMETER: 0.5,
+    contract.MAX_DETECTIONS_PARAMETER: 200,
+}
 # COCOeval.stats, in the order COCOeval.summarize() prints them.
 SUMMARY_NAMES = (
     "AP", "AP50", "AP75", "AP_small", "AP_medium", "AP_large",

@@ -68,3 +68,29 @@ def label_for_category_id(category_id: int) -> int:
         return _LABEL_BY_CATEGORY_ID[int(category_id)]
     except KeyError:
         raise ValueError(f"{category_id} is not one of the 80 COCO detection category ids") from None
+
+
+_LABEL_BY_NAME = {name: label for label, name in enumerate(COCO_NAMES, start=1)}
+
+
+def parse_classes(text: str) -> frozenset[int]:
+    """``"person,car"`` or ``"1,3"`` (COCO category ids) or a mix → model labels 1..80.
+
+    Names are matched case-insensitively; ``traffic light`` and ``traffic_light`` are the same.
+    Raises ValueError naming the first item that is neither.
+    """
+    labels: set[int] = set()
+    for item in text.split(","):
+        spec = item.strip()
+        if not spec:
+            continue
+        if spec.isdigit():
+            labels.add(label_for_category_id(int(spec)))
+            continue
+        name = spec.lower().replace("_", " ")
+        if name not in _LABEL_BY_NAME:
+            raise ValueError(f"{spec!r} is neither a COCO class name (person, traffic_light, …) nor an id")
+        labels.add(_LABEL_BY_NAME[name])
+    if not labels:
+        raise ValueError(f"no class names or ids in {text!r}")
+    return frozenset(labels)

@@ -7,7 +7,7 @@ Showing them is another matter: :data:`DEFAULT_DISPLAY_THRESHOLD` is for drawing
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Collection, Iterator
 from dataclasses import dataclass
 from typing import NamedTuple
 
@@ -90,9 +90,12 @@ class Detections:
         height, width = self.image_size
         return f"Detections(name={self.name!r}, {len(self)} detections, image {width}×{height})"
 
-    def filter(self, threshold: float) -> Detections:
-        """The detections with ``confidence >= threshold``, as a new :class:`Detections`."""
+    def filter(self, threshold: float = 0.0, *, classes: Collection[int] | None = None) -> Detections:
+        """The detections with ``confidence >= threshold`` (and, given ``classes``, whose model
+        label 1..80 is one of them), as a new :class:`Detections`."""
         keep = self.confidence >= threshold
+        if classes is not None:
+            keep &= np.isin(self.class_id, np.fromiter(classes, dtype=np.int32))
         return Detections(
             self.xyxy[keep],
             self.confidence[keep],

@@ -29,6 +29,7 @@ from .errors import (
     ServerUnavailableError,
     SSD300Error,
 )
+from .tls import TLS
 
 log = logging.getLogger(__name__)
 
@@ -209,11 +210,11 @@ class Operations:
 
 
 class Endpoint:
-    """What both connection flavours know about their server."""
+    """What both connection flavours know about their server; ``tls`` None means plaintext."""
 
-    def __init__(self, url: str, *, protocol: str, timeout_s: float) -> None:
-        self.url, self.protocol, self.timeout_s = url, protocol, timeout_s
-        self.where = f"{url} ({protocol})"
+    def __init__(self, url: str, *, protocol: str, timeout_s: float, tls: TLS | None = None) -> None:
+        self.url, self.protocol, self.timeout_s, self.tls = url, protocol, timeout_s, tls
+        self.where = f"{url} ({protocol}{' over TLS' if tls else ''})"
 
     def errors(self, operation: Operation) -> AbstractContextManager[None]:
         return translated_errors(self.where, operation.model, control=operation.control)
@@ -227,17 +228,20 @@ class Connection(Endpoint):
     threads are closed as new ones are made.
     """
 
-    def __init__(self, url: str, *, protocol: str, timeout_s: float) -> None:
-        super().__init__(url, protocol=protocol, timeout_s=timeout_s)
+    def __init__(self, url: str, *, protocol: str, timeout_s: float, tls: TLS | None = None) -> None:
+        super().__init__(url, protocol=protocol, timeout_s=timeout_s, tls=tls)
         self._lock = threading.Lock()
         self._clients: dict[threading.Thread, Any] = {}  # gRPC: one entry, whichever thread
         self._closed = False
 
     def _new_client(self) -> Any:
         if self.protocol == "grpc":
-            return grpcclient.InferenceServerClient(self.url)
+            return grpcclient.InferenceServerClient(self.url, **(self.tls.grpc_options() if self.tls else {}))
         return httpclient.InferenceServerClient(
-            self.url, connection_timeout=self.timeout_s, network_timeout=self.timeout_s
+            self.url,
+            connection_timeout=self.timeout_s,
+            network_timeout=self.timeout_s,
+            **(self.tls.http_options() if self.tls else {}),
         )
 
     def _client(self) -> Any:

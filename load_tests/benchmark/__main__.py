@@ -19,6 +19,7 @@ import tritonclient.grpc as grpcclient
 from load_tests.benchmark import (
     cpu_share,
     cpu_sweep,
+    dispatch_count,
     engines,
     inprocess,
     plot,
@@ -129,13 +130,17 @@ def server_facts(client: grpcclient.InferenceServerClient) -> dict:
     config = client.get_model_config(contract.NETWORK_MODEL, as_json=True)["config"]
     batching = config.get("dynamic_batching", {})
     instances = sum(int(group.get("count", 1)) for group in config.get("instance_group", []))
+    delay_ms = int(batching.get("max_queue_delay_microseconds", 0)) / 1000
     return {
         "version": client.get_server_metadata().version,
         "weights": config.get("parameters", {}).get("weights", {}).get("string_value", "unknown"),
+        # as numbers too: the report compares them with the measured execution times
+        "instances": instances,
+        "max_queue_delay_ms": delay_ms,
         "network_config": (
             f"{instances} instance(s), dynamic batching preferred "
             f"{batching.get('preferred_batch_size', [])}, max queue delay "
-            f"{int(batching.get('max_queue_delay_microseconds', 0)) / 1000:g} ms, "
+            f"{delay_ms:g} ms, "
             f"max batch {config.get('max_batch_size')}, forward passes of at most "
             f"{config.get('parameters', {}).get('max_forward_batch', {}).get('string_value', '0')} images "
             "(0: any)"
@@ -224,6 +229,11 @@ def main(argv: list[str] | None = None) -> int:
     }
     cpu_before = cpu_share.snapshot()
     results["inprocess"]["postprocess"] = inprocess.compare_postprocess(network, images, repeats=args.repeats)
+    log.info("dispatched operations per postprocess call at batch %s", dispatch_count.BATCH_SIZES)
+    selection = inprocess.load_selection_module()
+    results["inprocess"]["dispatch"] = dispatch_count.measure(
+        selection, inprocess.served_selection_options(selection), dispatch_count.realistic_outputs(network)
+    )
     log.info("in-process forward and reference pipeline")
     results["inprocess"]["forward"] = inprocess.forward_throughput(
         network, images, batch_sizes=(1, 4, len(images)), repeats=args.repeats

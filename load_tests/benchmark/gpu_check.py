@@ -319,7 +319,7 @@ def main(argv: list[str] | None = None) -> int:
         )
         return 2
     selection = load_selection_module()
-    options = served_selection_options()
+    options = served_selection_options(selection)
     scripted_cpu = load_model_pt(args.repository, torch.device("cpu"))
     scripted_device = load_model_pt(args.repository, device)
     metadata = json.loads((args.repository / "ssd300" / "1" / "weights.json").read_text())

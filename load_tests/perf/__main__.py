@@ -41,7 +41,18 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         choices=[s.name for s in analyzer.SCENARIOS],
         default=[s.name for s in analyzer.SCENARIOS],
     )
-    parser.add_argument("--window-ms", type=int, default=5000, help="perf_analyzer --measurement-interval")
+    parser.add_argument(
+        "--requests-per-window",
+        type=int,
+        default=20,
+        help="perf_analyzer count_windows: each window ends after this many requests (0: time windows)",
+    )
+    parser.add_argument(
+        "--window-ms", type=int, default=5000, help="perf_analyzer --measurement-interval (time windows)"
+    )
+    parser.add_argument(
+        "--point-timeout-s", type=float, default=900.0, help="stop a perf_analyzer point after this long"
+    )
     parser.add_argument(
         "--stability-percent", type=int, default=20, help="perf_analyzer --stability-percentage"
     )
@@ -50,7 +61,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         "--cross-check-window-s",
         type=float,
         default=15.0,
-        help="the project's generator's window at each point, after a 3 s warm-up (0: no cross-check)",
+        help="the project's generator's shortest window at each point, after a 3 s warm-up; longer when "
+        "perf_analyzer needed longer for its requests (0: no cross-check)",
     )
     parser.add_argument(
         "--quiet-below",
@@ -101,7 +113,9 @@ def cross_check(
 
 
 def measure(args: argparse.Namespace, binary: Path) -> dict:
-    settings = analyzer.Settings(args.window_ms, args.stability_percent, args.max_trials)
+    settings = analyzer.Settings(
+        args.window_ms, args.stability_percent, args.max_trials, args.requests_per_window or None
+    )
     samples = SampleImages()
     input_files = inputs.write_input_data(samples, args.reports / "inputs")
     scenarios = [s for s in analyzer.SCENARIOS if s.name in args.scenarios]
@@ -138,7 +152,6 @@ def measure(args: argparse.Namespace, binary: Path) -> dict:
         log.info("warming up: batch sizes 1..%d", max(args.concurrency))
         triton_load.warm_up(server.grpc_url, samples, max_batch=max(args.concurrency))
         # perf_analyzer's window count varies; a point that never stabilises stops at max_trials.
-        timeout_s = 60 + (settings.max_trials + 2) * settings.window_ms / 1000 * 2
         quiet = cpu_share.QuietWaiter(threshold=args.quiet_below, budget_s=args.max_wait_s)
         for scenario in scenarios:
             for concurrency in args.concurrency:
@@ -151,7 +164,7 @@ def measure(args: argparse.Namespace, binary: Path) -> dict:
                     concurrency=concurrency,
                     settings=settings,
                     reports=args.reports,
-                    timeout_s=timeout_s,
+                    timeout_s=args.point_timeout_s,
                 )
                 results["points"].append(point)
                 log.info(
@@ -165,7 +178,13 @@ def measure(args: argparse.Namespace, binary: Path) -> dict:
                 )
                 if args.cross_check_window_s > 0:
                     quiet.wait()
-                    own = cross_check(server, samples, scenario.name, concurrency, args.cross_check_window_s)
+                    # As many answers as perf_analyzer counted, at least: on a slow machine a
+                    # fixed window holds too few for a throughput to compare.
+                    span_s = (
+                        point.requests / point.images_per_s if point.requests and point.images_per_s else 0
+                    )
+                    window_s = max(args.cross_check_window_s, span_s)
+                    own = cross_check(server, samples, scenario.name, concurrency, window_s)
                     results["cross_check"].append(own)
                     log.info(
                         "own generator %-10s c=%d  %.2f img/s  p95 %.0f ms  other processes' CPU %s",

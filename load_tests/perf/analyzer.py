@@ -2,8 +2,9 @@
 
 One perf_analyzer process per point: it writes its CSV only when a whole run succeeds, so a
 point that cannot be measured (no stable window on a busy machine) costs that point only.
-perf_analyzer measures in windows of ``--measurement-interval`` ms and reports the last three
-once throughput and average latency vary by less than ``--stability-percentage`` across them.
+perf_analyzer measures in windows (a number of requests in count_windows mode, or
+``--measurement-interval`` ms) and reports the last three once throughput and average
+latency vary by less than ``--stability-percentage`` across them.
 """
 
 from __future__ import annotations
@@ -43,7 +44,7 @@ class Settings:
     stability_percent: int
     max_trials: int
     # Windows of this many requests instead of window_ms (perf_analyzer's count_windows mode):
-    # a short check that must not depend on how fast a busy machine answers.
+    # a time window in which a busy machine answers nothing is an error to perf_analyzer.
     requests_per_window: int | None = None
 
 

@@ -15,6 +15,8 @@ SECTION = "perf_analyzer"
 PLOT_NAME = "perf_analyzer.png"
 # The issue's criterion: perf_analyzer and the project's generator agree within 15 % at the same point.
 AGREEMENT = 0.15
+# Below this many answers counted, a throughput is too coarse to compare at that tolerance.
+FEW_ANSWERS = 30
 TITLES = {s.name: s.title for s in SCENARIOS}
 REPO_ROOT = Path(__file__).resolve().parents[2]
 
@@ -55,9 +57,21 @@ def agreement(perf: PerfPoint, own: Point) -> float | None:
     return perf.images_per_s / own.images_per_s - 1
 
 
+def _own_answers(own: Point) -> int:
+    return round(own.images_per_s * own.window_s)
+
+
 def _why(perf: PerfPoint, own: Point) -> str:
     """The figures that differ between the two runs of a point that disagrees."""
+    if perf.error:
+        return "perf_analyzer did not measure it (see the first table)"
     notes = []
+    counts = (perf.requests or 0, _own_answers(own))
+    if min(counts) < FEW_ANSWERS:
+        notes.append(
+            f"only {counts[0]} and {counts[1]} answers were counted: one answer more or less moves a "
+            f"throughput by 1/{max(min(counts), 1)}"
+        )
     batch_perf, batch_own = (perf.network or {}).get("average_batch"), own.network.get("average_batch")
     if batch_perf and batch_own and abs(batch_perf / batch_own - 1) > 0.1:
         notes.append(f"ssd300 ran batches of {batch_perf:.2f} vs {batch_own:.2f} on average")
@@ -66,6 +80,17 @@ def _why(perf: PerfPoint, own: Point) -> str:
         perf_share, own_share = percent(perf.foreign_cpu_share), percent(own.foreign_cpu_share)
         notes.append(f"other processes took {perf_share} vs {own_share} of the CPU")
     return "; ".join(notes) or "neither batching nor other processes' CPU share differ"
+
+
+def _span(checked: list[tuple[PerfPoint, Point]]) -> str:
+    shortest, longest = min(own.window_s for _, own in checked), max(own.window_s for _, own in checked)
+    return f"{shortest:.0f} s" if round(shortest) == round(longest) else f"{shortest:.0f}–{longest:.0f} s"
+
+
+def _windows(settings: dict) -> str:
+    if settings.get("requests_per_window"):
+        return f"windows of {settings['requests_per_window']} requests (count_windows)"
+    return f"{settings['window_ms'] / 1000:g} s windows"
 
 
 def _relative_command(command: str) -> str:
@@ -81,7 +106,7 @@ def markdown(results: dict, *, reports: Path) -> str:
         f"{machine['cpu_model']}, {machine['cpu_cores']} cores, no GPU; tritonserver {server['version']} "
         f"(embedded, CPU configs, {server['weights']} weights); perf_analyzer 2.51.0 from the tritonclient "
         f"2.51.0 wheel. Closed loop, one image per request, gRPC; perf_analyzer measures in "
-        f"{settings['window_ms'] / 1000:g} s windows and reports the last three once throughput and "
+        f"{_windows(settings)} and reports the last three once throughput and "
         f"average latency vary by less than {settings['stability_percent']} % across them (at most "
         f"{settings['max_trials']} windows). Run time {results['duration_s'] / 60:.1f} min, of which "
         f"{results.get('waited_for_quiet_s', 0):.0f} s waiting for other processes to leave the CPU "
@@ -111,6 +136,7 @@ def markdown(results: dict, *, reports: Path) -> str:
             + f"| `{p.csv}` |"
         )
     checked = pairs(results)
+    shortest = settings["cross_check_window_s"]
     if checked:
         lines += [
             "",
@@ -118,12 +144,18 @@ def markdown(results: dict, *, reports: Path) -> str:
             "",
             "Right after each perf_analyzer point, the same server gets the same requests from "
             "`load_tests/benchmark/triton_load.py` (the generator `make bench` uses: one thread and "
-            f"client per concurrent request, a 3 s warm-up, then a {settings['cross_check_window_s']:g} s "
-            "window; images answered inside the window / window length).",
+            f"client per concurrent request, a 3 s warm-up, then a window of {_span(checked)}"
+            + (
+                f", longer than {shortest:g} s where perf_analyzer measured for longer"
+                if any(own.window_s > shortest + 0.5 for _, own in checked)
+                else ""
+            )
+            + "; images answered inside the window / window length). Pairs of figures are "
+            "perf_analyzer / project generator.",
             "",
             "| path | concurrency | perf_analyzer images/s | project generator images/s | difference "
-            "| avg batch (perf_analyzer / project) | other CPU (perf_analyzer / project) | agree |",
-            "|---|---|---|---|---|---|---|---|",
+            "| answers counted | avg batch | other CPU | agree |",
+            "|---|---|---|---|---|---|---|---|---|",
         ]
         disagreements = []
         for perf, own in checked:
@@ -137,7 +169,7 @@ def markdown(results: dict, *, reports: Path) -> str:
             lines.append(
                 f"| {TITLES[perf.scenario]} | {perf.concurrency} | {fmt(perf.images_per_s)} | "
                 f"{own.images_per_s:.2f} | {'n/a' if difference is None else f'{difference:+.1%}'} | "
-                f"{batches} | "
+                f"{perf.requests or 'n/a'} / {_own_answers(own)} | {batches} | "
                 f"{percent(perf.foreign_cpu_share)} / {percent(own.foreign_cpu_share)} | "
                 f"{'yes' if agrees else '**no**'} |"
             )

@@ -3,14 +3,14 @@
 Thresholds come from the model config's parameters; a request may override them with request
 parameters of the same names (they pass through the ensembles), e.g. the COCO evaluation's
 ``nms_iou_threshold: 0.5``. Requests sharing the same settings are selected in one batched pass
-(detection_selection.py).
+(detection_selection.py: the rank sweep on a CPU instance, the fixed-point NMS on a GPU one).
 """
 
 import json
 
 import torch
 import triton_python_backend_utils as pb_utils
-from detection_selection import SETTINGS, select_detections
+from detection_selection import SETTINGS, selection_for
 from torch.utils.dlpack import from_dlpack
 
 # In the order select_detections returns them.
@@ -32,6 +32,7 @@ class TritonPythonModel:
             torch.set_num_threads(threads)
         gpu = args["model_instance_kind"] == "GPU"
         self.device = torch.device(f"cuda:{args['model_instance_device_id']}" if gpu else "cpu")
+        self.select_detections = selection_for(self.device)
 
     def _validated(self, values):
         """Typed and range-checked settings; ValueError names the offending one."""
@@ -84,7 +85,7 @@ class TritonPythonModel:
         boxes = [self._input(request, "boxes") for request in requests]
         scores = [self._input(request, "scores") for request in requests]
         with torch.inference_mode():
-            outputs = self._pad(select_detections(torch.cat(boxes), torch.cat(scores), **settings))
+            outputs = self._pad(self.select_detections(torch.cat(boxes), torch.cat(scores), **settings))
         start = 0
         for batch in boxes:
             stop = start + len(batch)

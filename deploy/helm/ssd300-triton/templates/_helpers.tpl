@@ -117,6 +117,17 @@ Keep these in step with the CMD of deploy/Dockerfile (tests/test_deploy.py compa
 - {{ printf "--backend-config=python,shm-default-byte-size=%d" (int64 .Values.server.pythonShm.defaultByteSize) | quote }}
 - {{ printf "--backend-config=python,shm-growth-byte-size=%d" (int64 .Values.server.pythonShm.growthByteSize) | quote }}
 - {{ printf "--log-verbose=%d" (int .Values.server.logVerbose) | quote }}
+{{- with .Values.server.grpcTls }}
+{{- if .enabled }}
+- "--grpc-use-ssl=true"
+- {{ printf "--grpc-server-cert=%s/tls.crt" .mountPath | quote }}
+- {{ printf "--grpc-server-key=%s/tls.key" .mountPath | quote }}
+{{- if .mutual }}
+- "--grpc-use-ssl-mutual=true"
+- {{ printf "--grpc-root-cert=%s/ca.crt" .mountPath | quote }}
+{{- end }}
+{{- end }}
+{{- end }}
 {{- range .Values.server.extraArgs }}
 - {{ . | quote }}
 {{- end }}
@@ -129,7 +140,7 @@ Keep these in step with the CMD of deploy/Dockerfile (tests/test_deploy.py compa
 {{- else if eq .Values.loadTest.protocol "http" -}}
 {{- printf "http://%s.%s.svc:%d" (include "ssd300-triton.fullname" .) .Release.Namespace (int .Values.service.ports.http) -}}
 {{- else -}}
-{{- printf "%s.%s.svc:%d" (include "ssd300-triton.fullname" .) .Release.Namespace (int .Values.service.ports.grpc) -}}
+{{- printf "%s%s.%s.svc:%d" (ternary "grpcs://" "" .Values.server.grpcTls.enabled) (include "ssd300-triton.fullname" .) .Release.Namespace (int .Values.service.ports.grpc) -}}
 {{- end -}}
 {{- end -}}
 
@@ -139,6 +150,9 @@ reported at once, one per line, so a bad values file is fixed in one round.
 */}}
 {{- define "ssd300-triton.validateValues" -}}
 {{- $messages := list -}}
+{{- if and .Values.server.grpcTls.enabled (not .Values.server.grpcTls.secretName) -}}
+{{- $messages = append $messages "server.grpcTls.secretName must name the Secret with tls.crt and tls.key when server.grpcTls.enabled is true." -}}
+{{- end -}}
 {{- if not .Values.image.repository -}}
 {{- $messages = append $messages "image.repository must be set: push the image built from deploy/Dockerfile and name it here." -}}
 {{- end -}}

@@ -1,0 +1,228 @@
+"""Faults (issue 7), each on servers of its own, started side by side for the module: a
+SIGKILLed server under a failing-over ``Detector([a, b])``, a killed Python-backend stub (which
+tritonserver 2.51 does not notice, and the canary does), and SIGTERM on the `make serve` launcher
+under load. No test touches another's server, so they may run in any order."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from concurrent.futures import ThreadPoolExecutor, wait
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pytest
+import tritonclient.grpc as grpcclient
+from tritonclient.utils import InferenceServerException
+
+from ssd300_client import Detector
+from ssd300_client.contract import DETECTOR_MODEL as DETECTOR
+from ssd300_client.contract import IMAGE_MODEL, NETWORK_MODEL, POSTPROCESS_MODEL
+from ssd300_serving import health
+from ssd300_serving.embedded_server import EXIT_TIMEOUT_S, EmbeddedServer
+
+from .helpers.comparisons import assert_same_detections
+from .helpers.processes import kill_hard, processes_mentioning, shm_prefix, stub_pid
+from .helpers.servers import Launcher
+from .helpers.triton_calls import brief, grpc_answer, http_answer_raw, tensor
+
+pytestmark = pytest.mark.filterwarnings("ignore::ssd300_client.RandomWeightsWarning")
+
+ALL_MODELS = (
+    NETWORK_MODEL,
+    POSTPROCESS_MODEL,
+    DETECTOR,
+    IMAGE_MODEL,
+    "ssd300_image_preprocess",
+    "ssd300_image_postprocess",
+)
+IMAGE_SHAPE = [1, 300, 300, 3]
+# Failover: requests through Detector([a, b]); server a is killed after KILL_AFTER answers.
+FAILOVER_REQUESTS, FAILOVER_THREADS, KILL_AFTER = 24, 4, 6
+SIGTERM_IN_FLIGHT = 8
+
+
+@dataclass
+class FaultServers:
+    victim: EmbeddedServer  # killed -9 under a failing-over client; the session's server survives
+    crashing: EmbeddedServer  # one of its Python stubs is killed
+    launcher: Launcher  # the `make serve` launcher, stopped with SIGTERM under load
+
+
+@pytest.fixture(scope="module")
+def faults(private_servers, reliability_figures) -> FaultServers:
+    servers = FaultServers(
+        victim=private_servers.embedded("victim"),
+        crashing=private_servers.embedded("crashing"),
+        launcher=private_servers.launcher("launcher"),
+    )
+    private_servers.start()
+    reliability_figures.server_version(servers.victim.http_url)
+    return servers
+
+
+def pixels_request() -> list:
+    image = np.random.default_rng(3).integers(0, 256, IMAGE_SHAPE, dtype=np.uint8)
+    return [tensor("images", image, "UINT8")]
+
+
+def successes(url: str, model: str) -> int:
+    with grpcclient.InferenceServerClient(url) as client:
+        stats = client.get_inference_statistics(model, as_json=True)["model_stats"][0]
+    return int(stats["inference_stats"].get("success", {}).get("count", 0))
+
+
+def test_a_detector_with_two_servers_completes_every_request_when_one_is_killed(
+    faults, triton_server, reliability_figures, sample_paths
+):
+    victim, survivor = faults.victim, triton_server
+    photo = sample_paths[-1]
+    # Over the socket, as any client on another machine.
+    with Detector(survivor.grpc_url, shared_memory=False) as detector:
+        reference = detector.detect(photo)
+    served_before = successes(survivor.grpc_url, DETECTOR)
+
+    def one_request(detector: Detector):
+        started = time.monotonic()
+        return detector.detect(photo), time.monotonic() - started
+
+    # The victim is listed first, so it serves until it dies.
+    with Detector([victim.grpc_url, survivor.grpc_url], shared_memory=False) as detector:
+        with ThreadPoolExecutor(FAILOVER_THREADS) as pool:
+            futures = [pool.submit(one_request, detector) for _ in range(FAILOVER_REQUESTS)]
+            while sum(future.done() for future in futures) < KILL_AFTER:
+                time.sleep(0.05)
+            answered_before_kill = sum(future.done() for future in futures)
+            in_flight = sum(future.running() for future in futures)
+            kill_hard(victim)
+            done, pending = wait(futures, timeout=300)
+    outcomes = [future.result() for future in futures if future in done]
+    served_by_survivor = successes(survivor.grpc_url, DETECTOR) - served_before
+    reliability_figures.section(
+        "failover",
+        requests=FAILOVER_REQUESTS,
+        killed_after=answered_before_kill,
+        in_flight_at_kill=in_flight,
+        completed=len(outcomes),
+        served_by_survivor=served_by_survivor,
+        slowest_s=max((latency for _, latency in outcomes), default=0.0),
+    )
+    assert not pending and len(outcomes) == FAILOVER_REQUESTS
+    for detections, _ in outcomes:
+        assert_same_detections(detections, reference)
+    assert served_by_survivor >= FAILOVER_REQUESTS - answered_before_kill
+    assert processes_mentioning(shm_prefix(victim)) == []  # no stub of the killed server lingers
+
+
+def test_a_killed_python_stub_keeps_readiness_green_but_fails_the_canary(faults, reliability_figures):
+    """tritonserver 2.51 does not notice a dead stub: readiness and liveness stay 200 while every
+    inference through that model fails. The canary check (the chart's readiness and liveness
+    probes) catches it. Only this server's stub is killed: its workdir is in the command line."""
+    server, model = faults.crashing, POSTPROCESS_MODEL
+    os.kill(stub_pid(server, model), signal.SIGKILL)
+    time.sleep(1)  # let the server notice, if it would
+    paths = ["/v2/health/ready", "/v2/health/live", *(f"/v2/models/{name}/ready" for name in ALL_MODELS)]
+    readiness = {path: int(http_answer_raw(server.http_url, "GET", path)[0]) for path in paths}
+    answer, message, _ = grpc_answer(server.grpc_url, DETECTOR, pixels_request())
+    canary = health.check(server.http_url, timeout_s=30)
+    cli = subprocess.run(
+        [sys.executable, "-m", "ssd300_serving.health", "--url", server.http_url],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    reliability_figures.section(
+        "stub_crash",
+        model=model,
+        readiness=readiness,
+        inference=brief(f"{answer}: {message}"),
+        canary=("healthy: " if canary[0] else "UNHEALTHY: ") + brief(canary[1]),
+    )
+    assert all(status == 200 for status in readiness.values()), readiness  # the server's blind spot
+    assert answer == "INTERNAL" and f"Stub process '{model}_0_0' is not healthy" in message
+    assert canary[0] is False and "is not healthy" in canary[1]
+    assert cli.returncode == 1 and "UNHEALTHY" in cli.stderr
+
+
+def test_sigterm_under_load_finishes_in_flight_requests_refuses_new_ones_and_exits_0(
+    faults, reliability_figures
+):
+    """`make serve` stopped with SIGTERM while requests are in flight: those complete within the
+    exit timeout, requests sent once draining has begun are refused at once (NOT_FOUND while the
+    ensembles unload, UNAVAILABLE once the port is closed), and the launcher exits 0."""
+    launcher = faults.launcher
+    with grpcclient.InferenceServerClient(launcher.grpc_url) as client:
+        client.infer(DETECTOR, pixels_request(), client_timeout=120)  # warm-up
+        finished: dict[int, tuple[str, float]] = {}
+
+        def on_answer(index: int):
+            def callback(result, error):
+                finished[index] = (
+                    "ok" if error is None else f"{error.status()}: {error.message()}",
+                    time.monotonic(),
+                )
+
+            return callback
+
+        for index in range(SIGTERM_IN_FLIGHT):
+            client.async_infer(
+                DETECTOR, pixels_request(), on_answer(index), client_timeout=2 * EXIT_TIMEOUT_S + 30
+            )
+        time.sleep(0.5)  # received and queued by the server
+        in_flight = SIGTERM_IN_FLIGHT - len(finished)
+        terminated = time.monotonic()
+        launcher.process.send_signal(signal.SIGTERM)
+
+        # From the moment the ensemble stops being ready, every new request must be refused fast.
+        while http_answer_raw(launcher.http_url, "GET", f"/v2/models/{DETECTOR}/ready")[0] == "200":
+            assert time.monotonic() < terminated + 10, "draining did not begin within 10 s of SIGTERM"
+            time.sleep(0.05)
+        new_answers: list[tuple[str, float]] = []
+        while launcher.process.poll() is None or len(new_answers) < 2:
+            started = time.monotonic()
+            with grpcclient.InferenceServerClient(launcher.grpc_url) as late_client:
+                try:
+                    late_client.infer(DETECTOR, pixels_request(), client_timeout=10)
+                    answer = "OK"
+                except InferenceServerException as error:
+                    answer = (error.status() or "").replace("StatusCode.", "")
+            new_answers.append((answer, time.monotonic() - started))
+            assert time.monotonic() < terminated + 2 * EXIT_TIMEOUT_S + 20, "the launcher did not exit"
+            time.sleep(0.25)
+        exit_code = launcher.process.wait(timeout=10)
+        exited = time.monotonic()
+
+    completed = [index for index, (answer, _) in finished.items() if answer == "ok"]
+    answers: dict[str, int] = {}
+    for answer, _ in new_answers:
+        answers[answer] = answers.get(answer, 0) + 1
+    refused = sum(answer in ("NOT_FOUND", "UNAVAILABLE") for answer, _ in new_answers)
+    stubs_left = processes_mentioning(launcher.shm_prefix)
+    shm_left = list(Path("/dev/shm").glob(f"{launcher.shm_prefix}*"))
+    reliability_figures.section(
+        "sigterm",
+        in_flight=SIGTERM_IN_FLIGHT,
+        in_flight_completed=len(completed),
+        exit_timeout_s=EXIT_TIMEOUT_S,
+        drain_s=max((at for _, at in finished.values()), default=terminated) - terminated,
+        new_requests=len(new_answers),
+        new_refused=refused,
+        new_answers=answers,
+        slowest_refusal_s=max((latency for _, latency in new_answers), default=0.0),
+        exit_code=exit_code,
+        exit_s=exited - terminated,
+        stubs_left=len(stubs_left),
+        shm_files_left=len(shm_left),
+    )
+    assert in_flight > 0  # the signal did arrive under load
+    assert sorted(finished) == list(range(SIGTERM_IN_FLIGHT)), finished
+    assert len(completed) == SIGTERM_IN_FLIGHT, finished
+    assert all(at - terminated <= EXIT_TIMEOUT_S for _, at in finished.values())
+    assert refused == len(new_answers), new_answers
+    assert all(latency < 2 for _, latency in new_answers), new_answers
+    assert exit_code == 0, launcher.log()[-3000:]
+    assert stubs_left == [] and shm_left == []
