@@ -37,14 +37,27 @@ from tritonclient.grpc import model_config_pb2
 from ssd300_client import contract
 from ssd300_serving import health
 
-REPO = Path(__file__).resolve().parents[1]
-DEPLOY = REPO / "deploy"
-CHART = DEPLOY / "helm" / "ssd300-triton"
+from .helpers.chart import (
+    ADAPTER_VALUES,
+    CHART,
+    DEPLOY,
+    MODEL_REPOSITORY,
+    NAMESPACE,
+    RELEASE,
+    REPO,
+    find,
+    flags,
+    objects,
+    only,
+    pod_specs,
+    render,
+    server_container,
+    server_deployment,
+)
+
 EVERYTHING_ON = DEPLOY / "helm" / "ci" / "everything-on.yaml"
 DOCKERFILE = DEPLOY / "Dockerfile"
 ENTRYPOINT = DEPLOY / "entrypoint.sh"
-ADAPTER_VALUES = DEPLOY / "prometheus-adapter" / "values.yaml"
-MODEL_REPOSITORY = REPO / "model_repository"
 
 # Oldest Kubernetes the chart is validated against (Chart.yaml allows >= 1.27).
 KUBE_VERSION = "1.30.0"
@@ -53,7 +66,6 @@ CUSTOM_KINDS = {
     ("monitoring.coreos.com/v1", "ServiceMonitor"),
     ("monitoring.coreos.com/v1", "PrometheusRule"),
 }
-RELEASE, NAMESPACE = "ssd300-triton", "ml"  # release named like the chart: objects are "ssd300-triton…"
 
 
 # --- helpers ---------------------------------------------------------------------------------
@@ -61,57 +73,6 @@ RELEASE, NAMESPACE = "ssd300-triton", "ml"  # release named like the chart: obje
 
 def values_file(path: Path) -> dict:
     return yaml.safe_load(path.read_text())
-
-
-def render(values: dict | None = None) -> dict[str, str]:
-    """Template path → rendered text (NOTES.txt included), as `helm template` would."""
-    with helm.Chart.load(CHART) as chart:
-        return chart.render(values, name=RELEASE, namespace=NAMESPACE)
-
-
-def objects(values: dict | None = None) -> list[dict]:
-    docs = []
-    for path, text in render(values).items():
-        if path.endswith(".yaml"):
-            docs += [doc for doc in yaml.safe_load_all(text) if doc]
-    return docs
-
-
-def find(docs: list[dict], kind: str, name: str | None = None) -> list[dict]:
-    return [d for d in docs if d["kind"] == kind and (name is None or d["metadata"]["name"] == name)]
-
-
-def only(docs: list[dict], kind: str) -> dict:
-    (doc,) = find(docs, kind)
-    return doc
-
-
-def server_deployment(docs: list[dict]) -> dict:
-    (deployment,) = [
-        d
-        for d in find(docs, "Deployment")
-        if d["metadata"]["labels"]["app.kubernetes.io/component"] == "server"
-    ]
-    return deployment
-
-
-def server_container(docs: list[dict]) -> dict:
-    pod = server_deployment(docs)["spec"]["template"]["spec"]
-    (container,) = [c for c in pod["containers"] if c["name"] == "tritonserver"]
-    return container
-
-
-def pod_specs(docs: list[dict]) -> list[dict]:
-    return [d["spec"]["template"]["spec"] for d in docs if d["kind"] in ("Deployment", "Job")]
-
-
-def flags(args: list[str]) -> dict[str, list[str]]:
-    """`--name=value` arguments → {name: [values…]} (a flag may repeat)."""
-    parsed: dict[str, list[str]] = {}
-    for arg in args:
-        name, _, value = arg.partition("=")
-        parsed.setdefault(name, []).append(value)
-    return parsed
 
 
 def model_configs() -> dict[str, model_config_pb2.ModelConfig]:

@@ -8,7 +8,7 @@ import torch
 from load_tests.benchmark import dispatch_count, report
 from load_tests.benchmark.dispatch_count import TARGET_OPS_AT_64, count, total
 
-from .test_postprocess import DEFAULTS, clustered, selection, suppression_chain
+from .helpers.selection import DEFAULTS, clustered, selection, suppression_chain
 
 
 def test_the_counter_counts_operations_views_and_syncs():

@@ -16,9 +16,15 @@ import tritonclient.grpc as grpcclient
 from ssd300_build.export import METADATA_FILE, read_metadata, write_model
 from ssd300_serving.embedded_server import EmbeddedServer, free_port
 
-from .test_export import photo_batch
-from .test_onnx import assert_rows_match, assert_same_detections, copy_repository, rows_of, run_torchscript
-from .test_postprocess import select
+from .helpers.engines import (
+    assert_rows_match,
+    assert_same_detections,
+    copy_repository,
+    rows_of,
+    run_torchscript,
+    select,
+)
+from .helpers.images import photo_batch
 
 # Issue 13's bar for FP16 against FP32 on the same input.
 FP16_TOLERANCE = 2e-3
@@ -94,6 +100,7 @@ def test_fp16_detections_match_fp32_within_2e_3_on_a_photo(built_repository, one
     )
 
 
+@pytest.mark.server  # starts its own tritonserver
 def test_fp16_model_serves_in_the_embedded_server(fp16_repository, one_photo, fp16_outputs, tmp_path):
     server = EmbeddedServer(
         fp16_repository,

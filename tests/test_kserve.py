@@ -14,11 +14,18 @@ from pathlib import Path
 
 import jsonschema
 import pytest
-import yaml
 
-from .test_deploy import MODEL_REPOSITORY, REPO, flags, objects, server_container
+from .helpers.chart import (
+    KSERVE,
+    MODEL_REPOSITORY,
+    REPO,
+    flags,
+    kserve_autoscaling_query,
+    manifests,
+    objects,
+    server_container,
+)
 
-KSERVE = REPO / "deploy" / "kserve"
 SCHEMAS = REPO / "tests" / "data" / "kserve"
 # KServe's storage initializer downloads `storageUri` here, in every predictor pod.
 KSERVE_MODEL_DIR = "/mnt/models"
@@ -30,14 +37,6 @@ def load_schemas() -> dict[tuple[str, str], dict]:
         document = json.loads(path.read_text())
         schemas[(document["apiVersion"], document["kind"])] = document
     return schemas
-
-
-def manifests() -> dict[str, dict]:
-    docs = {}
-    for path in sorted(KSERVE.glob("*.yaml")):
-        for doc in yaml.safe_load_all(path.read_text()):
-            docs[doc["kind"]] = doc
-    return docs
 
 
 def unknown_fields(instance, schema: dict, path: str = "") -> list[str]:
@@ -185,11 +184,6 @@ def test_runtime_runs_restricted_with_room_for_python_backend_shm(kserve, runtim
     assert volume["emptyDir"]["medium"] == "Memory"
     mounts = {m["mountPath"]: m["name"] for m in runtime_container["volumeMounts"]}
     assert mounts["/dev/shm"] == volume["name"]
-
-
-def kserve_autoscaling_query() -> str:
-    (metric,) = manifests()["InferenceService"]["spec"]["predictor"]["autoScaling"]["metrics"]
-    return metric["external"]["metric"]["query"]
 
 
 def test_keda_scales_on_the_charts_queue_time_signal():

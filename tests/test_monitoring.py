@@ -29,7 +29,16 @@ from load_tests.payloads import SampleImages
 from ssd300_serving.embedded_server import free_port
 from tools.external_tools import ToolInstallError, install_prometheus
 
-from .test_deploy import ADAPTER_VALUES, CHART, NAMESPACE, RELEASE, find, objects, only
+from .helpers.chart import (
+    ADAPTER_VALUES,
+    CHART,
+    NAMESPACE,
+    RELEASE,
+    find,
+    kserve_autoscaling_query,
+    objects,
+    only,
+)
 
 POD = f"{RELEASE}-0"
 # Thresholds low enough for the test's own load to fire the queue-time and failure alerts at
@@ -374,8 +383,6 @@ def test_the_adapter_rule_the_hpa_scales_on_returns_the_pod(scraped):
 
 @pytest.mark.server
 def test_the_kserve_keda_query_returns_the_queue_time(scraped):
-    from .test_kserve import kserve_autoscaling_query
-
     prometheus, _ = scraped
     query = kserve_autoscaling_query().replace('pod=~"ssd300-predictor-.*"', 'pod=~".*"')
     (series,) = prometheus.query(query)

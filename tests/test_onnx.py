@@ -6,10 +6,8 @@ import json
 import shutil
 import subprocess
 import sys
-import warnings
 
 import onnx
-import onnxruntime
 import pytest
 import torch
 import tritonclient.grpc as grpcclient
@@ -22,27 +20,18 @@ from ssd300_build.reference import decode_batch
 from ssd300_build.sources import load_network
 from ssd300_serving.embedded_server import EmbeddedServer, free_port
 
-from .conftest import REPO_ROOT
-from .test_export import photo_batch
-from .test_postprocess import select
-from .test_weights import ngc_checkpoint
-
-# Parity tolerances between engines (same FP32 network, different kernels).
-BOX_TOLERANCE = 2e-4
-SCORE_TOLERANCE = 2e-4
-# Detections this close to an image's cut (its 200th score, or the 0.05 threshold) may be in
-# one engine's top 200 and not the other's: they are left out of the comparison.
-CUT_MARGIN = 1e-3
-
-
-def copy_repository(tmp_path_factory, name: str):
-    repository = tmp_path_factory.mktemp(name) / "model_repository"
-    shutil.copytree(
-        REPO_ROOT / "model_repository",
-        repository,
-        ignore=shutil.ignore_patterns("model.pt", "model.onnx", "weights.json", "imaging.py", "__pycache__"),
-    )
-    return repository
+from .helpers.engines import (
+    BOX_TOLERANCE,
+    SCORE_TOLERANCE,
+    assert_rows_match,
+    assert_same_detections,
+    copy_repository,
+    nvidia_format_checkpoint,
+    rows_of,
+    run_onnx,
+    run_torchscript,
+)
+from .helpers.images import photo_batch
 
 
 @pytest.fixture(scope="module")
@@ -52,65 +41,6 @@ def onnx_repository(tmp_path_factory, random_network):
     network, metadata = random_network
     write_model(network, repository, metadata, engine="onnx")
     return repository
-
-
-def run_torchscript(repository, images: torch.Tensor):
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", FutureWarning)
-        model = torch.jit.load(str(repository / "ssd300" / "1" / "model.pt"))
-    with torch.inference_mode():
-        return model(images)
-
-
-def run_onnx(repository, images: torch.Tensor):
-    session = onnxruntime.InferenceSession(
-        str(repository / "ssd300" / "1" / ONNX_FILE), providers=["CPUExecutionProvider"]
-    )
-    boxes, scores = session.run(None, {"images": images.numpy()})
-    return torch.from_numpy(boxes), torch.from_numpy(scores)
-
-
-def rows_of(boxes, scores, labels, count):
-    """One image's detections as (label, score, box) rows."""
-    return [
-        (int(label), float(score), box)
-        for box, score, label in zip(boxes[:count], scores[:count], labels[:count])
-    ]
-
-
-def assert_rows_match(expected, actual, *, box_tol, score_tol, min_score=0.0, where=""):
-    """Two detection lists of one image are the same set (labels equal, boxes and scores within
-    tolerance) above the cut; returns how many rows were compared.
-
-    The cut is the higher of ``min_score`` and the lowest score either list kept (its 200th,
-    when full): a detection within a margin of it may be in one list and not the other."""
-    cut = max([min_score, *(min(score for _, score, _ in rows) for rows in (expected, actual) if rows)])
-    margin = max(CUT_MARGIN, 2 * score_tol)  # a row within tolerance of the cut may fall either side
-    sides = [[row for row in rows if row[1] > cut + margin] for rows in (expected, actual)]
-    for mine, theirs in (sides, sides[::-1]):
-        for label, score, box in mine:
-            assert any(
-                other_label == label
-                and abs(other_score - score) <= score_tol
-                and float((other_box - box).abs().max()) <= box_tol
-                for other_label, other_score, other_box in theirs
-            ), f"{where}label {label} score {score:.5f} box {box.tolist()} has no match"
-    return len(sides[0])
-
-
-def assert_same_detections(expected_outputs, actual_outputs, *, box_tol, score_tol, min_score=0.0):
-    """Network outputs of two engines → the served selection → the same detections per image."""
-    expected, actual = select(*expected_outputs), select(*actual_outputs)
-    compared = 0
-    for image in range(len(expected[0])):
-        rows = [
-            rows_of(r[0][image], r[1][image], r[2][image], int(r[3][image, 0])) for r in (expected, actual)
-        ]
-        compared += assert_rows_match(
-            *rows, box_tol=box_tol, score_tol=score_tol, min_score=min_score, where=f"image {image}: "
-        )
-    assert compared > 0, "nothing above the cut to compare"
-    return compared
 
 
 def test_onnx_model_is_checked_dynamic_batch_uint8_in_with_the_served_tensor_names(onnx_repository):
@@ -160,7 +90,7 @@ def test_onnx_detections_equal_torchscript_for_an_nvidia_format_checkpoint(
         if key.startswith("conf.") and key.endswith(".weight"):
             state[key] *= 1.5
     path = tmp_path_factory.mktemp("checkpoint") / "nvidia_ssd.pt"
-    torch.save(ngc_checkpoint(state), path)
+    torch.save(nvidia_format_checkpoint(state), path)
     network, metadata = load_network(str(path))
     repository = copy_repository(tmp_path_factory, "onnx_checkpoint")
     write_model(network, repository, metadata, engine="onnx")
@@ -228,6 +158,7 @@ def onnx_server(onnx_repository, tmp_path_factory):
         yield server
 
 
+@pytest.mark.server  # starts its own tritonserver
 def test_embedded_server_runs_the_onnx_engine_and_says_so(onnx_server):
     client = grpcclient.InferenceServerClient(onnx_server.grpc_url)
     try:
@@ -240,6 +171,7 @@ def test_embedded_server_runs_the_onnx_engine_and_says_so(onnx_server):
     assert "with onnx" in log and "model.onnx" in log
 
 
+@pytest.mark.server  # starts its own tritonserver
 def test_onnx_engine_served_detections_equal_the_in_process_reference(
     onnx_server, random_network, sample_paths
 ):

@@ -5,9 +5,6 @@ here on CPU tensors, through the ``select`` fixture, and are held to the same re
 
 from __future__ import annotations
 
-import importlib.util
-from pathlib import Path
-
 import pytest
 import torch
 from torch.testing import assert_close
@@ -15,25 +12,10 @@ from torch.testing import assert_close
 from ssd300_build.default_boxes import dboxes300_coco
 from ssd300_build.detector import SSD300Detector
 from ssd300_build.reference import decode_batch, select_single
-from ssd300_client import contract
 
 from .helpers.comparisons import as_set
 from .helpers.images import photo_batch
-
-SELECTION_FILE = (
-    Path(__file__).resolve().parents[1] / "model_repository/ssd300_postprocess/1/detection_selection.py"
-)
-spec = importlib.util.spec_from_file_location("detection_selection", SELECTION_FILE)
-selection = importlib.util.module_from_spec(spec)
-spec.loader.exec_module(selection)
-
-# The served defaults as select_detections arguments.
-DEFAULTS = {
-    argument: contract.POSTPROCESS_DEFAULTS[name] for name, (argument, _) in selection.SETTINGS.items()
-}
-
-
-FUNCTIONS = ("select_detections", "select_detections_gpu")
+from .helpers.selection import DEFAULTS, FUNCTIONS, clustered, one_class, selection, suppression_chain
 
 
 @pytest.fixture(params=FUNCTIONS)
@@ -45,13 +27,6 @@ def select(request):
         return function(boxes, scores, **{**DEFAULTS, **options})
 
     return call
-
-
-def one_class(boxes, class_scores, classes=2, label=1):
-    """Inputs for one image whose anchors score only for ``label``."""
-    scores = torch.zeros(1, classes, len(boxes))
-    scores[0, label - 1] = torch.tensor(class_scores)
-    return torch.tensor([boxes], dtype=torch.float32), scores
 
 
 def test_overlapping_box_of_the_same_class_is_suppressed(select):
@@ -174,30 +149,6 @@ def assert_equals_the_reference(outputs, boxes, scores, **options):
         assert torch.equal(out_boxes[image, :n], reference.boxes), f"image {image}"
         assert torch.equal(out_labels[image, :n].long(), reference.labels), f"image {image}"
         assert not out_scores[image, n:].any() and not out_labels[image, n:].any()
-
-
-def suppression_chain(length=200, step=0.3):
-    """Unit squares each shifted by ``step`` from the one before, scores falling along the row:
-    IoU 0.54 with a neighbour, 0.25 with the next but one. Greedy NMS keeps every other box,
-    and each decision depends on the one before: the longest chain there can be."""
-    boxes = [[i * step, 0.0, i * step + 1.0, 1.0] for i in range(length)]
-    return one_class(boxes, [0.9 - i * 0.004 for i in range(length)])
-
-
-def clustered(seed, batch=3, classes=4, anchors=300):
-    """Boxes in a few tight clusters (long suppression chains), some zero-area duplicates, and
-    scores on a coarse grid (many ties, some at the threshold)."""
-    generator = torch.Generator().manual_seed(seed)
-    centres = torch.rand(batch, 6, 2, generator=generator)
-    which = torch.randint(0, 6, (batch, anchors), generator=generator)
-    centre = centres.gather(1, which[..., None].expand(batch, anchors, 2))
-    centre = centre + 0.03 * torch.randn(batch, anchors, 2, generator=generator)
-    size = 0.05 + 0.2 * torch.rand(batch, anchors, 2, generator=generator)
-    boxes = torch.cat([centre - size / 2, centre + size / 2], dim=2)
-    boxes[:, :10, 2] = boxes[:, :10, 0]  # zero width: 0/0 IoU between two of them
-    boxes[:, 10:20] = boxes[:, :10]
-    scores = torch.randint(0, 20, (batch, classes, anchors), generator=generator).float() / 20
-    return boxes, scores
 
 
 def test_a_long_suppression_chain_keeps_every_other_box(select):

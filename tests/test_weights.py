@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import collections
 import logging
 import subprocess
 import sys
@@ -21,6 +20,8 @@ from ssd300_build.weights import (
     sha256_of,
 )
 
+from .helpers.checkpoints import ngc_checkpoint
+
 # Most tests build an SSD300 (its state dict is the checkpoint), some the calibrated random one.
 pytestmark = pytest.mark.model
 
@@ -29,19 +30,6 @@ pytestmark = pytest.mark.model
 def state():
     torch.manual_seed(0)
     return SSD300().state_dict()
-
-
-def ngc_checkpoint(state, *, half=False):
-    """Like a DeepLearningExamples training checkpoint: DDP prefixes, optimizer, scheduler, label map."""
-    model = {f"module.{k}": (v.half() if half and v.is_floating_point() else v) for k, v in state.items()}
-    return {
-        "epoch": 64,
-        "iteration": 118_000,
-        "model": model,
-        "optimizer": {"state": {}, "param_groups": [{"lr": 2.6e-3, "momentum": 0.9, "params": [0, 1]}]},
-        "scheduler": {"milestones": collections.Counter({43: 1, 54: 1}), "gamma": 0.1, "last_epoch": 64},
-        "label_map": {i: i for i in range(1, 81)},
-    }
 
 
 def assert_same_weights(loaded, state, **tolerance):

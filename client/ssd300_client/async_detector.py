@@ -6,16 +6,14 @@ from __future__ import annotations
 import asyncio
 import functools
 from collections.abc import AsyncIterator, Awaitable, Callable
-from typing import Any, ParamSpec, TypeVar
+from typing import Any, TypeVar
 
 from . import retry
 from .aio_transport import AsyncConnection
 from .detector_base import DetectorBase, Outcome
 from .flow import CALL, CLOSE, EMIT, PAUSE, WAIT, WORK, WORKERS, Flow, Steps, front_door
 
-P = ParamSpec("P")
 T = TypeVar("T")
-Self = TypeVar("Self", bound=DetectorBase)
 
 
 class _Tasks:
@@ -27,7 +25,7 @@ class _Tasks:
         self._tasks: set[asyncio.Task[Any]] = set()
 
     def start(self, flow: Flow[T]) -> asyncio.Task[T]:
-        task = asyncio.ensure_future(self._run(flow))
+        task = asyncio.create_task(self._run(flow))
         self._tasks.add(task)
         task.add_done_callback(self._finished)
         return task

@@ -4,16 +4,14 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
-from typing import Any, ParamSpec, TypeVar
+from typing import Any, TypeVar
 
 from . import retry
 from .detector_base import DetectorBase, Outcome
 from .flow import CALL, CLOSE, EMIT, PAUSE, WAIT, WORK, WORKERS, Flow, Steps, front_door
 from .transport import Connection
 
-P = ParamSpec("P")
 T = TypeVar("T")
-Self = TypeVar("Self", bound=DetectorBase)
 
 
 class _Threads:
