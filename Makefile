@@ -29,6 +29,16 @@ PORTS := --http-port $(HTTP_PORT) --grpc-port $(GRPC_PORT) --metrics-port $(METR
 # own exit status in the pipeline.)
 PIP_QUIET := { grep -v -e "is ignored: it is neither a file nor a directory" || true; }
 
+# make python-env: the packed environment of the Python-backend models (EXECUTION_ENV_PATH), for
+# the server's Python (3.10 in the 24.10 container; 3.11 for the bundled server here). cuda:
+# PyPI's CUDA torch (GPU serving); cpu: PyTorch's CPU build (its index, or TORCH_INDEX_URL).
+# TORCH_VERSION overrides the pin in build/ssd300_build/python_env.txt.
+PYTHON_ENV_VERSION ?= 3.10
+TORCH_VARIANT ?= cuda
+TORCH_VERSION ?=
+TORCH_INDEX_URL ?=
+PYTHON_ENV := $(REPOSITORY)/python_env.tar.gz
+
 LOAD_TIME ?= 60s
 LOAD_USERS ?= 8
 
@@ -40,7 +50,7 @@ NAMESPACE ?= ml
 # The image defaults to the NGC checkpoint, not `auto`: a serving image should never be random.
 IMAGE_WEIGHTS ?= nvidia
 
-.PHONY: help setup model serve demo test lint bench load eval reliability clean image image-loadtest push deploy perf tools gpu-check
+.PHONY: help setup model serve demo test lint bench load eval reliability clean image image-loadtest push deploy perf tools gpu-check python-env
 
 help:
 	@echo "make demo     build the model (WEIGHTS=auto), serve it, detect objects in sample images"
@@ -50,6 +60,7 @@ help:
 	@echo "make model    build $(MODEL)  (WEIGHTS=auto|nvidia|random|<checkpoint path>)"
 	@echo "             ENGINE=onnx|torchscript (onnx, the default, adds model.onnx, served by ONNX Runtime), PRECISION=fp32|fp16"
 	@echo "make serve    run the embedded tritonserver on 127.0.0.1:$(HTTP_PORT)/$(GRPC_PORT)/$(METRICS_PORT)"
+	@echo "make python-env  pack $(PYTHON_ENV) for the stock Triton container (PYTHON_ENV_VERSION=3.10 TORCH_VARIANT=cuda|cpu)"
 	@echo "make bench    benchmark report into reports/bench/"
 	@echo "make gpu-check  on a CUDA machine: parity, forward/postprocess/pipeline figures into reports/gpu_check/"
 	@echo "make load     Locust load test against the embedded server"
@@ -80,6 +91,12 @@ $(MODEL): | $(STAMP)
 # After an edit of the client's imaging code, only the server's copy is rewritten.
 $(IMAGING): client/ssd300_client/imaging.py | $(STAMP)
 	$(PY) -m ssd300_build --imaging-only --repository $(REPOSITORY)
+
+# Always rebuilds: PYTHON_ENV_VERSION or TORCH_VARIANT may have changed.
+python-env: setup
+	$(PY) -m ssd300_build.python_env --python-version $(PYTHON_ENV_VERSION) --torch-variant $(TORCH_VARIANT) \
+	  --output $(PYTHON_ENV) $(if $(TORCH_VERSION),--torch-version $(TORCH_VERSION)) \
+	  $(if $(TORCH_INDEX_URL),--torch-index-url $(TORCH_INDEX_URL))
 
 serve: setup $(MODEL) $(IMAGING)
 	$(PY) -m ssd300_serving.embedded_server --repository $(REPOSITORY) $(PORTS)
@@ -129,7 +146,7 @@ load: setup $(MODEL) $(IMAGING)
 	$(PY) -m load_tests.run --http-url 127.0.0.1:$(HTTP_PORT) --grpc-url 127.0.0.1:$(GRPC_PORT) --run-time $(LOAD_TIME) --users $(LOAD_USERS)
 
 clean:
-	rm -rf reports out $(MODEL) $(REPOSITORY)/ssd300/1/model.onnx $(REPOSITORY)/ssd300/1/weights.json $(IMAGING)
+	rm -rf reports out $(MODEL) $(REPOSITORY)/ssd300/1/model.onnx $(REPOSITORY)/ssd300/1/weights.json $(IMAGING) $(PYTHON_ENV)
 
 image:
 	docker build -f deploy/Dockerfile --build-arg WEIGHTS=$(IMAGE_WEIGHTS) -t $(IMAGE):$(TAG) .

@@ -63,7 +63,9 @@ def built_repository(tmp_path_factory, random_network) -> Path:
     shutil.copytree(
         REPO_ROOT / "model_repository",
         repository,
-        ignore=shutil.ignore_patterns("model.pt", "weights.json", "imaging.py", "__pycache__"),
+        ignore=shutil.ignore_patterns(
+            "model.pt", "weights.json", "imaging.py", "python_env.tar.gz*", "__pycache__"
+        ),
     )
     network, metadata = random_network
     write_model(network, repository, metadata)

@@ -245,3 +245,59 @@ def test_cpu_runner_loads_the_files_the_build_and_server_name_per_engine():
         if isinstance(node, ast.Assign) and getattr(node.targets[0], "id", None) == "ENGINE_FILES"
     )
     assert runner_files == ENGINE_FILES
+
+
+# --- production completeness (issue 12) -------------------------------------------------------
+
+ALL_CONFIGS = [(model, None) for model in ENSEMBLES + COMPOSING] + [(model, "cpu") for model in COMPOSING]
+
+
+@pytest.mark.parametrize("model, variant", ALL_CONFIGS)
+def test_every_dynamically_batched_model_has_a_bounded_queue_that_refuses(model, variant):
+    config = load(model, variant)
+    if not config.HasField("dynamic_batching"):
+        return
+    policy = config.dynamic_batching.default_queue_policy
+    assert 0 < policy.max_queue_size <= 512, f"{model}: unbounded queue"
+    assert policy.timeout_action == mc.ModelQueuePolicy.REJECT
+    assert policy.default_timeout_microseconds > 0
+
+
+def test_every_production_python_model_runs_in_the_packed_environment():
+    from ssd300_build.python_env import ARCHIVE_NAME
+
+    python_models = [model for model in COMPOSING if load(model).backend == "python"]
+    assert python_models == ["ssd300_postprocess", "ssd300_image_preprocess", "ssd300_image_postprocess"]
+    for model in python_models:
+        path = load(model).parameters["EXECUTION_ENV_PATH"].string_value
+        # One archive beside the models, wherever the repository is mounted.
+        assert path == f"$$TRITON_MODEL_DIRECTORY/../{ARCHIVE_NAME}", model
+        # The embedded server's CPU variants run in the venv that started it.
+        assert "EXECUTION_ENV_PATH" not in load(model, "cpu").parameters
+
+
+def test_production_network_warms_up_every_batch_size_range_the_batcher_forms():
+    from itertools import pairwise
+
+    config = load("ssd300")
+    sizes = [warmup.batch_size for warmup in config.model_warmup]
+    assert sizes == sorted(set(sizes))
+    # Smallest and largest batch, and no gap wider than a doubling in between.
+    assert sizes[0] == 1 and sizes[-1] == config.max_batch_size
+    assert all(larger <= 2 * smaller for smaller, larger in pairwise(sizes))
+    inputs = {tensor.name: (tensor.data_type, tuple(tensor.dims)) for tensor in config.input}
+    for warmup in config.model_warmup:
+        assert warmup.count >= 2  # the profiling executor optimises on the second call
+        assert {name: (t.data_type, tuple(t.dims)) for name, t in warmup.inputs.items()} == inputs
+
+
+def test_queue_sizing_comments_quote_the_precision_model_pt_is_served_in():
+    from ssd300_build.export import CUDNN_FLAGS
+
+    # model.pt is traced in FP32 with TF32 convolutions allowed: NVIDIA's TF32 figures apply.
+    assert CUDNN_FLAGS["allow_tf32"]
+    for model in ("ssd300", "ssd300_postprocess"):
+        lines = (REPOSITORY / model / "config.pbtxt").read_text().splitlines()
+        comments = " ".join(line for line in lines if line.strip().startswith("#"))
+        assert "TF32" in comments, model
+        assert "AMP" not in comments and "mixed precision" not in comments, model

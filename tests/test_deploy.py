@@ -289,7 +289,7 @@ def test_the_canary_covers_every_python_model_of_the_repository():
 
 
 def test_the_canary_needs_nothing_but_the_standard_library():
-    # The serving image's python3 has torch but not this project: -S drops site-packages.
+    # The serving image's python3 has neither this project nor its packages: -S drops site-packages.
     done = subprocess.run(
         [sys.executable, "-I", "-S", str(REPO / "serving" / "ssd300_serving" / "health.py"), "--help"],
         capture_output=True,
@@ -623,18 +623,22 @@ def test_image_builds_both_stages_from_one_ngc_release():
         c.value[0].split("=")[0]: c.value[0].split("=", 1)[1] for c in instructions("export", "ARG")
     }
     assert build_args["WEIGHTS"] == "nvidia"
-    torch_args = {c.value[0].split("=")[0]: c.value[0].split("=", 1)[1] for c in instructions("serve", "ARG")}
-    assert torch_args == {
-        "TORCH_VERSION": "2.5.1",  # PyTorch 2.5, as in the 24.10 release
-        "TORCHVISION_VERSION": "0.20.1",  # its torchvision
-        "TORCH_INDEX_URL": "https://download.pytorch.org/whl/cu124",  # CUDA 12 wheels
-    }
+    # The Python models' packed environment is built in (and for the Python of) the serving
+    # image, by the code and pins of `make python-env`; nothing is installed into the server.
+    (env_from,) = instructions("python-env", "FROM")
+    assert env_from.value[0] == serve_from.value[0]
+    (build,) = instructions("python-env", "RUN")
+    assert "-m ssd300_build.python_env" in build.value[0] and "sys.version_info" in build.value[0]
+    assert not instructions("serve", "RUN")
 
 
 def test_image_layout_and_user_match_the_chart(default_docs):
     values = values_file(CHART / "values.yaml")
     copies = {c.value: c.flags for c in instructions("serve", "COPY")}
     assert copies[("/src/model_repository", values["modelRepository"]["imagePath"])] == ("--from=export",)
+    # Where the production configs' EXECUTION_ENV_PATH ($$TRITON_MODEL_DIRECTORY/../) leads.
+    archive = f"{values['modelRepository']['imagePath']}/python_env.tar.gz"
+    assert copies[("/src/python_env.tar.gz", archive)] == ("--from=python-env",)
     assert ("deploy/entrypoint.sh", "/opt/ssd300/entrypoint.sh") in copies
     assert ("serving/ssd300_serving/health.py", values["probes"]["healthScript"]) in copies
     (user,) = instructions("serve", "USER")

@@ -71,3 +71,42 @@ def test_calibrated_random_weights_behave_like_a_trained_model(scripted, sample_
     assert sum(len(above) > 200 for above in candidates) >= len(candidates) - 1
     for above in candidates:
         assert (above < 0.95).float().mean() > 0.9  # mostly not saturated
+
+
+def test_exported_convolutions_carry_the_cudnn_flags_chosen_for_the_gpu(scripted):
+    """The trace freezes cuDNN flags into model.pt; export.py sets them on purpose."""
+    from ssd300_build.export import CUDNN_FLAGS
+
+    convolutions = [n for n in scripted.inlined_graph.nodes() if n.kind() == "aten::_convolution"]
+    assert len(convolutions) > 50  # ResNet-50 backbone, extra blocks, heads
+    names = ("benchmark", "deterministic", "enabled", "allow_tf32")
+    for node in convolutions:
+        # ... groups, benchmark, deterministic, cudnn_enabled, allow_tf32
+        frozen = dict(zip(names, (value.toIValue() for value in list(node.inputs())[-4:])))
+        assert frozen == {name: CUDNN_FLAGS[name] for name in names}
+
+
+def test_trace_ignores_the_building_processs_cudnn_state(random_network):
+    from ssd300_build.export import CUDNN_FLAGS, trace_detector
+
+    with torch.backends.cudnn.flags(enabled=False, benchmark=True, deterministic=True, allow_tf32=False):
+        traced = trace_detector(random_network[0])
+    node = next(n for n in traced.inlined_graph.nodes() if n.kind() == "aten::_convolution")
+    frozen = [value.toIValue() for value in list(node.inputs())[-4:]]
+    expected = [CUDNN_FLAGS[name] for name in ("benchmark", "deterministic", "enabled", "allow_tf32")]
+    assert frozen == expected
+
+
+def test_heads_accept_non_contiguous_feature_maps(random_network):
+    """Head outputs are reshaped, not viewed: channels-last inputs give non-contiguous maps."""
+    network = random_network[0]
+    images = torch.rand(1, 3, 300, 300)
+    with torch.no_grad():
+        expected = network(images)
+        try:
+            network.to(memory_format=torch.channels_last)
+            channels_last = network(images.to(memory_format=torch.channels_last))
+        finally:  # the network is shared by the session
+            network.to(memory_format=torch.contiguous_format)
+    for got, want in zip(channels_last, expected):
+        assert_close(got, want, rtol=1e-4, atol=1e-4)

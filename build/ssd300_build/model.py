@@ -90,8 +90,10 @@ class SSD300(nn.Module):
     def forward(self, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         maps = self.feature_maps(images)
         n = images.shape[0]
-        # [N, boxes*C, H, W] viewed as [N, C, boxes*H*W]: box index = anchor-size-major, then row,
-        # then column; the same order the default boxes are enumerated in.
-        ploc = torch.cat([head(x).view(n, 4, -1) for head, x in zip(self.loc, maps)], dim=2)
-        plabel = torch.cat([head(x).view(n, NUM_CLASSES, -1) for head, x in zip(self.conf, maps)], dim=2)
+        # [N, boxes*C, H, W] reshaped to [N, C, boxes*H*W]: box index = anchor-size-major, then row,
+        # then column; the same order the default boxes are enumerated in. reshape, not view: a
+        # head's output need not be contiguous (channels-last kernels, other backends), and on a
+        # contiguous one reshape is the same free view.
+        ploc = torch.cat([head(x).reshape(n, 4, -1) for head, x in zip(self.loc, maps)], dim=2)
+        plabel = torch.cat([head(x).reshape(n, NUM_CLASSES, -1) for head, x in zip(self.conf, maps)], dim=2)
         return ploc.contiguous(), plabel.contiguous()

@@ -18,6 +18,7 @@ import tritonclient.grpc as grpcclient
 
 from load_tests.benchmark import (
     cpu_share,
+    cpu_sweep,
     dispatch_count,
     engines,
     inprocess,
@@ -66,7 +67,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument(
         "--no-copy", action="store_true", help="leave the committed BENCHMARK.md alone (trial runs)"
     )
-    parser.add_argument("--concurrency", type=int, nargs="+", default=[1, 4, 8])
+    parser.add_argument("--concurrency", type=int, nargs="+", default=[1, 4, 8, 16])
     parser.add_argument("--modes", nargs="+", choices=triton_load.MODES, default=list(triton_load.MODES))
     parser.add_argument("--images-per-request", type=int, default=1)
     parser.add_argument(
@@ -82,6 +83,16 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         help="only rewrite the Markdown and plot from an earlier run's results.json",
     )
     parser.add_argument("--repeats", type=int, default=3, help="timed repetitions of each in-process figure")
+    parser.add_argument(
+        "--no-sweep", action="store_true", help="skip the sweep of ssd300's CPU batching/instance settings"
+    )
+    parser.add_argument("--sweep-concurrency", type=int, nargs="+", default=[1, 4, 8, 16])
+    parser.add_argument(
+        "--sweep-warmup-s", type=float, default=3.0, help="per sweep point (default: %(default)s)"
+    )
+    parser.add_argument(
+        "--sweep-window-s", type=float, default=10.0, help="per sweep point (default: %(default)s)"
+    )
     parser.add_argument(
         "--no-onnx",
         action="store_true",
@@ -130,7 +141,9 @@ def server_facts(client: grpcclient.InferenceServerClient) -> dict:
             f"{instances} instance(s), dynamic batching preferred "
             f"{batching.get('preferred_batch_size', [])}, max queue delay "
             f"{delay_ms:g} ms, "
-            f"max batch {config.get('max_batch_size')}"
+            f"max batch {config.get('max_batch_size')}, forward passes of at most "
+            f"{config.get('parameters', {}).get('max_forward_batch', {}).get('string_value', '0')} images "
+            "(0: any)"
         ),
     }
 
@@ -296,6 +309,28 @@ def main(argv: list[str] | None = None) -> int:
         if not args.no_onnx:
             server.stop()  # the ONNX server gets the machine to itself, as the TorchScript one had
             results["engines"]["triton"] = served_onnx_points(repository, samples, quiet, args, stack)
+
+        if not args.no_sweep:
+            results["cpu_sweep"] = {
+                "served": cpu_sweep.served_settings(repository).name,
+                "warmup_s": args.sweep_warmup_s,
+                "window_s": args.sweep_window_s,
+                "entries": [],
+            }
+            for candidate in cpu_sweep.CANDIDATES:
+                log.info("sweep: serving ssd300 with %s", candidate.name)
+                results["cpu_sweep"]["entries"].append(
+                    cpu_sweep.measure(
+                        repository,
+                        candidate,
+                        samples=samples,
+                        concurrencies=args.sweep_concurrency,
+                        warmup_s=args.sweep_warmup_s,
+                        window_s=args.sweep_window_s,
+                        quiet=quiet,
+                        log_path=args.reports / "tritonserver-sweep.log",
+                    )
+                )
 
     results["duration_s"] = time.monotonic() - began
     results["waited_for_quiet_s"] = quiet.waited_s

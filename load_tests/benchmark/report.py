@@ -14,7 +14,7 @@ from pathlib import Path
 
 import torch
 
-from load_tests.benchmark import dispatch_count, engines
+from load_tests.benchmark import cpu_sweep, dispatch_count, engines
 from ssd300_client.contract import MAX_DETECTIONS
 
 # Targets for 2 CPU cores, from the issue (benchmark figures, not tests).
@@ -76,6 +76,8 @@ def from_json(text: str) -> dict:
 
     results = json.loads(text)
     results["triton"] = [Point(**point) for point in results["triton"]]
+    for entry in results.get("cpu_sweep", {}).get("entries", []):
+        entry["points"] = [Point(**point) for point in entry["points"]]
     if "engines" in results:
         results["engines"]["triton"] = [Point(**point) for point in results["engines"].get("triton", [])]
     results["inprocess"]["forward"] = {
@@ -161,6 +163,7 @@ def target_rows(results: dict) -> list[Row]:
             )
         )
     speedup = post["speedup"]
+    rows += cpu_sweep.target_rows(results)
     rows += _dispatch_rows(results)
     rows.append(
         (
@@ -423,6 +426,7 @@ def markdown(results: dict) -> str:
     if notes:
         lines += ["", "Where throughput falls with concurrency (Triton's statistics of the same points):", ""]
         lines += [f"- {note}" for note in notes]
+    lines += ["", *cpu_sweep.markdown(results)]
     if "engines" in results:
         grpc_points = [p for p in results["triton"] if p.mode == "grpc"]
         lines += ["", *engines.markdown(results["engines"], grpc_points, percent)]

@@ -92,6 +92,10 @@ def _repository_view(repository: Path, workdir: Path, config_name: str) -> Path:
     view.mkdir()
     for model in sorted(p for p in repository.iterdir() if (p / "config.pbtxt").is_file()):
         (view / model.name).symlink_to(model.resolve(), target_is_directory=True)
+    # What the models' configs reach beside them: the packed Python environment
+    # ($$TRITON_MODEL_DIRECTORY/../python_env.tar.gz), when it has been built.
+    for item in sorted(p for p in repository.iterdir() if p.is_file() and p.name.endswith(".tar.gz")):
+        (view / item.name).symlink_to(item.resolve())
     network = repository / "ssd300"
     metadata = read_provenance(repository)
     if metadata:

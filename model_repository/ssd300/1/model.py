@@ -69,6 +69,10 @@ class TritonPythonModel:
             raise pb_utils.TritonModelException(
                 f"ssd300: unknown engine {engine!r} in the config; choose one of {', '.join(ENGINES)}"
             )
+        # Forward passes of at most this many images (0: the whole batch at once). On a CPU a
+        # large batch costs more per image than a small one, and under load the dynamic batcher
+        # forms batches as large as the queue, whatever the preferred size.
+        self.max_forward_batch = int(_parameter(config, "max_forward_batch", "0"))
         path = Path(args["model_repository"]) / args["model_version"] / ENGINE_FILES[engine]
         if not path.is_file():
             build = "make model" + (" ENGINE=onnx" if engine == "onnx" else "")
@@ -82,14 +86,21 @@ class TritonPythonModel:
             logger.log_warn(f"ssd300: {path.name} holds RANDOM weights; detections are meaningless")
         logger.log_info(
             f"ssd300: loaded {path} with {engine} ({metadata.get('weights', 'unknown')} weights, "
-            f"{metadata.get('precision', 'fp32')}), {self.engine.threads} threads"
+            f"{metadata.get('precision', 'fp32')}), {self.engine.threads} threads, forward passes of "
+            f"at most {self.max_forward_batch or 'any number of'} images"
         )
 
     def execute(self, requests):
         batches = [
             pb_utils.get_input_tensor_by_name(request, self.input_name).as_numpy() for request in requests
         ]
-        outputs = self.engine(np.concatenate(batches))
+        images = np.concatenate(batches)
+        size = self.max_forward_batch
+        if 0 < size < len(images):
+            parts = [self.engine(images[start : start + size]) for start in range(0, len(images), size)]
+            outputs = [np.concatenate(arrays) for arrays in zip(*parts)]
+        else:
+            outputs = self.engine(images)
         responses = []
         start = 0
         for batch in batches:

@@ -11,7 +11,7 @@ import json
 import torch
 import triton_python_backend_utils as pb_utils
 from detection_selection import SETTINGS, selection_for
-from torch.utils.dlpack import from_dlpack, to_dlpack
+from torch.utils.dlpack import from_dlpack
 
 # In the order select_detections returns them.
 OUTPUT_NAMES = ("detection_boxes", "detection_scores", "detection_classes", "num_detections")
@@ -89,8 +89,10 @@ class TritonPythonModel:
         start = 0
         for batch in boxes:
             stop = start + len(batch)
+            # The tensor itself, not a to_dlpack() capsule: through its __dlpack__ Triton asks
+            # for a handle synchronised with the stream the GPU results are computed on.
             tensors = [
-                pb_utils.Tensor.from_dlpack(name, to_dlpack(output[start:stop].contiguous()))
+                pb_utils.Tensor.from_dlpack(name, output[start:stop].contiguous())
                 for name, output in zip(OUTPUT_NAMES, outputs)
             ]
             yield pb_utils.InferenceResponse(output_tensors=tensors)
