@@ -152,7 +152,10 @@ def test_concurrent_users_are_served_in_shared_batches(smoke_run):
     detector_requests = sum(counts[(p, contract.DETECTOR_MODEL)][0] for p in ("grpc", "http"))
     image_requests = sum(counts[(p, contract.IMAGE_MODEL)][0] for p in ("grpc", "http"))
     inferences, executions = inferences_after - inferences_before, executions_after - executions_before
-    assert inferences == detector_requests + 2 * image_requests
+    recorded = detector_requests + 2 * image_requests
+    # Locust stops its users mid-request at the end of the run: such a request can still reach
+    # ssd300 without being recorded, at most one per user (6 users, up to 2 images each).
+    assert recorded <= inferences <= recorded + 6 * 2, (recorded, inferences)
     assert executions < inferences
     assert executions < detector_requests + image_requests
 

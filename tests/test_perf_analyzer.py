@@ -65,6 +65,8 @@ def test_perf_analyzer_runs_each_scenario_against_the_server(
     json.loads(input_file.read_text())  # perf_analyzer reads it as JSON
     with grpcclient.InferenceServerClient(triton_server.grpc_url) as client:
         before = model_counts(client, scenario.model)
+        # The session server is shared: compare with what was registered before this run.
+        regions_before = set(client.get_system_shared_memory_status(as_json=True).get("regions", {}))
         point = analyzer.run_point(
             perf_analyzer,
             scenario,
@@ -76,7 +78,8 @@ def test_perf_analyzer_runs_each_scenario_against_the_server(
             timeout_s=300,
         )
         after = model_counts(client, scenario.model)
-        leftover_regions = client.get_system_shared_memory_status(as_json=True).get("regions", {})
+        regions_after = set(client.get_system_shared_memory_status(as_json=True).get("regions", {}))
+        leftover_regions = regions_after - regions_before
     assert point.error is None, (tmp_path / f"{scenario.name}_c1.log").read_text()[-2000:]
     row = analyzer.read_csv(tmp_path / point.csv)
     assert row["Concurrency"] == "1" and point.images_per_s > 0
