@@ -118,12 +118,19 @@ def unmatched(expected, actual) -> int:
     return missing
 
 
+def served_selection(selection, device: torch.device):
+    """The function an instance on ``device`` serves (the GPU variant on CUDA), when the module
+    chooses by device; otherwise the one selection function it has."""
+    choose = getattr(selection, "selection_for", None)
+    return choose(torch.device(device)) if choose else selection.select_detections
+
+
 def device_parity(scripted_cpu, scripted_device, selection, options, device) -> dict:
     images = _sample_photos()
     torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = False
     with torch.inference_mode():
         cpu = selection.select_detections(*scripted_cpu(images), **options)
-        on_device = selection.select_detections(*scripted_device(images.to(device)), **options)
+        on_device = served_selection(selection, device)(*scripted_device(images.to(device)), **options)
     per_image = []
     for image in range(len(images)):
         expected, actual = rows(cpu, image), rows(on_device, image)
@@ -211,7 +218,7 @@ def pipeline_throughput(scripted_device, selection, options, device, args) -> di
 
     def pipeline():
         boxes, scores = scripted_device(images.to(device, non_blocking=True))
-        return [t.cpu() for t in selection.select_detections(boxes, scores, **options)]
+        return [t.cpu() for t in served_selection(selection, device)(boxes, scores, **options)]
 
     with torch.inference_mode():
         seconds = median_seconds(pipeline, device, repeats=args.repeats, warmup=args.warmup)
