@@ -9,6 +9,7 @@ libtorch backend, so models load with ``--model-config-name cpu`` (their CPU var
 from __future__ import annotations
 
 import argparse
+import contextlib
 import importlib.util
 import json
 import logging
@@ -330,6 +331,8 @@ class EmbeddedServer:
                 code = self.process.wait()
         elif self.process:
             code = self.process.returncode
+        if self.process:
+            _reap_group(self.process.pid)
         if self._workdir:
             shutil.rmtree(self._workdir, ignore_errors=True)
             self._workdir = None
@@ -340,6 +343,21 @@ class EmbeddedServer:
 
     def __exit__(self, *exc_info) -> None:
         self.stop()
+
+
+def _reap_group(group: int, grace_s: float = 3.0) -> None:
+    """Python stubs being started when tritonserver stops can outlive it (seen when Ctrl-C lands
+    during model loading): give them a moment to notice and leave, then kill what is left of the
+    server's process group."""
+    deadline = time.monotonic() + grace_s
+    while time.monotonic() < deadline:
+        try:
+            os.killpg(group, 0)
+        except ProcessLookupError:
+            return
+        time.sleep(0.1)
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(group, signal.SIGKILL)
 
 
 def main(argv: list[str] | None = None) -> int:
