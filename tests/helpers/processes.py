@@ -44,14 +44,16 @@ def stub_pid(server: EmbeddedServer, model: str) -> int:
     raise AssertionError(f"no stub for {model} under {server._workdir}")
 
 
-def kill_hard(server: EmbeddedServer) -> None:
+def kill_hard(server: EmbeddedServer) -> float:
     """SIGKILL tritonserver and its stubs (they share its process group) as a crashed container
-    would die, then remove what only a clean exit removes: shared-memory files and the workdir."""
+    would die, then remove what only a clean exit removes: shared-memory files and the workdir.
+    Returns the monotonic time at which tritonserver was known dead."""
     if server.process is None or server._workdir is None:  # never started, or already cleaned up
-        return
+        return time.monotonic()
     if server.process.poll() is None:
         os.killpg(server.process.pid, signal.SIGKILL)
     server.process.wait()
+    dead_since = time.monotonic()
     workdir = str(server._workdir)
     deadline = time.monotonic() + 10
     while processes_mentioning(workdir) and time.monotonic() < deadline:
@@ -59,6 +61,7 @@ def kill_hard(server: EmbeddedServer) -> None:
     for leftover in Path("/dev/shm").glob(f"{shm_prefix(server)}*"):
         leftover.unlink(missing_ok=True)
     server.stop()  # the process is gone: this only removes the workdir
+    return dead_since
 
 
 def process_tree_rss(pid: int) -> int:
