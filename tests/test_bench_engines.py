@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from load_tests.benchmark import engines, report
-from load_tests.benchmark.triton_load import Point
+from load_tests.benchmark import engines
+from load_tests.perf.analyzer import PerfPoint
 
 
 def row(size, torchscript, onnx):
@@ -18,15 +18,14 @@ def row(size, torchscript, onnx):
 
 
 def point(concurrency, images_per_s):
-    return Point(
-        mode="grpc",
+    return PerfPoint(
+        scenario="grpc",
         concurrency=concurrency,
-        images_per_request=1,
-        window_s=20.0,
+        csv=f"grpc_c{concurrency}.csv",
+        duration_s=20.0,
         images_per_s=images_per_s,
         requests=10,
-        errors=[],
-        latency_ms={"p50": 100.0, "p95": 150.0, "mean": 110.0},
+        latency_ms={"p50": 100.0, "p95": 150.0, "p99": 110.0},
         network={"average_batch": 2.0, "compute_ms_per_execution": 300.0},
         foreign_cpu_share=0.05,
     )
@@ -46,7 +45,7 @@ def test_the_engine_faster_at_most_batch_sizes_wins():
 
 
 def test_report_section_puts_both_engines_side_by_side_with_the_cpu_share():
-    lines = engines.markdown(results([row(1, 2.0, 3.0)]), [point(1, 2.5)], report.percent)
+    lines = engines.markdown(results([row(1, 2.0, 3.0)]), [point(1, 2.5)])
     text = "\n".join(lines)
     assert "| 1 | 2.00 | 3.00 | 1.50× |" in text
     assert "| TorchScript (torch) | 1 | 2.50 |" in text and "| ONNX Runtime | 4 | 4.00 |" in text

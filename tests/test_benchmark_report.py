@@ -8,7 +8,7 @@ import copy
 import pytest
 
 from load_tests.benchmark import report
-from load_tests.benchmark.triton_load import Point
+from load_tests.perf.analyzer import PerfPoint
 
 
 def stats(average_batch: float, compute_ms: float, executions: int = 10, queue_ms: float = 40.0) -> dict:
@@ -21,16 +21,15 @@ def stats(average_batch: float, compute_ms: float, executions: int = 10, queue_m
     }
 
 
-def point(concurrency: int, images_per_s: float, network: dict, postprocess: dict) -> Point:
-    return Point(
-        mode="grpc",
+def point(concurrency: int, images_per_s: float, network: dict, postprocess: dict) -> PerfPoint:
+    return PerfPoint(
+        scenario="grpc",
         concurrency=concurrency,
-        images_per_request=1,
-        window_s=20.0,
+        csv=f"grpc_c{concurrency}.csv",
+        duration_s=20.0,
         images_per_s=images_per_s,
         requests=50,
-        errors=[],
-        latency_ms={"p50": 400.0, "p95": 900.0, "mean": 450.0},
+        latency_ms={"p50": 400.0, "p95": 900.0, "p99": 450.0},
         network=network,
         postprocess=postprocess,
         foreign_cpu_share=0.0,
@@ -44,7 +43,13 @@ def results() -> dict:
         "date": "2026-01-01 00:00 UTC",
         "duration_s": 600.0,
         "waited_for_quiet_s": 0.0,
-        "settings": {"images_per_request": 1, "warmup_s": 5, "window_s": 20, "quiet_below": 0.2},
+        "settings": {
+            "requests_per_window": 20,
+            "window_ms": 5000,
+            "stability_percent": 20,
+            "max_trials": 8,
+            "quiet_below": 0.2,
+        },
         "machine": {
             "cpu_model": "test CPU",
             "cpu_cores": 2,
@@ -101,8 +106,8 @@ def test_every_missed_target_is_explained_by_this_runs_numbers(results):
     assert "batches of 2.0 images in 600 ms (300 ms per image" in serving
     assert "at c=1: 250 and 20 ms per image" in serving
     assert "ssd300 +20%, ssd300_postprocess +25%" in serving
-    # 10 executions × 600 ms = 6 s of the 20 s window.
-    assert "computed for 6.0 s (30% of the window)" in serving
+    # 10 executions × 600 ms = 6 s of the point's 20 s perf_analyzer run.
+    assert "perf_analyzer's 20 s at this point ssd300 computed for 6.0 s (30% of it)" in serving
     batching = why["average executed batch of ssd300 at c=8 (gRPC)"]
     assert "ran 10 executions for 25 images" in batching
     assert "waits at most 5 ms for a batch to fill (max_queue_delay), 0.5% of one execution" in batching
@@ -133,3 +138,21 @@ def test_the_report_and_readme_summary_render_from_the_results(results):
     assert "Missed targets: where the time went (Triton's statistics from this run):" in text
     summary = report.readme_summary(results)
     assert "this run's images gave 200 detections each, of at most 200" in summary
+
+
+def test_a_point_perf_analyzer_could_not_measure_is_shown_with_its_error(results):
+    failed = PerfPoint(
+        scenario="grpc", concurrency=16, csv="grpc_c16.csv", error="perf_analyzer exit code 99"
+    )
+    results["triton"].append(failed)
+    text = report.markdown(results)
+    assert (
+        "| gRPC, uint8 tensor | 16 | n/a | n/a | n/a | n/a | n/a | n/a | n/a | perf_analyzer exit code 99 |"
+        in text
+    )
+    assert "perf_analyzer 2.51 (closed loop, one image per request), windows of 20 requests" in text
+    assert "16: n/a (n/a ms)" not in report.readme_summary(results)  # cells are "n/a (n/a ms)"
+    assert "n/a (n/a ms)" in report.readme_summary(results)
+    # a point that failed counts as no throughput: the c=8/c=16 rule is not met
+    rows = {name: met for name, _, _, met, _ in report.target_rows(results)}
+    assert rows["gRPC throughput at c=8 and c=16 vs the best at any concurrency"] is False

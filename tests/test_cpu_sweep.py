@@ -9,21 +9,20 @@ from google.protobuf import text_format
 from tritonclient.grpc import model_config_pb2
 
 from load_tests.benchmark import cpu_sweep
-from load_tests.benchmark.triton_load import Point
+from load_tests.perf.analyzer import PerfPoint
 
 REPOSITORY = Path(__file__).resolve().parents[1] / "model_repository"
 
 
-def point(concurrency: int, images_per_s: float) -> Point:
-    return Point(
-        mode="grpc",
+def point(concurrency: int, images_per_s: float) -> PerfPoint:
+    return PerfPoint(
+        scenario="grpc",
         concurrency=concurrency,
-        images_per_request=1,
-        window_s=10.0,
+        csv=f"grpc_c{concurrency}.csv",
+        duration_s=10.0,
         images_per_s=images_per_s,
         requests=10,
-        errors=[],
-        latency_ms={"p50": 100.0, "p95": 200.0, "mean": 120.0},
+        latency_ms={"p50": 100.0, "p95": 200.0, "p99": 120.0},
         network={"average_batch": 2.0, "executions": 5, "inferences": 10},
         foreign_cpu_share=0.3,
     )
@@ -71,8 +70,6 @@ def test_report_shows_the_sweep_and_the_rule_as_a_target():
         "triton": points,
         "cpu_sweep": {
             "served": cpu_sweep.CANDIDATES[1].name,
-            "warmup_s": 3.0,
-            "window_s": 10.0,
             "entries": [{"name": c.name, "points": points} for c in cpu_sweep.CANDIDATES[:2]],
         },
     }

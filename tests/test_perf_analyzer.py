@@ -70,7 +70,8 @@ def test_perf_analyzer_runs_each_scenario_against_the_server(
         point = analyzer.run_point(
             perf_analyzer,
             scenario,
-            url=triton_server.grpc_url,
+            grpc_url=triton_server.grpc_url,
+            http_url=triton_server.http_url,
             input_file=input_file,
             concurrency=1,
             settings=SHORT,

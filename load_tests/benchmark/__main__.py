@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import datetime
 import logging
 import os
@@ -24,16 +25,19 @@ from load_tests.benchmark import (
     inprocess,
     plot,
     report,
-    triton_load,
+    triton_stats,
     wire_sizes,
 )
+from load_tests.benchmark.formatting import fmt, percent
 from load_tests.payloads import SampleImages
+from load_tests.perf import analyzer, inputs
 from load_tests.perf import report as perf_report
 from ssd300_build.__main__ import _sample_photos
 from ssd300_build.export import write_model
 from ssd300_build.sources import load_network
 from ssd300_client import contract
 from ssd300_serving.embedded_server import EmbeddedServer, free_port
+from tools.external_tools import ToolInstallError, install_perf_analyzer
 from tools.markdown_sections import update_section
 
 log = logging.getLogger("load_tests.benchmark")
@@ -68,14 +72,10 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         "--no-copy", action="store_true", help="leave the committed BENCHMARK.md alone (trial runs)"
     )
     parser.add_argument("--concurrency", type=int, nargs="+", default=[1, 4, 8, 16])
-    parser.add_argument("--modes", nargs="+", choices=triton_load.MODES, default=list(triton_load.MODES))
-    parser.add_argument("--images-per-request", type=int, default=1)
     parser.add_argument(
-        "--warmup-s", type=float, default=4.0, help="per point, before the window (default: %(default)s)"
+        "--modes", nargs="+", choices=list(analyzer.BY_NAME), default=list(analyzer.BY_NAME), help="scenarios"
     )
-    parser.add_argument(
-        "--window-s", type=float, default=20.0, help="measurement window per point (default: %(default)s)"
-    )
+    analyzer.add_arguments(parser)
     parser.add_argument(
         "--render",
         type=Path,
@@ -87,12 +87,6 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         "--no-sweep", action="store_true", help="skip the sweep of ssd300's CPU batching/instance settings"
     )
     parser.add_argument("--sweep-concurrency", type=int, nargs="+", default=[1, 4, 8, 16])
-    parser.add_argument(
-        "--sweep-warmup-s", type=float, default=3.0, help="per sweep point (default: %(default)s)"
-    )
-    parser.add_argument(
-        "--sweep-window-s", type=float, default=10.0, help="per sweep point (default: %(default)s)"
-    )
     parser.add_argument(
         "--no-onnx",
         action="store_true",
@@ -148,7 +142,7 @@ def server_facts(client: grpcclient.InferenceServerClient) -> dict:
     }
 
 
-def served_onnx_points(repository: Path, samples, quiet, args, stack: ExitStack) -> list:
+def served_onnx_points(repository: Path, samples, quiet, args, runner: analyzer.Runner, stack: ExitStack):
     """The gRPC tensor rows again, with the embedded server running the ONNX engine."""
     workdir = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="ssd300-bench-onnx-")))
     log.info("exporting model.onnx from the served model.pt's weights")
@@ -163,34 +157,34 @@ def served_onnx_points(repository: Path, samples, quiet, args, stack: ExitStack)
     log.info("starting tritonserver with the ONNX engine")
     points = []
     with server:
-        triton_load.warm_up(
-            server.grpc_url, samples, max_batch=max(args.concurrency) * args.images_per_request
-        )
-        make_sender = triton_load.sender_factory(
-            "grpc",
-            grpc_address=server.grpc_url,
-            http_address=server.http_url,
-            samples=samples,
-            images_per_request=args.images_per_request,
-        )
+        triton_stats.warm_up(server.grpc_url, samples, max_batch=max(args.concurrency))
         for concurrency in args.concurrency:
             quiet.wait()
-            point = triton_load.run_point(
-                make_sender,
-                mode="grpc",
-                concurrency=concurrency,
-                grpc_address=server.grpc_url,
-                warmup_s=args.warmup_s,
-                window_s=args.window_s,
-            )
-            log.info(
-                "onnx grpc c=%d  %.2f img/s  p95 %.0f ms",
-                concurrency,
-                point.images_per_s,
-                point.latency_ms["p95"],
-            )
+            point = runner.point(server, "grpc", concurrency)
+            log_point("onnx grpc", point)
             points.append(point)
     return points
+
+
+def log_point(label: str, point: analyzer.PerfPoint) -> None:
+    log.info(
+        "%-10s c=%d  %s img/s  p50 %s ms  p95 %s ms  batch %s  other processes' CPU %s%s",
+        label,
+        point.concurrency,
+        fmt(point.images_per_s),
+        fmt((point.latency_ms or {}).get("p50"), 0),
+        fmt((point.latency_ms or {}).get("p95"), 0),
+        fmt((point.network or {}).get("average_batch")),
+        percent(point.foreign_cpu_share),
+        f"  ERROR {point.error}" if point.error else "",
+    )
+
+
+def phase_runner(runner: analyzer.Runner, name: str) -> analyzer.Runner:
+    """The same runner writing perf_analyzer's files to a folder of their own."""
+    folder = runner.reports / name
+    folder.mkdir(parents=True, exist_ok=True)
+    return dataclasses.replace(runner, reports=folder)
 
 
 def write_reports(results: dict, args: argparse.Namespace) -> None:
@@ -210,11 +204,23 @@ def main(argv: list[str] | None = None) -> int:
         args.reports.mkdir(parents=True, exist_ok=True)
         write_reports(report.from_json(args.render.read_text()), args)
         return 0
+    try:
+        binary = install_perf_analyzer()
+    except ToolInstallError as error:
+        log.error("cannot install perf_analyzer, which measures the served points: %s", error)
+        return 1
     torch.set_num_threads(os.cpu_count() or 1)  # as the served model does (intra_op_threads 0)
     args.reports.mkdir(parents=True, exist_ok=True)
     began = time.monotonic()
     samples = SampleImages()
     images = torch.from_numpy(samples.pixels)  # the sample photos and their mirror images: batch 8
+    runner = analyzer.Runner(
+        binary,
+        inputs.write_input_data(samples, args.reports / "perf_inputs"),
+        analyzer.settings_from(args),
+        args.reports / "perf",
+        args.point_timeout_s,
+    )
 
     log.info("calibrated random network (seed %d)", RANDOM_SEED)
     network, metadata = load_network("random", seed=RANDOM_SEED, calibration_photos=_sample_photos())
@@ -269,64 +275,34 @@ def main(argv: list[str] | None = None) -> int:
         stack.enter_context(server)
         with grpcclient.InferenceServerClient(server.grpc_url) as client:
             results["server"] = server_facts(client)
-        log.info("warming up: batch sizes 1..%d", max(args.concurrency) * args.images_per_request)
-        triton_load.warm_up(
-            server.grpc_url, samples, max_batch=max(args.concurrency) * args.images_per_request
-        )
+        log.info("warming up: batch sizes 1..%d", max(args.concurrency))
+        triton_stats.warm_up(server.grpc_url, samples, max_batch=max(args.concurrency))
         results["bytes"] = wire_sizes.measure(server.grpc_url, server.http_url, samples)
         results["triton"] = []
+        main_runner = phase_runner(runner, "torchscript")
         for mode in args.modes:
-            make_sender = triton_load.sender_factory(
-                mode,
-                grpc_address=server.grpc_url,
-                http_address=server.http_url,
-                samples=samples,
-                images_per_request=args.images_per_request,
-            )
             for concurrency in args.concurrency:
                 quiet.wait()
-                point = triton_load.run_point(
-                    make_sender,
-                    mode=mode,
-                    concurrency=concurrency,
-                    grpc_address=server.grpc_url,
-                    warmup_s=args.warmup_s,
-                    window_s=args.window_s,
-                )
-                log.info(
-                    "%-10s c=%d  %.2f img/s  p50 %.0f ms  p95 %.0f ms  batch %.2f  errors %d  "
-                    "other processes' CPU %s",
-                    mode,
-                    concurrency,
-                    point.images_per_s,
-                    point.latency_ms["p50"],
-                    point.latency_ms["p95"],
-                    point.network["average_batch"],
-                    len(point.errors),
-                    report.percent(point.foreign_cpu_share),
-                )
+                point = main_runner.point(server, mode, concurrency)
+                log_point(mode, point)
                 results["triton"].append(point)
         if not args.no_onnx:
             server.stop()  # the ONNX server gets the machine to itself, as the TorchScript one had
-            results["engines"]["triton"] = served_onnx_points(repository, samples, quiet, args, stack)
+            results["engines"]["triton"] = served_onnx_points(
+                repository, samples, quiet, args, phase_runner(runner, "onnx"), stack
+            )
 
         if not args.no_sweep:
-            results["cpu_sweep"] = {
-                "served": cpu_sweep.served_settings(repository).name,
-                "warmup_s": args.sweep_warmup_s,
-                "window_s": args.sweep_window_s,
-                "entries": [],
-            }
-            for candidate in cpu_sweep.CANDIDATES:
+            results["cpu_sweep"] = {"served": cpu_sweep.served_settings(repository).name, "entries": []}
+            for index, candidate in enumerate(cpu_sweep.CANDIDATES):
                 log.info("sweep: serving ssd300 with %s", candidate.name)
                 results["cpu_sweep"]["entries"].append(
                     cpu_sweep.measure(
                         repository,
                         candidate,
+                        runner=phase_runner(runner, f"sweep{index}"),
                         samples=samples,
                         concurrencies=args.sweep_concurrency,
-                        warmup_s=args.sweep_warmup_s,
-                        window_s=args.sweep_window_s,
                         quiet=quiet,
                         log_path=args.reports / "tritonserver-sweep.log",
                     )
@@ -339,7 +315,7 @@ def main(argv: list[str] | None = None) -> int:
     log.info(
         "wrote %s (results.json, BENCHMARK.md, benchmark.png) in %.0f s", args.reports, results["duration_s"]
     )
-    failed = [p for p in results["triton"] + results.get("engines", {}).get("triton", []) if p.errors]
+    failed = [p for p in results["triton"] + results.get("engines", {}).get("triton", []) if p.error]
     return 1 if failed or not results["inprocess"]["postprocess"]["identical"] else 0
 
 

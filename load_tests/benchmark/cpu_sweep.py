@@ -19,7 +19,9 @@ import tritonclient.grpc as grpcclient
 from google.protobuf import text_format
 from tritonclient.grpc import model_config_pb2
 
-from load_tests.benchmark import triton_load
+from load_tests.benchmark import triton_stats
+from load_tests.benchmark.formatting import fmt, percent
+from load_tests.perf.analyzer import Runner
 from ssd300_serving.embedded_server import EmbeddedServer, free_port
 
 log = logging.getLogger(__name__)
@@ -96,14 +98,13 @@ def measure(
     repository: Path,
     candidate: Candidate,
     *,
+    runner: Runner,
     samples,
     concurrencies: list[int],
-    warmup_s: float,
-    window_s: float,
     quiet,
     log_path: Path,
 ) -> dict:
-    """Serve ``candidate`` and run one gRPC point per concurrency."""
+    """Serve ``candidate`` and run one perf_analyzer gRPC point per concurrency."""
     with tempfile.TemporaryDirectory(prefix="ssd300-sweep-") as workdir:
         view = with_settings(repository, Path(workdir), candidate)
         server = EmbeddedServer(
@@ -112,30 +113,20 @@ def measure(
         with server:
             with grpcclient.InferenceServerClient(server.grpc_url) as client:
                 served = client.get_model_config("ssd300", as_json=True)["config"]
-            triton_load.warm_up(server.grpc_url, samples, max_batch=max((*candidate.preferred, 1)))
-            make_sender = triton_load.sender_factory(
-                "grpc", grpc_address=server.grpc_url, http_address=server.http_url, samples=samples,
-                images_per_request=1,
-            )  # fmt: skip
+            triton_stats.warm_up(server.grpc_url, samples, max_batch=max((*candidate.preferred, 1)))
             points = []
             for concurrency in concurrencies:
                 quiet.wait()
-                point = triton_load.run_point(
-                    make_sender,
-                    mode="grpc",
-                    concurrency=concurrency,
-                    grpc_address=server.grpc_url,
-                    warmup_s=warmup_s,
-                    window_s=window_s,
-                )
+                point = runner.point(server, "grpc", concurrency)
                 log.info(
-                    "sweep %s c=%d  %.2f img/s  p95 %.0f ms  batch %.2f  other processes' CPU %s",
+                    "sweep %s c=%d  %s img/s  p95 %s ms  batch %.2f  other processes' CPU %s%s",
                     candidate.name,
                     concurrency,
-                    point.images_per_s,
-                    point.latency_ms["p95"],
-                    point.network["average_batch"],
-                    "n/a" if point.foreign_cpu_share is None else f"{point.foreign_cpu_share:.0%}",
+                    fmt(point.images_per_s),
+                    fmt((point.latency_ms or {}).get("p95"), 0),
+                    (point.network or {}).get("average_batch", 0.0),
+                    percent(point.foreign_cpu_share),
+                    f"  ERROR {point.error}" if point.error else "",
                 )
                 points.append(point)
     return {
@@ -146,11 +137,15 @@ def measure(
     }
 
 
+def _batch(point) -> float | None:
+    return (point.network or {}).get("average_batch")
+
+
 def rule(points) -> tuple[float, dict[int, float], bool]:
     """(best img/s, {concurrency: share of the best} for the rule's concurrencies, rule met)."""
-    best = max(p.images_per_s for p in points)
+    best = max(p.images_per_s or 0.0 for p in points)
     shares = {
-        p.concurrency: p.images_per_s / best if best else 0.0
+        p.concurrency: (p.images_per_s or 0.0) / best if best else 0.0
         for p in points
         if p.concurrency in RULE_CONCURRENCIES
     }
@@ -160,15 +155,15 @@ def rule(points) -> tuple[float, dict[int, float], bool]:
 
 def target_rows(results: dict) -> list[tuple[str, str, str, bool, str]]:
     """The rule on the main run's gRPC points (the served CPU config)."""
-    points = sorted((p for p in results["triton"] if p.mode == "grpc"), key=lambda p: p.concurrency)
+    points = sorted((p for p in results["triton"] if p.scenario == "grpc"), key=lambda p: p.concurrency)
     if not points or not {p.concurrency for p in points} >= set(RULE_CONCURRENCIES):
         return []
     best, shares, met = rule(points)
-    top = max(points, key=lambda p: p.images_per_s)
+    top = max(points, key=lambda p: p.images_per_s or 0.0)
     measured = ", ".join(f"c={c}: {share:.2f}×" for c, share in shares.items())
     why = f"best {best:.2f} img/s at c={top.concurrency}; " + "; ".join(
-        f"c={p.concurrency}: {p.images_per_s:.2f} img/s, ssd300 batches of {p.network['average_batch']:.1f}, "
-        f"other processes {'n/a' if p.foreign_cpu_share is None else f'{p.foreign_cpu_share:.0%}'} of the CPU"
+        f"c={p.concurrency}: {fmt(p.images_per_s)} img/s, ssd300 batches of {fmt(_batch(p), 1)}, "
+        f"other processes {percent(p.foreign_cpu_share)} of the CPU"
         for p in points
         if p.concurrency in RULE_CONCURRENCIES
     )
@@ -192,8 +187,8 @@ def markdown(results: dict) -> list[str]:
         "## CPU batching and instance settings (sweep)",
         "",
         "Each candidate setting of `ssd300`'s CPU config (`model_repository/ssd300/configs/cpu.pbtxt`) "
-        f"served in turn, gRPC, one image per request, {sweep['warmup_s']:.0f} s warm-up then a "
-        f"{sweep['window_s']:.0f} s window per point. Rule: throughput at "
+        "served in turn and measured by perf_analyzer over gRPC, one image per request, as the main "
+        "run's points are. Rule: throughput at "
         f"c={' and c='.join(map(str, RULE_CONCURRENCIES))} ≥ {RULE_SHARE:.2f}× the best at any concurrency. "
         "Cells: images/s (p95 ms, average executed batch, other processes' CPU share).",
         "",
@@ -203,8 +198,8 @@ def markdown(results: dict) -> list[str]:
     for entry in sweep["entries"]:
         cells = {
             p.concurrency: (
-                f"{p.images_per_s:.2f} ({p.latency_ms['p95']:.0f} ms, {p.network['average_batch']:.1f}, "
-                f"{'n/a' if p.foreign_cpu_share is None else f'{p.foreign_cpu_share:.0%}'})"
+                f"{fmt(p.images_per_s)} ({fmt((p.latency_ms or {}).get('p95'), 0)} ms, {fmt(_batch(p), 1)}, "
+                f"{percent(p.foreign_cpu_share)})"
             )
             for p in entry["points"]
         }

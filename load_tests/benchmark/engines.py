@@ -20,6 +20,7 @@ import onnxruntime
 import torch
 
 from load_tests.benchmark import cpu_share
+from load_tests.benchmark.formatting import fmt, percent
 from load_tests.benchmark.inprocess import timed
 from ssd300_build.export import trace_detector, write_model
 from ssd300_build.model import SSD300
@@ -109,7 +110,7 @@ def faster_engine(results: dict) -> str:
     return "onnx" if onnx_wins * 2 > len(rows) else "torchscript"
 
 
-def markdown(results: dict, torchscript_points: list, percent) -> list[str]:
+def markdown(results: dict, torchscript_points: list) -> list[str]:
     """The report's engine section; ``torchscript_points`` are the gRPC rows of the main run."""
     inprocess = results["inprocess"]
     lines = [
@@ -140,10 +141,11 @@ def markdown(results: dict, torchscript_points: list, percent) -> list[str]:
     ]
     for name, points in (("torchscript", torchscript_points), ("onnx", results.get("triton", []))):
         for p in points:
+            network = p.network or {}
             lines.append(
-                f"| {ENGINE_TITLES[name]} | {p.concurrency} | {p.images_per_s:.2f} "
-                f"| {p.latency_ms['p95']:.0f} | {p.network['average_batch']:.2f} "
-                f"| {p.network['compute_ms_per_execution']:.0f} | {percent(p.foreign_cpu_share)} |"
+                f"| {ENGINE_TITLES[name]} | {p.concurrency} | {fmt(p.images_per_s)} "
+                f"| {fmt((p.latency_ms or {}).get('p95'), 0)} | {fmt(network.get('average_batch'))} "
+                f"| {fmt(network.get('compute_ms_per_execution'), 0)} | {percent(p.foreign_cpu_share)} |"
             )
     lines += ["", f"Faster here in process: **{ENGINE_TITLES[faster_engine(results)]}**.", ""]
     return lines
@@ -159,7 +161,7 @@ def readme_lines(results: dict, torchscript_points: list) -> list[str]:
     )
     served = {p.concurrency: p for p in results.get("triton", [])}
     pairs = ", ".join(
-        f"c={p.concurrency}: {served[p.concurrency].images_per_s:.2f} vs {p.images_per_s:.2f}"
+        f"c={p.concurrency}: {fmt(served[p.concurrency].images_per_s)} vs {fmt(p.images_per_s)}"
         for p in torchscript_points
         if p.concurrency in served
     )

@@ -15,7 +15,7 @@ def plot(results: dict, path: Path) -> None:
 
     figure, (throughput, latency) = plt.subplots(1, 2, figsize=(12, 4.5))
     for mode, title in MODE_TITLES.items():
-        points = [p for p in results["triton"] if p.mode == mode]
+        points = [p for p in results["triton"] if p.scenario == mode and p.images_per_s is not None]
         if not points:
             continue
         concurrency = [p.concurrency for p in points]

@@ -5,7 +5,6 @@ built from measured numbers; none is fixed prose about a run."""
 from __future__ import annotations
 
 import json
-import math
 import os
 import platform
 from dataclasses import asdict
@@ -15,6 +14,8 @@ from pathlib import Path
 import torch
 
 from load_tests.benchmark import cpu_sweep, dispatch_count, engines
+from load_tests.benchmark.formatting import fmt, percent
+from load_tests.perf.analyzer import SCENARIOS, PerfPoint
 from ssd300_client.contract import MAX_DETECTIONS
 
 # Targets for 2 CPU cores, from the issue (benchmark figures, not tests).
@@ -27,12 +28,7 @@ SCALING_DROP = 0.9
 # Other processes' CPU share worth mentioning next to a missed target.
 NOTABLE_FOREIGN_CPU = 0.05
 IMAGE_BYTES = 300 * 300 * 3  # one uint8 input image
-MODE_TITLES = {
-    "grpc": "gRPC, uint8 tensor",
-    "http": "HTTP, uint8 tensor (binary)",
-    "grpc_shm": "gRPC, input in system shared memory",
-    "image_grpc": "gRPC, ssd300_image (JPEG bytes, server decodes)",
-}
+MODE_TITLES = {scenario.name: scenario.title for scenario in SCENARIOS}
 
 
 def machine() -> dict:
@@ -72,14 +68,12 @@ def to_json(results: dict) -> str:
 
 def from_json(text: str) -> dict:
     """Results as written by to_json, back in the shapes markdown() and plot() take."""
-    from load_tests.benchmark.triton_load import Point
-
     results = json.loads(text)
-    results["triton"] = [Point(**point) for point in results["triton"]]
+    results["triton"] = [PerfPoint(**point) for point in results["triton"]]
     for entry in results.get("cpu_sweep", {}).get("entries", []):
-        entry["points"] = [Point(**point) for point in entry["points"]]
+        entry["points"] = [PerfPoint(**point) for point in entry["points"]]
     if "engines" in results:
-        results["engines"]["triton"] = [Point(**point) for point in results["engines"].get("triton", [])]
+        results["engines"]["triton"] = [PerfPoint(**point) for point in results["engines"].get("triton", [])]
     results["inprocess"]["forward"] = {
         int(size): figures for size, figures in results["inprocess"]["forward"].items()
     }
@@ -92,7 +86,15 @@ def from_json(text: str) -> dict:
 
 
 def _point(results: dict, mode: str, concurrency: int):
-    return next((p for p in results["triton"] if p.mode == mode and p.concurrency == concurrency), None)
+    """The point of ``mode`` at ``concurrency``, if it was measured (perf_analyzer gave figures)."""
+    return next(
+        (
+            p
+            for p in results["triton"]
+            if p.scenario == mode and p.concurrency == concurrency and p.images_per_s is not None
+        ),
+        None,
+    )
 
 
 Row = tuple[str, str, str, bool, str]  # (target, required, measured, met, where the time went)
@@ -226,7 +228,7 @@ def _serving_gap(results: dict, point, forward: dict) -> str:
         f"ssd300_postprocess took {post['compute_ms_per_execution']:.0f} ms per execution of "
         f"{post['average_batch']:.1f} images"
     )
-    alone = _point(results, point.mode, 1)
+    alone = _point(results, point.scenario, 1)
     if alone and alone is not point:
         text += (
             f" (at c=1: {_per_image_ms(alone.network):.0f} and {_per_image_ms(alone.postprocess):.0f} ms "
@@ -236,12 +238,12 @@ def _serving_gap(results: dict, point, forward: dict) -> str:
         )
     busy_s = network["executions"] * network["compute_ms_per_execution"] / 1000
     text += (
-        f"; ssd300's executions that finished in the {point.window_s:.0f} s window computed for "
-        f"{busy_s:.1f} s ({busy_s / point.window_s:.0%} of the window); requests queued "
+        f"; over perf_analyzer's {point.duration_s:.0f} s at this point ssd300 computed for "
+        f"{busy_s:.1f} s ({busy_s / point.duration_s:.0%} of it); requests queued "
         f"{network['queue_ms_per_request']:.0f} ms on average before ssd300"
     )
     if (point.foreign_cpu_share or 0) >= NOTABLE_FOREIGN_CPU:
-        text += f"; other processes took {point.foreign_cpu_share:.0%} of the CPU during the window"
+        text += f"; other processes took {point.foreign_cpu_share:.0%} of the CPU meanwhile"
     return text
 
 
@@ -283,7 +285,10 @@ def scaling_notes(results: dict) -> list[str]:
     of the same points: both models' compute per image, and how it changed."""
     notes = []
     for mode, title in MODE_TITLES.items():
-        points = sorted((p for p in results["triton"] if p.mode == mode), key=lambda p: p.concurrency)
+        points = sorted(
+            (p for p in results["triton"] if p.scenario == mode and p.images_per_s is not None),
+            key=lambda p: p.concurrency,
+        )
         if len(points) < 2:
             continue
         best, last = max(points, key=lambda p: p.images_per_s), points[-1]
@@ -313,13 +318,17 @@ def _span(values: list[int]) -> str:
     return f"{low}" if low == high else f"{low}–{high}"
 
 
-def percent(share: float | None) -> str:
-    return "n/a" if share is None else f"{share:.0%}"
-
-
-def _fmt(value: float, digits: int = 2) -> str:
+def load_description(settings: dict) -> str:
+    """How perf_analyzer measured each point, from the run's settings."""
+    window = (
+        f"windows of {settings['requests_per_window']} requests"
+        if settings.get("requests_per_window")
+        else f"{settings['window_ms'] / 1000:g} s windows"
+    )
     return (
-        "n/a" if value is None or (isinstance(value, float) and math.isnan(value)) else f"{value:.{digits}f}"
+        f"perf_analyzer 2.51 (closed loop, one image per request), {window}, each point reported "
+        f"once three consecutive windows agree within {settings['stability_percent']}% "
+        f"(at most {settings['max_trials']} windows)"
     )
 
 
@@ -341,9 +350,7 @@ def markdown(results: dict) -> str:
         f"{info['tritonclient']}",
         f"- Weights: served model.pt = {server['weights']}; in-process = {results['inprocess']['weights']}",
         f"- ssd300 CPU config: {server['network_config']}",
-        f"- Load: closed loop, {results['settings']['images_per_request']} image(s) per request, "
-        f"{results['settings']['warmup_s']:.0f} s warm-up then a {results['settings']['window_s']:.0f} s "
-        "window per point",
+        f"- Load: {load_description(results['settings'])}",
         f"- Run: {results['duration_s'] / 60:.1f} min, of which {results['waited_for_quiet_s']:.0f} s "
         "waiting for other processes to leave the CPU below "
         f"{results['settings']['quiet_below']:.0%} before a measurement",
@@ -405,21 +412,24 @@ def markdown(results: dict) -> str:
         "",
         "## Triton end to end",
         "",
-        "Throughput counts images answered inside the window; latency is per request, from the "
-        "client's call to its return; batch = Δinference_count / Δexecution_count of `ssd300`; "
-        "ms/exec = compute time per execution (Triton's batch statistics); other CPU = share of the "
-        "machine's CPU taken by processes outside the benchmark and its server during the window.",
+        "Throughput and latency (per request, client side) are perf_analyzer's, over its stable "
+        "windows; requests = those windows' count; batch = Δinference_count / Δexecution_count of "
+        "`ssd300` and ms/exec = compute time per execution, from Triton's statistics over the whole "
+        "perf_analyzer run of the point; other CPU = share of the machine's CPU taken by processes "
+        "outside the benchmark and its server meanwhile. perf_analyzer's CSV and command line of "
+        "each point are in `reports/bench/`.",
         "",
         "| path | concurrency | images/s | p50 ms | p95 ms | requests | avg batch | ssd300 ms/exec | "
         "postprocess ms/exec | errors | other CPU |",
         "|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for p in results["triton"]:
+        latency, network, post = p.latency_ms or {}, p.network or {}, p.postprocess or {}
         lines.append(
-            f"| {MODE_TITLES[p.mode]} | {p.concurrency} | {p.images_per_s:.2f} | "
-            f"{_fmt(p.latency_ms['p50'], 0)} | {_fmt(p.latency_ms['p95'], 0)} | {p.requests} | "
-            f"{p.network['average_batch']:.2f} | {p.network['compute_ms_per_execution']:.0f} | "
-            f"{p.postprocess['compute_ms_per_execution']:.0f} | {len(p.errors)} | "
+            f"| {MODE_TITLES[p.scenario]} | {p.concurrency} | {fmt(p.images_per_s)} | "
+            f"{fmt(latency.get('p50'), 0)} | {fmt(latency.get('p95'), 0)} | {p.requests or 'n/a'} | "
+            f"{fmt(network.get('average_batch'))} | {fmt(network.get('compute_ms_per_execution'), 0)} | "
+            f"{fmt(post.get('compute_ms_per_execution'), 0)} | {p.error or 'none'} | "
             f"{percent(p.foreign_cpu_share)} |"
         )
     notes = scaling_notes(results)
@@ -428,8 +438,8 @@ def markdown(results: dict) -> str:
         lines += [f"- {note}" for note in notes]
     lines += ["", *cpu_sweep.markdown(results)]
     if "engines" in results:
-        grpc_points = [p for p in results["triton"] if p.mode == "grpc"]
-        lines += ["", *engines.markdown(results["engines"], grpc_points, percent)]
+        grpc_points = [p for p in results["triton"] if p.scenario == "grpc"]
+        lines += ["", *engines.markdown(results["engines"], grpc_points)]
     lines += [
         "",
         "## Bytes per request and response (one image)",
@@ -503,17 +513,17 @@ def readme_summary(results: dict) -> str:
         "| path | " + " | ".join(f"concurrency {c}" for c in concurrencies) + " |",
         "|---|" + "---|" * len(concurrencies),
     ]
-    for mode in dict.fromkeys(p.mode for p in results["triton"]):
+    for mode in dict.fromkeys(p.scenario for p in results["triton"]):
         cells = {
-            p.concurrency: f"{p.images_per_s:.2f} ({_fmt(p.latency_ms['p95'], 0)} ms)"
+            p.concurrency: f"{fmt(p.images_per_s)} ({fmt((p.latency_ms or {}).get('p95'), 0)} ms)"
             for p in results["triton"]
-            if p.mode == mode
+            if p.scenario == mode
         }
         row = " | ".join(cells.get(c, "") for c in concurrencies)
         lines.append(f"| {MODE_TITLES[mode]} | {row} |")
     if "engines" in results:
         lines += [
             "",
-            *engines.readme_lines(results["engines"], [p for p in results["triton"] if p.mode == "grpc"]),
+            *engines.readme_lines(results["engines"], [p for p in results["triton"] if p.scenario == "grpc"]),
         ]
     return "\n".join(lines) + "\n"

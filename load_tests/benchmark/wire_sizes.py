@@ -10,15 +10,15 @@ prefix), a few hundred bytes at most.
 from __future__ import annotations
 
 import os
+import time
 import urllib.request
 
 import numpy as np
 import tritonclient.grpc as grpcclient
 import tritonclient.http as httpclient
 from tritonclient.grpc._utils import _get_inference_request  # the message tritonclient would send
-from tritonclient.utils import shared_memory
+from tritonclient.utils import InferenceServerException, shared_memory
 
-from load_tests.benchmark.triton_load import unregister_when_released
 from ssd300_client.contract import (
     DETECTOR_MODEL,
     ENCODED_IMAGE_DATATYPE,
@@ -27,6 +27,22 @@ from ssd300_client.contract import (
     IMAGES_DATATYPE,
     IMAGES_INPUT,
 )
+
+SHM_RELEASE_TIMEOUT_S = 10.0
+
+
+def unregister_when_released(client: grpcclient.InferenceServerClient, region: str) -> None:
+    """The server holds a region until it has released the last request that read it, which
+    can be a moment after the response arrived ("currently in use")."""
+    deadline = time.monotonic() + SHM_RELEASE_TIMEOUT_S
+    while True:
+        try:
+            client.unregister_system_shared_memory(region)
+            return
+        except InferenceServerException:
+            if time.monotonic() > deadline:
+                raise
+            time.sleep(0.1)
 
 
 def _request_message_bytes(model: str, inputs) -> int:

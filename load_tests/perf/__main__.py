@@ -13,8 +13,9 @@ from pathlib import Path
 
 import tritonclient.grpc as grpcclient
 
-from load_tests.benchmark import cpu_share, triton_load
+from load_tests.benchmark import cpu_share, triton_stats
 from load_tests.benchmark import report as bench_report
+from load_tests.benchmark.formatting import fmt, percent
 from load_tests.payloads import SampleImages
 from load_tests.perf import analyzer, inputs, report
 from ssd300_serving.embedded_server import EmbeddedServer, free_port
@@ -27,8 +28,7 @@ REPO_ROOT = Path(__file__).resolve().parents[2]
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(
         prog="python -m load_tests.perf",
-        description="perf_analyzer 2.51 against the embedded tritonserver, cross-checked with the "
-        "project's own generator.",
+        description="perf_analyzer 2.51 against the embedded tritonserver: its CSVs, a table and a plot.",
     )
     parser.add_argument("--repository", type=Path, default=REPO_ROOT / "model_repository")
     parser.add_argument("--reports", type=Path, default=REPO_ROOT / "reports" / "perf")
@@ -41,29 +41,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         choices=[s.name for s in analyzer.SCENARIOS],
         default=[s.name for s in analyzer.SCENARIOS],
     )
-    parser.add_argument(
-        "--requests-per-window",
-        type=int,
-        default=20,
-        help="perf_analyzer count_windows: each window ends after this many requests (0: time windows)",
-    )
-    parser.add_argument(
-        "--window-ms", type=int, default=5000, help="perf_analyzer --measurement-interval (time windows)"
-    )
-    parser.add_argument(
-        "--point-timeout-s", type=float, default=900.0, help="stop a perf_analyzer point after this long"
-    )
-    parser.add_argument(
-        "--stability-percent", type=int, default=20, help="perf_analyzer --stability-percentage"
-    )
-    parser.add_argument("--max-trials", type=int, default=8, help="perf_analyzer --max-trials")
-    parser.add_argument(
-        "--cross-check-window-s",
-        type=float,
-        default=15.0,
-        help="the project's generator's shortest window at each point, after a 3 s warm-up; longer when "
-        "perf_analyzer needed longer for its requests (0: no cross-check)",
-    )
+    analyzer.add_arguments(parser)
     parser.add_argument(
         "--quiet-below",
         type=float,
@@ -91,45 +69,24 @@ def repository_to_serve(repository: Path, stack: ExitStack) -> Path:
     return served_repository(repository, network, metadata, stack)
 
 
-def cross_check(
-    server: EmbeddedServer, samples: SampleImages, scenario: str, concurrency: int, window_s: float
-):
-    """The project's closed-loop generator at the same point (load_tests.benchmark.triton_load)."""
-    make_sender = triton_load.sender_factory(
-        scenario,
-        grpc_address=server.grpc_url,
-        http_address=server.http_url,
-        samples=samples,
-        images_per_request=1,
-    )
-    return triton_load.run_point(
-        make_sender,
-        mode=scenario,
-        concurrency=concurrency,
-        grpc_address=server.grpc_url,
-        warmup_s=3.0,
-        window_s=window_s,
-    )
-
-
 def measure(args: argparse.Namespace, binary: Path) -> dict:
-    settings = analyzer.Settings(
-        args.window_ms, args.stability_percent, args.max_trials, args.requests_per_window or None
-    )
     samples = SampleImages()
-    input_files = inputs.write_input_data(samples, args.reports / "inputs")
-    scenarios = [s for s in analyzer.SCENARIOS if s.name in args.scenarios]
+    runner = analyzer.Runner(
+        binary,
+        inputs.write_input_data(samples, args.reports / "inputs"),
+        analyzer.settings_from(args),
+        args.reports,
+        args.point_timeout_s,
+    )
     results: dict = {
         "date": datetime.datetime.now().astimezone().strftime("%Y-%m-%d %H:%M %Z"),
         "machine": bench_report.machine(),
         "settings": {
-            **asdict(settings),
+            **asdict(runner.settings),
             "concurrency": args.concurrency,
-            "cross_check_window_s": args.cross_check_window_s,
             "quiet_below": args.quiet_below,
         },
         "points": [],
-        "cross_check": [],
     }
     began = time.monotonic()
     with ExitStack() as stack:
@@ -150,55 +107,28 @@ def measure(args: argparse.Namespace, binary: Path) -> dict:
                 "weights": config.get("parameters", {}).get("weights", {}).get("string_value", "unknown"),
             }
         log.info("warming up: batch sizes 1..%d", max(args.concurrency))
-        triton_load.warm_up(server.grpc_url, samples, max_batch=max(args.concurrency))
+        triton_stats.warm_up(server.grpc_url, samples, max_batch=max(args.concurrency))
         # perf_analyzer's window count varies; a point that never stabilises stops at max_trials.
         quiet = cpu_share.QuietWaiter(threshold=args.quiet_below, budget_s=args.max_wait_s)
-        for scenario in scenarios:
+        for scenario in args.scenarios:
             for concurrency in args.concurrency:
                 quiet.wait()
-                point = analyzer.run_point(
-                    binary,
-                    scenario,
-                    url=server.grpc_url,
-                    input_file=input_files[scenario.inputs],
-                    concurrency=concurrency,
-                    settings=settings,
-                    reports=args.reports,
-                    timeout_s=args.point_timeout_s,
-                )
+                point = runner.point(server, scenario, concurrency)
                 results["points"].append(point)
                 log.info(
                     "perf_analyzer %-10s c=%d  %s img/s  p95 %s ms  other processes' CPU %s%s",
-                    scenario.name,
+                    scenario,
                     concurrency,
-                    report.fmt(point.images_per_s),
-                    report.fmt((point.latency_ms or {}).get("p95"), 0),
-                    bench_report.percent(point.foreign_cpu_share),
+                    fmt(point.images_per_s),
+                    fmt((point.latency_ms or {}).get("p95"), 0),
+                    percent(point.foreign_cpu_share),
                     f"  ERROR {point.error}" if point.error else "",
                 )
-                if args.cross_check_window_s > 0:
-                    quiet.wait()
-                    # As many answers as perf_analyzer counted, at least: on a slow machine a
-                    # fixed window holds too few for a throughput to compare.
-                    span_s = (
-                        point.requests / point.images_per_s if point.requests and point.images_per_s else 0
-                    )
-                    window_s = max(args.cross_check_window_s, span_s)
-                    own = cross_check(server, samples, scenario.name, concurrency, window_s)
-                    results["cross_check"].append(own)
-                    log.info(
-                        "own generator %-10s c=%d  %.2f img/s  p95 %.0f ms  other processes' CPU %s",
-                        scenario.name,
-                        concurrency,
-                        own.images_per_s,
-                        own.latency_ms["p95"],
-                        bench_report.percent(own.foreign_cpu_share),
-                    )
         results["waited_for_quiet_s"] = quiet.waited_s
     results["duration_s"] = time.monotonic() - began
     results["commands"] = {
-        s.name: (args.reports / f"{s.name}_c{args.concurrency[-1]}.cmd").read_text().strip()
-        for s in scenarios
+        name: (args.reports / f"{name}_c{args.concurrency[-1]}.cmd").read_text().strip()
+        for name in args.scenarios
     }
     return results
 
