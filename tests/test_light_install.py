@@ -75,3 +75,14 @@ def test_the_package_declares_no_torch_and_ships_its_type_marker():
     assert any(d.startswith("torch") for d in extras["build"])
     assert any(d.startswith("av") for d in extras["video"])
     assert (REPO_ROOT / "client" / "ssd300_client" / "py.typed").is_file()
+
+
+def test_ssd300_build_without_torch_names_the_extra_to_install():
+    result = run_blocked("from ssd300_build.entry import main\nsys.exit(main(['--help']))\n")
+    assert result.returncode == 2 and "Traceback" not in result.stderr
+    assert "pip install 'ssd300-triton[build]'" in result.stderr
+
+
+def test_the_ssd300_build_command_points_at_the_guarded_entry():
+    scripts = tomllib.loads((REPO_ROOT / "pyproject.toml").read_text())["project"]["scripts"]
+    assert scripts["ssd300-build"] == "ssd300_build.entry:main"

@@ -11,6 +11,7 @@ from __future__ import annotations
 import base64
 import json
 import struct
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -103,3 +104,19 @@ def test_report_section_survives_make_bench_rewriting_the_file(tmp_path):
     benchmark.write_text("# bench\n\nnew figures\n" + report.kept_section(benchmark))
     text = benchmark.read_text()
     assert "new figures" in text and "second" in text and "first" not in text
+
+
+@pytest.mark.parametrize("concurrency, expected", [(1, "40"), (8, "40"), (16, "64")])
+def test_count_windows_hold_several_rounds_of_the_closed_loop(concurrency, expected):
+    settings = analyzer.Settings(window_ms=5000, stability_percent=20, max_trials=10, requests_per_window=40)
+    argv = analyzer.command(
+        Path("perf_analyzer"),
+        analyzer.BY_NAME["http"],
+        url="127.0.0.1:8000",
+        input_file=Path("inputs.json"),
+        concurrency=concurrency,
+        settings=settings,
+        csv_path=Path("out.csv"),
+    )
+    assert argv[argv.index("--measurement-request-count") + 1] == expected
+    assert argv[argv.index("-i") + 1] == "http"

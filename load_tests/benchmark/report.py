@@ -15,7 +15,7 @@ import torch
 
 from load_tests.benchmark import cpu_sweep, dispatch_count, engines
 from load_tests.benchmark.formatting import fmt, percent
-from load_tests.perf.analyzer import SCENARIOS, PerfPoint
+from load_tests.perf.analyzer import SCENARIOS, WINDOW_ROUNDS, PerfPoint
 from ssd300_client.contract import MAX_DETECTIONS
 
 # Targets for 2 CPU cores, from the issue (benchmark figures, not tests).
@@ -321,7 +321,8 @@ def _span(values: list[int]) -> str:
 def load_description(settings: dict) -> str:
     """How perf_analyzer measured each point, from the run's settings."""
     window = (
-        f"windows of {settings['requests_per_window']} requests"
+        f"windows of {settings['requests_per_window']} requests ({WINDOW_ROUNDS} × the concurrency "
+        "where that is more)"
         if settings.get("requests_per_window")
         else f"{settings['window_ms'] / 1000:g} s windows"
     )

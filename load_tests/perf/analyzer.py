@@ -53,6 +53,19 @@ class Settings:
     requests_per_window: int | None = None
 
 
+# A count window holds at least this many rounds of the closed loop. With windows of 20 requests
+# (5 rounds at c=4, 1.25 at c=16), whether a window ends on a large batch or a small one moved
+# its figures by more than 20 % and perf_analyzer found no three stable windows in 8 (seen
+# twice in one make bench, 2026-11-29: ssd300_image at c=8, the sweep's preferred [4] at c=4);
+# hence 40 requests, and 4 rounds at high concurrency.
+WINDOW_ROUNDS = 4
+
+
+def window_requests(requests_per_window: int, concurrency: int) -> int:
+    """Requests per count window: the configured number, or more at high concurrency."""
+    return max(requests_per_window, WINDOW_ROUNDS * concurrency)
+
+
 @dataclass
 class PerfPoint:
     scenario: str
@@ -91,7 +104,7 @@ def command(
                 "--measurement-mode",
                 "count_windows",
                 "--measurement-request-count",
-                str(settings.requests_per_window),
+                str(window_requests(settings.requests_per_window, concurrency)),
             )
             if settings.requests_per_window
             else ("--measurement-interval", str(settings.window_ms))
@@ -226,8 +239,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--requests-per-window",
         type=int,
-        default=20,
-        help="perf_analyzer count_windows: each window ends after this many requests (0: time windows)",
+        default=40,
+        help="perf_analyzer count_windows: each window ends after this many requests, or "
+        f"{WINDOW_ROUNDS} x the concurrency if more (0: time windows)",
     )
     parser.add_argument(
         "--window-ms", type=int, default=5000, help="perf_analyzer --measurement-interval (time windows)"
@@ -235,7 +249,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--stability-percent", type=int, default=20, help="perf_analyzer --stability-percentage"
     )
-    parser.add_argument("--max-trials", type=int, default=8, help="perf_analyzer --max-trials")
+    parser.add_argument("--max-trials", type=int, default=10, help="perf_analyzer --max-trials")
     parser.add_argument(
         "--point-timeout-s", type=float, default=900.0, help="stop a perf_analyzer point after this long"
     )
