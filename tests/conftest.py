@@ -20,7 +20,7 @@ from ssd300_build.__main__ import _sample_photos
 from ssd300_build.export import write_model
 from ssd300_build.sources import load_network
 from ssd300_client import samples
-from ssd300_serving.embedded_server import EmbeddedServer, free_port
+from ssd300_serving.embedded_server import EmbeddedServer
 from tools.reliability_report import FIGURES_ENV
 
 from .helpers.figures import Figures
@@ -77,11 +77,8 @@ def triton_server(built_repository, tmp_path_factory):
     """The embedded tritonserver serving ``built_repository``; ``.http_url``/``.grpc_url`` are host:port.
     Shared by every module: no test may break, lock or overload it."""
     log_path = tmp_path_factory.mktemp("server") / "tritonserver.log"
-    server = EmbeddedServer(
+    server = EmbeddedServer.on_free_ports(
         built_repository,
-        http_port=free_port(),
-        grpc_port=free_port(),
-        metrics_port=free_port(),
         log_path=log_path,
     )
     with server:

@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 from load_tests.benchmark import engines
-from load_tests.perf.analyzer import PerfPoint
+
+from .helpers.perf_points import perf_point
 
 
 def row(size, torchscript, onnx):
@@ -18,17 +19,7 @@ def row(size, torchscript, onnx):
 
 
 def point(concurrency, images_per_s):
-    return PerfPoint(
-        scenario="grpc",
-        concurrency=concurrency,
-        csv=f"grpc_c{concurrency}.csv",
-        duration_s=20.0,
-        images_per_s=images_per_s,
-        requests=10,
-        latency_ms={"p50": 100.0, "p95": 150.0, "p99": 110.0},
-        network={"average_batch": 2.0, "compute_ms_per_execution": 300.0},
-        foreign_cpu_share=0.05,
-    )
+    return perf_point(concurrency, images_per_s, p95_ms=150.0, foreign_cpu_share=0.05)
 
 
 def results(rows):

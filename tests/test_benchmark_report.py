@@ -10,6 +10,8 @@ import pytest
 from load_tests.benchmark import report
 from load_tests.perf.analyzer import PerfPoint
 
+from .helpers.perf_points import perf_point
+
 
 def stats(average_batch: float, compute_ms: float, executions: int = 10, queue_ms: float = 40.0) -> dict:
     return {
@@ -21,19 +23,8 @@ def stats(average_batch: float, compute_ms: float, executions: int = 10, queue_m
     }
 
 
-def point(concurrency: int, images_per_s: float, network: dict, postprocess: dict) -> PerfPoint:
-    return PerfPoint(
-        scenario="grpc",
-        concurrency=concurrency,
-        csv=f"grpc_c{concurrency}.csv",
-        duration_s=20.0,
-        images_per_s=images_per_s,
-        requests=50,
-        latency_ms={"p50": 400.0, "p95": 900.0, "p99": 450.0},
-        network=network,
-        postprocess=postprocess,
-        foreign_cpu_share=0.0,
-    )
+def point(concurrency: int, images_per_s: float, network: dict, postprocess: dict):
+    return perf_point(concurrency, images_per_s, network=network, postprocess=postprocess, p95_ms=900.0)
 
 
 @pytest.fixture

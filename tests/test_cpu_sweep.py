@@ -9,23 +9,14 @@ from google.protobuf import text_format
 from tritonclient.grpc import model_config_pb2
 
 from load_tests.benchmark import cpu_sweep
-from load_tests.perf.analyzer import PerfPoint
+
+from .helpers.perf_points import perf_point
 
 REPOSITORY = Path(__file__).resolve().parents[1] / "model_repository"
 
 
-def point(concurrency: int, images_per_s: float) -> PerfPoint:
-    return PerfPoint(
-        scenario="grpc",
-        concurrency=concurrency,
-        csv=f"grpc_c{concurrency}.csv",
-        duration_s=10.0,
-        images_per_s=images_per_s,
-        requests=10,
-        latency_ms={"p50": 100.0, "p95": 200.0, "p99": 120.0},
-        network={"average_batch": 2.0, "executions": 5, "inferences": 10},
-        foreign_cpu_share=0.3,
-    )
+def point(concurrency: int, images_per_s: float):
+    return perf_point(concurrency, images_per_s, foreign_cpu_share=0.3)
 
 
 def test_the_served_setting_is_one_the_sweep_measures():

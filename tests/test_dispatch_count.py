@@ -7,6 +7,7 @@ import torch
 
 from load_tests.benchmark import dispatch_count, report
 from load_tests.benchmark.dispatch_count import TARGET_OPS_AT_64, count, total
+from load_tests.benchmark.formatting import to_json
 
 from .helpers.selection import DEFAULTS, clustered, selection, suppression_chain
 
@@ -49,7 +50,7 @@ def test_the_report_gives_the_counts_and_the_target_row():
     measured = dispatch_count.measure(selection, DEFAULTS, small)
     # Through JSON as results.json stores it (batch sizes become strings there).
     results = {"inprocess": {"forward": {}, "dispatch": measured}, "triton": []}
-    results = report.from_json(report.to_json(results))
+    results = report.from_json(to_json(results))
     assert results["inprocess"]["dispatch"] == measured
     (name, required, shown, met, _) = report._dispatch_rows(results)[0]
     gpu = total(measured["select_detections_gpu"][64])

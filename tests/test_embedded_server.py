@@ -26,9 +26,7 @@ def test_a_repository_without_the_builds_output_names_make_model(tmp_path, missi
     for generated in GENERATED_FILES:
         if generated != missing:
             (repository / generated).write_text("# stands in for the build's output\n")
-    server = EmbeddedServer(
-        repository, http_port=free_port(), grpc_port=free_port(), metrics_port=free_port()
-    )
+    server = EmbeddedServer.on_free_ports(repository)
     with pytest.raises(ServerError, match=rf"{missing} is missing: build it with `make model`"):
         server.start()
     assert server.process is None  # refused before anything was launched

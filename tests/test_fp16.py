@@ -14,7 +14,7 @@ import torch
 import tritonclient.grpc as grpcclient
 
 from ssd300_build.export import METADATA_FILE, read_metadata, write_model
-from ssd300_serving.embedded_server import EmbeddedServer, free_port
+from ssd300_serving.embedded_server import EmbeddedServer
 
 from .helpers.engines import (
     assert_rows_match,
@@ -102,11 +102,8 @@ def test_fp16_detections_match_fp32_within_2e_3_on_a_photo(built_repository, one
 
 @pytest.mark.server  # starts its own tritonserver
 def test_fp16_model_serves_in_the_embedded_server(fp16_repository, one_photo, fp16_outputs, tmp_path):
-    server = EmbeddedServer(
+    server = EmbeddedServer.on_free_ports(
         fp16_repository,
-        http_port=free_port(),
-        grpc_port=free_port(),
-        metrics_port=free_port(),
         log_path=tmp_path / "tritonserver.log",
     )
     # The start-up canary runs one FP16 forward pass too (~25 s here, more on a busy machine).

@@ -18,7 +18,7 @@ from ssd300_build.export import read_metadata, write_model
 from ssd300_build.onnx_export import ONNX_FILE, OPSET, OUTPUT_NAMES, read_onnx_metadata
 from ssd300_build.reference import decode_batch
 from ssd300_build.sources import load_network
-from ssd300_serving.embedded_server import EmbeddedServer, free_port
+from ssd300_serving.embedded_server import EmbeddedServer
 
 from .helpers.engines import (
     BOX_TOLERANCE,
@@ -147,11 +147,8 @@ def test_build_refuses_unknown_engines_and_precisions_before_loading_anything(tm
 @pytest.fixture(scope="module")
 def onnx_server(onnx_repository, tmp_path_factory):
     log_path = tmp_path_factory.mktemp("onnx_server") / "tritonserver.log"
-    server = EmbeddedServer(
+    server = EmbeddedServer.on_free_ports(
         onnx_repository,
-        http_port=free_port(),
-        grpc_port=free_port(),
-        metrics_port=free_port(),
         log_path=log_path,
     )
     with server:

@@ -23,7 +23,7 @@ from google.protobuf import text_format
 from tritonclient.grpc import model_config_pb2
 
 from ssd300_build import python_env
-from ssd300_serving.embedded_server import EmbeddedServer, free_port
+from ssd300_serving.embedded_server import EmbeddedServer
 
 from .test_export import photo_batch
 
@@ -219,13 +219,7 @@ def env_repository(built_repository, packed_env, tmp_path_factory) -> Path:
 @pytest.fixture(scope="session")
 def bare_server(env_repository, tmp_path_factory):
     log_path = tmp_path_factory.mktemp("bare_server") / "tritonserver.log"
-    server = BareInterpreterServer(
-        env_repository,
-        http_port=free_port(),
-        grpc_port=free_port(),
-        metrics_port=free_port(),
-        log_path=log_path,
-    )
+    server = BareInterpreterServer.on_free_ports(env_repository, log_path=log_path)
     server.start(timeout_s=600)
     yield server
     # At exit the backend deletes the unpacked environment file by file: give it time, so that

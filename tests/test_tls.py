@@ -12,7 +12,7 @@ import pytest
 
 from ssd300_client import TLS, AsyncDetector, Detector, ServerUnavailableError
 from ssd300_client.cli import main
-from ssd300_serving.embedded_server import EmbeddedServer, free_port
+from ssd300_serving.embedded_server import EmbeddedServer
 
 from .helpers.certificates import make_certificates
 
@@ -28,11 +28,8 @@ def certificates(tmp_path_factory):
 def tls_server(built_repository, certificates, tmp_path_factory):
     """A second embedded server whose gRPC endpoint requires TLS and a client certificate
     signed by the test CA."""
-    server = EmbeddedServer(
+    server = EmbeddedServer.on_free_ports(
         built_repository,
-        http_port=free_port(),
-        grpc_port=free_port(),
-        metrics_port=free_port(),
         log_path=tmp_path_factory.mktemp("tls-server") / "tritonserver.log",
         extra_args=(
             "--grpc-use-ssl=true",

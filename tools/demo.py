@@ -9,7 +9,7 @@ import sys
 from pathlib import Path
 
 from ssd300_client import samples
-from ssd300_serving.embedded_server import EmbeddedServer, ServerError, free_port
+from ssd300_serving.embedded_server import EmbeddedServer, ServerError
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -27,11 +27,8 @@ def main(argv: list[str] | None = None) -> int:
 
     args.out.mkdir(parents=True, exist_ok=True)
     # Free ports: the demo must not collide with a server someone already runs on 8000-8002.
-    server = EmbeddedServer(
+    server = EmbeddedServer.on_free_ports(
         args.repository,
-        http_port=free_port(),
-        grpc_port=free_port(),
-        metrics_port=free_port(),
         log_path=args.out / "tritonserver.log",
     )
     print(f"starting tritonserver (log: {args.out / 'tritonserver.log'}) ...", flush=True)

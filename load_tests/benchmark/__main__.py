@@ -7,7 +7,6 @@ import dataclasses
 import datetime
 import logging
 import os
-import shutil
 import sys
 import tempfile
 import time
@@ -25,25 +24,20 @@ from load_tests.benchmark import (
     inprocess,
     plot,
     report,
+    serving,
     triton_stats,
     wire_sizes,
 )
-from load_tests.benchmark.formatting import fmt, percent
+from load_tests.benchmark.formatting import fmt, percent, to_json
 from load_tests.payloads import SampleImages
 from load_tests.perf import analyzer, inputs
 from load_tests.perf import report as perf_report
-from ssd300_build.__main__ import _sample_photos
-from ssd300_build.export import write_model
-from ssd300_build.sources import load_network
-from ssd300_client import contract
-from ssd300_serving.embedded_server import EmbeddedServer, free_port
+from ssd300_serving.embedded_server import EmbeddedServer
 from tools.external_tools import ToolInstallError, install_perf_analyzer
 from tools.markdown_sections import update_section
 
 log = logging.getLogger("load_tests.benchmark")
 REPO_ROOT = Path(__file__).resolve().parents[2]
-# The seed `make model WEIGHTS=random` uses, so in-process and served weights agree.
-RANDOM_SEED = 0
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
@@ -107,53 +101,12 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     return parser.parse_args(argv)
 
 
-def served_repository(repository: Path, network, metadata: dict, stack: ExitStack) -> Path:
-    """The repository as built, or a temporary copy holding a model.pt of ``network``."""
-    if (repository / contract.NETWORK_MODEL / "1" / "model.pt").is_file():
-        return repository
-    log.info("%s has no model.pt: serving a temporary copy built with random weights", repository)
-    copy = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="ssd300-bench-"))) / "model_repository"
-    shutil.copytree(
-        repository, copy, ignore=shutil.ignore_patterns("model.pt", "weights.json", "__pycache__")
-    )
-    write_model(network, copy, metadata)
-    return copy
-
-
-def server_facts(client: grpcclient.InferenceServerClient) -> dict:
-    config = client.get_model_config(contract.NETWORK_MODEL, as_json=True)["config"]
-    batching = config.get("dynamic_batching", {})
-    instances = sum(int(group.get("count", 1)) for group in config.get("instance_group", []))
-    delay_ms = int(batching.get("max_queue_delay_microseconds", 0)) / 1000
-    return {
-        "version": client.get_server_metadata().version,
-        "weights": config.get("parameters", {}).get("weights", {}).get("string_value", "unknown"),
-        # as numbers too: the report compares them with the measured execution times
-        "instances": instances,
-        "max_queue_delay_ms": delay_ms,
-        "network_config": (
-            f"{instances} instance(s), dynamic batching preferred "
-            f"{batching.get('preferred_batch_size', [])}, max queue delay "
-            f"{delay_ms:g} ms, "
-            f"max batch {config.get('max_batch_size')}, forward passes of at most "
-            f"{config.get('parameters', {}).get('max_forward_batch', {}).get('string_value', '0')} images "
-            "(0: any)"
-        ),
-    }
-
-
 def served_onnx_points(repository: Path, samples, quiet, args, runner: analyzer.Runner, stack: ExitStack):
     """The gRPC tensor rows again, with the embedded server running the ONNX engine."""
     workdir = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="ssd300-bench-onnx-")))
     log.info("exporting model.onnx from the served model.pt's weights")
     copy = engines.onnx_repository(repository, workdir)
-    server = EmbeddedServer(
-        copy,
-        http_port=free_port(),
-        grpc_port=free_port(),
-        metrics_port=free_port(),
-        log_path=args.reports / "tritonserver-onnx.log",
-    )
+    server = EmbeddedServer.on_free_ports(copy, log_path=args.reports / "tritonserver-onnx.log")
     log.info("starting tritonserver with the ONNX engine")
     points = []
     with server:
@@ -222,8 +175,8 @@ def main(argv: list[str] | None = None) -> int:
         args.point_timeout_s,
     )
 
-    log.info("calibrated random network (seed %d)", RANDOM_SEED)
-    network, metadata = load_network("random", seed=RANDOM_SEED, calibration_photos=_sample_photos())
+    log.info("calibrated random network (seed %d)", serving.RANDOM_SEED)
+    network, metadata = serving.random_network()
     quiet = cpu_share.QuietWaiter(threshold=args.quiet_below, budget_s=args.max_wait_s)
     quiet.wait()
     log.info("postprocess vs reference at batch %d", len(images))
@@ -231,7 +184,10 @@ def main(argv: list[str] | None = None) -> int:
         "date": datetime.datetime.now().astimezone().strftime("%Y-%m-%d %H:%M %Z"),
         "machine": report.machine(),
         "settings": {key: value for key, value in vars(args).items() if not isinstance(value, Path)},
-        "inprocess": {"weights": f"random, calibrated (seed {RANDOM_SEED})", "batch_size": len(images)},
+        "inprocess": {
+            "weights": f"random, calibrated (seed {serving.RANDOM_SEED})",
+            "batch_size": len(images),
+        },
     }
     cpu_before = cpu_share.snapshot()
     results["inprocess"]["postprocess"] = inprocess.compare_postprocess(network, images, repeats=args.repeats)
@@ -263,18 +219,10 @@ def main(argv: list[str] | None = None) -> int:
             }
 
     with ExitStack() as stack:
-        repository = served_repository(args.repository, network, metadata, stack)
-        server = EmbeddedServer(
-            repository,
-            http_port=free_port(),
-            grpc_port=free_port(),
-            metrics_port=free_port(),
-            log_path=args.reports / "tritonserver.log",
-        )
-        log.info("starting tritonserver on %s", repository)
-        stack.enter_context(server)
+        repository = serving.served_repository(args.repository, network, metadata, stack)
+        server = serving.start(repository, args.reports / "tritonserver.log", stack)
         with grpcclient.InferenceServerClient(server.grpc_url) as client:
-            results["server"] = server_facts(client)
+            results["server"] = serving.server_facts(client)
         log.info("warming up: batch sizes 1..%d", max(args.concurrency))
         triton_stats.warm_up(server.grpc_url, samples, max_batch=max(args.concurrency))
         results["bytes"] = wire_sizes.measure(server.grpc_url, server.http_url, samples)
@@ -310,7 +258,7 @@ def main(argv: list[str] | None = None) -> int:
 
     results["duration_s"] = time.monotonic() - began
     results["waited_for_quiet_s"] = quiet.waited_s
-    (args.reports / "results.json").write_text(report.to_json(results))
+    (args.reports / "results.json").write_text(to_json(results))
     write_reports(results, args)
     log.info(
         "wrote %s (results.json, BENCHMARK.md, benchmark.png) in %.0f s", args.reports, results["duration_s"]

@@ -22,7 +22,7 @@ from tritonclient.grpc import model_config_pb2
 from load_tests.benchmark import triton_stats
 from load_tests.benchmark.formatting import fmt, percent
 from load_tests.perf.analyzer import Runner
-from ssd300_serving.embedded_server import EmbeddedServer, free_port
+from ssd300_serving.embedded_server import EmbeddedServer
 
 log = logging.getLogger(__name__)
 
@@ -107,9 +107,7 @@ def measure(
     """Serve ``candidate`` and run one perf_analyzer gRPC point per concurrency."""
     with tempfile.TemporaryDirectory(prefix="ssd300-sweep-") as workdir:
         view = with_settings(repository, Path(workdir), candidate)
-        server = EmbeddedServer(
-            view, http_port=free_port(), grpc_port=free_port(), metrics_port=free_port(), log_path=log_path
-        )
+        server = EmbeddedServer.on_free_ports(view, log_path=log_path)
         with server:
             with grpcclient.InferenceServerClient(server.grpc_url) as client:
                 served = client.get_model_config("ssd300", as_json=True)["config"]

@@ -15,26 +15,7 @@ def plot(results: dict, path: Path) -> None:
 
     figure, (throughput, latency) = plt.subplots(1, 2, figsize=(12, 4.5))
     for mode, title in MODE_TITLES.items():
-        points = [p for p in results["triton"] if p.scenario == mode and p.images_per_s is not None]
-        if not points:
-            continue
-        concurrency = [p.concurrency for p in points]
-        line = throughput.plot(concurrency, [p.images_per_s for p in points], marker="o", label=title)[0]
-        latency.plot(
-            concurrency,
-            [p.latency_ms["p50"] for p in points],
-            marker="o",
-            color=line.get_color(),
-            label=f"{title} p50",
-        )
-        latency.plot(
-            concurrency,
-            [p.latency_ms["p95"] for p in points],
-            marker="x",
-            linestyle="--",
-            color=line.get_color(),
-            label=f"{title} p95",
-        )
+        draw_points(throughput, latency, [p for p in results["triton"] if p.scenario == mode], title)
     pipeline = results["inprocess"]["reference_pipeline"]
     forward = results["inprocess"]["forward"][pipeline["batch_size"]]
     throughput.axhline(
@@ -65,3 +46,21 @@ def plot(results: dict, path: Path) -> None:
     figure.tight_layout()
     figure.savefig(path, dpi=120)
     plt.close(figure)
+
+
+def draw_points(throughput, latency, points: list, title: str) -> None:
+    """One path's line on each axes: images/s, and p50 (solid) and p95 (dashed) latency."""
+    points = [p for p in points if p.images_per_s is not None]  # a point perf_analyzer measured
+    if not points:
+        return
+    concurrency = [p.concurrency for p in points]
+    line = throughput.plot(concurrency, [p.images_per_s for p in points], marker="o", label=title)[0]
+    for percentile, marker, style in (("p50", "o", "-"), ("p95", "x", "--")):
+        latency.plot(
+            concurrency,
+            [p.latency_ms[percentile] for p in points],
+            marker=marker,
+            linestyle=style,
+            color=line.get_color(),
+            label=f"{title} {percentile}",
+        )

@@ -7,7 +7,6 @@ from __future__ import annotations
 import json
 import os
 import platform
-from dataclasses import asdict
 from importlib import metadata
 from pathlib import Path
 
@@ -55,15 +54,6 @@ def machine() -> dict:
         "torch_threads": torch.get_num_threads(),
         "tritonclient": metadata.version("tritonclient"),
     }
-
-
-def to_json(results: dict) -> str:
-    def default(value):
-        if hasattr(value, "__dataclass_fields__"):
-            return asdict(value)
-        raise TypeError(f"not JSON serialisable: {type(value).__name__}")
-
-    return json.dumps(results, indent=2, default=default, allow_nan=True)
 
 
 def from_json(text: str) -> dict:

@@ -13,12 +13,11 @@ from pathlib import Path
 
 import tritonclient.grpc as grpcclient
 
-from load_tests.benchmark import cpu_share, triton_stats
+from load_tests.benchmark import cpu_share, serving, triton_stats
 from load_tests.benchmark import report as bench_report
-from load_tests.benchmark.formatting import fmt, percent
+from load_tests.benchmark.formatting import fmt, percent, to_json
 from load_tests.payloads import SampleImages
 from load_tests.perf import analyzer, inputs, report
-from ssd300_serving.embedded_server import EmbeddedServer, free_port
 from tools.external_tools import ToolInstallError, install_perf_analyzer
 
 log = logging.getLogger("load_tests.perf")
@@ -57,18 +56,6 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     return parser.parse_args(argv)
 
 
-def repository_to_serve(repository: Path, stack: ExitStack) -> Path:
-    """As ``make bench`` does: the built repository, or a temporary copy with random weights."""
-    if (repository / "ssd300" / "1" / "model.pt").is_file():
-        return repository
-    from load_tests.benchmark.__main__ import RANDOM_SEED, served_repository
-    from ssd300_build.__main__ import _sample_photos
-    from ssd300_build.sources import load_network
-
-    network, metadata = load_network("random", seed=RANDOM_SEED, calibration_photos=_sample_photos())
-    return served_repository(repository, network, metadata, stack)
-
-
 def measure(args: argparse.Namespace, binary: Path) -> dict:
     samples = SampleImages()
     runner = analyzer.Runner(
@@ -90,22 +77,10 @@ def measure(args: argparse.Namespace, binary: Path) -> dict:
     }
     began = time.monotonic()
     with ExitStack() as stack:
-        repository = repository_to_serve(args.repository, stack)
-        server = EmbeddedServer(
-            repository,
-            http_port=free_port(),
-            grpc_port=free_port(),
-            metrics_port=free_port(),
-            log_path=args.reports / "tritonserver.log",
-        )
-        log.info("starting tritonserver on %s", repository)
-        stack.enter_context(server)
+        repository = serving.repository_to_serve(args.repository, stack)
+        server = serving.start(repository, args.reports / "tritonserver.log", stack)
         with grpcclient.InferenceServerClient(server.grpc_url) as client:
-            config = client.get_model_config("ssd300", as_json=True)["config"]
-            results["server"] = {
-                "version": client.get_server_metadata().version,
-                "weights": config.get("parameters", {}).get("weights", {}).get("string_value", "unknown"),
-            }
+            results["server"] = serving.server_facts(client)
         log.info("warming up: batch sizes 1..%d", max(args.concurrency))
         triton_stats.warm_up(server.grpc_url, samples, max_batch=max(args.concurrency))
         # perf_analyzer's window count varies; a point that never stabilises stops at max_trials.
@@ -146,7 +121,7 @@ def main(argv: list[str] | None = None) -> int:
             log.error("cannot install perf_analyzer: %s", error)
             return 1
         results = measure(args, binary)
-        (args.reports / "results.json").write_text(report.to_json(results))
+        (args.reports / "results.json").write_text(to_json(results))
     section = report.markdown(results, reports=args.reports)
     (args.reports / "PERF_ANALYZER.md").write_text(section)
     report.plot(results, args.reports / "perf_analyzer.png")

@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 import json
-from dataclasses import asdict
 from pathlib import Path
 
 from load_tests.benchmark.formatting import fmt, percent
+from load_tests.benchmark.plot import draw_points
 from load_tests.benchmark.report import load_description
 from load_tests.perf.analyzer import SCENARIOS, PerfPoint
 
@@ -14,15 +14,6 @@ SECTION = "perf_analyzer"
 PLOT_NAME = "perf_analyzer.png"
 TITLES = {s.name: s.title for s in SCENARIOS}
 REPO_ROOT = Path(__file__).resolve().parents[2]
-
-
-def to_json(results: dict) -> str:
-    def default(value):
-        if hasattr(value, "__dataclass_fields__"):
-            return asdict(value)
-        raise TypeError(f"not JSON serialisable: {type(value).__name__}")
-
-    return json.dumps(results, indent=2, default=default, allow_nan=True)
 
 
 def from_json(text: str) -> dict:
@@ -115,20 +106,7 @@ def plot(results: dict, path: Path) -> None:
 
     figure, (throughput, latency) = plt.subplots(1, 2, figsize=(12, 4.5))
     for name, title in TITLES.items():
-        points = [p for p in results["points"] if p.scenario == name and not p.error]
-        if not points:
-            continue
-        concurrency = [p.concurrency for p in points]
-        line = throughput.plot(concurrency, [p.images_per_s for p in points], marker="o", label=title)[0]
-        latency.plot(concurrency, [p.latency_ms["p50"] for p in points], marker="o", color=line.get_color())
-        latency.plot(
-            concurrency,
-            [p.latency_ms["p95"] for p in points],
-            marker="x",
-            linestyle="--",
-            color=line.get_color(),
-            label=title,
-        )
+        draw_points(throughput, latency, [p for p in results["points"] if p.scenario == name], title)
     throughput.set(xlabel="concurrent requests", ylabel="images/s", title="Throughput", ylim=(0, None))
     latency.set(
         xlabel="concurrent requests",
@@ -140,7 +118,7 @@ def plot(results: dict, path: Path) -> None:
         axes.set_xticks(sorted({p.concurrency for p in results["points"]}))
         axes.grid(alpha=0.3)
     throughput.legend(fontsize=7)
-    latency.legend(fontsize=7)
+    latency.legend(fontsize=6, ncol=2)
     cores = results["machine"]["cpu_cores"]
     figure.suptitle(f"SSD300 on Triton, perf_analyzer 2.51, {cores} CPU cores, {results['date']}")
     figure.tight_layout()

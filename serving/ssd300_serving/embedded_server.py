@@ -139,6 +139,13 @@ class EmbeddedServer:
         self._workdir: Path | None = None
         self._cancelled = False
 
+    @classmethod
+    def on_free_ports(cls, repository: str | Path, **options) -> EmbeddedServer:
+        """A server on three ports free right now (tests, benchmarks: never the defaults)."""
+        return cls(
+            repository, http_port=free_port(), grpc_port=free_port(), metrics_port=free_port(), **options
+        )
+
     @property
     def http_url(self) -> str:
         return f"127.0.0.1:{self.http_port}"

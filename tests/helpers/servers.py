@@ -24,11 +24,8 @@ START_TIMEOUT_S = 240
 
 def embedded(repository: Path, log_path: Path, *extra_args: str) -> EmbeddedServer:
     """An embedded server on free ports (not started)."""
-    return EmbeddedServer(
+    return EmbeddedServer.on_free_ports(
         repository,
-        http_port=free_port(),
-        grpc_port=free_port(),
-        metrics_port=free_port(),
         log_path=log_path,
         extra_args=extra_args,
     )
