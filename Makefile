@@ -50,7 +50,7 @@ NAMESPACE ?= ml
 # The image defaults to the NGC checkpoint, not `auto`: a serving image should never be random.
 IMAGE_WEIGHTS ?= nvidia
 
-.PHONY: help setup model serve demo test lint bench load eval reliability clean image image-loadtest push deploy perf tools gpu-check python-env
+.PHONY: help setup model serve demo test lint bench load eval reliability clean image image-loadtest push deploy perf tools gpu-check python-env stock-torch
 
 help:
 	@echo "make demo     build the model (WEIGHTS=auto), serve it, detect objects in sample images"
@@ -61,6 +61,7 @@ help:
 	@echo "             ENGINE=onnx|torchscript (onnx, the default, adds model.onnx, served by ONNX Runtime), PRECISION=fp32|fp16"
 	@echo "make serve    run the embedded tritonserver on 127.0.0.1:$(HTTP_PORT)/$(GRPC_PORT)/$(METRICS_PORT)"
 	@echo "make python-env  pack $(PYTHON_ENV) for the stock Triton container (PYTHON_ENV_VERSION=3.10 TORCH_VARIANT=cuda|cpu)"
+	@echo "make stock-torch  model.pt and the postprocess under the stock container's torch (2.5.1, ~3 GB into .tools/)"
 	@echo "make bench    benchmark report into reports/bench/"
 	@echo "make gpu-check  on a CUDA machine: parity, forward/postprocess/pipeline figures into reports/gpu_check/"
 	@echo "make load     Locust load test against the embedded server"
@@ -132,6 +133,12 @@ bench: setup
 # The first figures to take on a GPU (a few minutes): see load_tests/benchmark/gpu_check.py.
 gpu-check: setup $(MODEL)
 	$(PY) -m load_tests.benchmark.gpu_check --repository $(REPOSITORY) --out reports/gpu_check
+
+# model.pt is traced by the development torch; the stock 24.10 container loads it with libtorch
+# 2.5 and runs the postprocess with the packed environment's torch: check both on the sample
+# photos (installs that torch into .tools/; see tools/stock_torch.py).
+stock-torch: setup $(IMAGING)
+	$(PY) -m tools.stock_torch
 
 # perf_analyzer from the tritonclient 2.51.0 wheel (+ libb64, libcudart) and Debian's
 # Prometheus/promtool, unpacked into .tools/ (nothing installed into the system); idempotent.
