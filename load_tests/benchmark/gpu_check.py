@@ -31,7 +31,7 @@ import torch
 
 from load_tests.benchmark.inprocess import load_selection_module, served_selection_options
 from ssd300_build.__main__ import _sample_photos
-from ssd300_build.detector import SSD300Detector
+from ssd300_build.detector import SSD300Detector, fp32_network_of
 from ssd300_build.model import SSD300
 from ssd300_build.onnx_export import ONNX_FILE
 
@@ -81,14 +81,6 @@ def load_model_pt(repository: Path, device: torch.device) -> torch.jit.ScriptMod
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", FutureWarning)
         return torch.jit.load(str(path), map_location=device).eval()
-
-
-def fp32_network(scripted: torch.jit.ScriptModule) -> SSD300:
-    """The FP32 SSD300 inside model.pt (whatever precision model.pt was built with)."""
-    network = SSD300()
-    state = {k: v.float() for k, v in scripted.network.state_dict().items()}
-    network.load_state_dict(state)
-    return network.eval()
 
 
 def photo_batch(size: int) -> torch.Tensor:
@@ -339,7 +331,7 @@ def main(argv: list[str] | None = None) -> int:
         "torch": torch.__version__,
         "model": f"{metadata.get('weights')} weights, {metadata.get('precision', 'fp32')}",
         "parity": device_parity(scripted_cpu, scripted_device, selection, options, device),
-        "forward": forward_throughput(fp32_network(scripted_cpu), device, args),
+        "forward": forward_throughput(fp32_network_of(scripted_cpu), device, args),
         "postprocess": postprocess_timing(scripted_device, selection, options, device, args),
         "pipeline": pipeline_throughput(scripted_device, selection, options, device, args),
         "onnx": onnx_runtime(args.repository, device, args),
