@@ -132,7 +132,7 @@ def markdown(results: dict, torchscript_points: list) -> list[str]:
     lines += [
         "",
         "Served (embedded server, gRPC uint8 tensor, one image per request), images/s, p95 latency "
-        "and other processes' CPU share in the window:",
+        "and other processes' CPU share meanwhile (perf_analyzer, as above):",
         "",
         "| engine | concurrency | images/s | p95 ms | average ssd300 batch "
         "| ssd300 compute ms/batch | other CPU |",
