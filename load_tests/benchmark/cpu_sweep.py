@@ -50,6 +50,7 @@ CANDIDATES = (
     Candidate(instances=1, threads=0, preferred=(8,)),  # the setting before this sweep
     Candidate(instances=1, threads=0, preferred=(4,)),
     Candidate(instances=1, threads=0, preferred=(4,), chunk=4),
+    Candidate(instances=1, threads=0, preferred=(4,), chunk=1),
     Candidate(instances=1, threads=0, preferred=(2,), chunk=2),
     Candidate(instances=2, threads=1, preferred=(2,), chunk=2),
 )
