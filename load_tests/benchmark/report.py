@@ -14,7 +14,7 @@ import torch
 
 from load_tests.benchmark import cpu_sweep, dispatch_count, engines
 from load_tests.benchmark.formatting import fmt, percent
-from load_tests.perf.analyzer import SCENARIOS, WINDOW_ROUNDS, PerfPoint
+from load_tests.perf.analyzer import TITLES, WINDOW_ROUNDS, PerfPoint
 from ssd300_client.contract import MAX_DETECTIONS
 
 # Targets for 2 CPU cores, from the issue (benchmark figures, not tests).
@@ -27,7 +27,7 @@ SCALING_DROP = 0.9
 # Other processes' CPU share worth mentioning next to a missed target.
 NOTABLE_FOREIGN_CPU = 0.05
 IMAGE_BYTES = 300 * 300 * 3  # one uint8 input image
-MODE_TITLES = {scenario.name: scenario.title for scenario in SCENARIOS}
+MODE_TITLES = TITLES  # the report's name for perf_analyzer's scenario titles
 
 
 def machine() -> dict:

@@ -48,10 +48,10 @@ def repository_to_serve(repository: Path, stack: ExitStack) -> Path:
     return served_repository(repository, *random_network(), stack)
 
 
-def start(repository: Path, log_path: Path, stack: ExitStack, what: str = "") -> EmbeddedServer:
+def start(repository: Path, log_path: Path, stack: ExitStack) -> EmbeddedServer:
     """An embedded server on free ports, stopped when ``stack`` closes."""
     server = EmbeddedServer.on_free_ports(repository, log_path=log_path)
-    log.info("starting tritonserver%s on %s", f" ({what})" if what else "", repository)
+    log.info("starting tritonserver on %s", repository)
     return stack.enter_context(server)
 
 

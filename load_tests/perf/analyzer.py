@@ -41,6 +41,7 @@ SCENARIOS = (
     Scenario("image_grpc", "gRPC, ssd300_image (JPEG bytes, server decodes)", IMAGE_MODEL, "image"),
 )
 BY_NAME = {scenario.name: scenario for scenario in SCENARIOS}
+TITLES = {scenario.name: scenario.title for scenario in SCENARIOS}
 
 
 @dataclass(frozen=True)

@@ -8,11 +8,10 @@ from pathlib import Path
 from load_tests.benchmark.formatting import fmt, percent
 from load_tests.benchmark.plot import draw_points
 from load_tests.benchmark.report import load_description
-from load_tests.perf.analyzer import SCENARIOS, PerfPoint
+from load_tests.perf.analyzer import TITLES, PerfPoint
 
 SECTION = "perf_analyzer"
 PLOT_NAME = "perf_analyzer.png"
-TITLES = {s.name: s.title for s in SCENARIOS}
 REPO_ROOT = Path(__file__).resolve().parents[2]
 
 
