@@ -49,6 +49,9 @@ REGISTRY ?= registry.example.com/vision
 NAMESPACE ?= ml
 # The image defaults to the NGC checkpoint, not `auto`: a serving image should never be random.
 IMAGE_WEIGHTS ?= nvidia
+# torchscript (model.pt, libtorch) or onnx (model.onnx too, served by ONNX Runtime + TensorRT with
+# `--model-config-name=onnx`); `make deploy` sets the chart's model.engine to match.
+IMAGE_ENGINE ?= torchscript
 
 .PHONY: help setup model serve demo test lint bench load eval reliability clean image image-loadtest push deploy perf tools gpu-check python-env stock-torch
 
@@ -69,7 +72,7 @@ help:
 	@echo "make tools    unpack perf_analyzer 2.51 and Prometheus 2.42 into .tools/ (make perf/test do it too)"
 	@echo "make eval     COCO mAP through the running server (COCO=<dir> [LIMIT=N])"
 	@echo "make reliability  bad input, overload, faults, security; figures into docs/reliability.md"
-	@echo "make image    build the serving image (Docker; IMAGE_WEIGHTS=nvidia)"
+	@echo "make image    build the serving image (Docker; IMAGE_WEIGHTS=nvidia IMAGE_ENGINE=torchscript|onnx)"
 	@echo "make deploy   helm upgrade --install the chart (REGISTRY=… NAMESPACE=…)"
 
 setup: $(STAMP)
@@ -156,7 +159,8 @@ clean:
 	rm -rf reports out $(MODEL) $(REPOSITORY)/ssd300/1/model.onnx $(REPOSITORY)/ssd300/1/weights.json $(IMAGING) $(PYTHON_ENV)
 
 image:
-	docker build -f deploy/Dockerfile --build-arg WEIGHTS=$(IMAGE_WEIGHTS) -t $(IMAGE):$(TAG) .
+	docker build -f deploy/Dockerfile --build-arg WEIGHTS=$(IMAGE_WEIGHTS) --build-arg ENGINE=$(IMAGE_ENGINE) \
+	  -t $(IMAGE):$(TAG) .
 
 image-loadtest:
 	docker build -f deploy/Dockerfile --target loadtest -t $(IMAGE)-loadtest:$(TAG) .
@@ -166,4 +170,4 @@ push: image image-loadtest
 
 deploy:
 	helm upgrade --install ssd300-triton deploy/helm/ssd300-triton -n $(NAMESPACE) --create-namespace \
-	  --set image.repository=$(REGISTRY)/$(IMAGE) --set image.tag=$(TAG)
+	  --set image.repository=$(REGISTRY)/$(IMAGE) --set image.tag=$(TAG) --set model.engine=$(IMAGE_ENGINE)

@@ -100,6 +100,15 @@ def instructions(stage: str, keyword: str) -> list[dockerfile.Command]:
     return [c for c in dockerfile_stage(stage) if c.cmd.upper() == keyword]
 
 
+def onnx_tensorrt_parameters() -> dict[str, str]:
+    """Parameters of the TensorRT accelerator in ssd300/configs/onnx.pbtxt, parsed as tritonserver would."""
+    path = MODEL_REPOSITORY / "ssd300" / "configs" / "onnx.pbtxt"
+    config = text_format.Parse(path.read_text(), model_config_pb2.ModelConfig())
+    (accelerator,) = config.optimization.execution_accelerators.gpu_execution_accelerator
+    assert accelerator.name == "tensorrt"
+    return dict(accelerator.parameters)
+
+
 def render_error(values: dict) -> str:
     with pytest.raises(helm.HelmError) as caught:
         render(values)
@@ -132,6 +141,8 @@ VALUE_SETS = {
         "server": {"grpcTls": {"enabled": True, "secretName": "ssd300-tls", "mutual": True}},
         "loadTest": {"enabled": True},
     },
+    "onnx-engine": {"model": {"engine": "onnx"}},
+    "onnx-engine-cache-claim": {"model": {"engine": "onnx", "tensorrtCache": {"claimName": "trt-cache"}}},
 }
 
 
@@ -421,6 +432,43 @@ def test_object_storage_source_syncs_in_an_init_container(everything_docs):
     assert flags(server_container(everything_docs)["args"])["--model-repository"] == ["/models"]
 
 
+# --- engine -------------------------------------------------------------------------------------
+
+
+def test_default_engine_is_torchscript_without_a_config_name_or_cache_volume(default_docs):
+    container = server_container(default_docs)
+    assert not any(arg.startswith("--model-config-name") for arg in container["args"])
+    pod = server_deployment(default_docs)["spec"]["template"]["spec"]
+    assert "tensorrt-cache" not in {v["name"] for v in pod["volumes"]}
+    assert {m["name"] for m in container["volumeMounts"]} == {"dshm", "tmp"}
+
+
+@pytest.mark.parametrize("claim", ["", "trt-cache"], ids=["emptyDir", "claim"])
+def test_onnx_engine_selects_its_config_and_mounts_a_writable_cache_where_the_config_points(claim):
+    docs = objects({"model": {"engine": "onnx", "tensorrtCache": {"claimName": claim}}})
+    container = server_container(docs)
+    (name,) = flags(container["args"])["--model-config-name"]
+    # tritonserver loads <model>/configs/<name>.pbtxt where it exists: ssd300's ONNX config.
+    assert (MODEL_REPOSITORY / "ssd300" / "configs" / f"{name}.pbtxt").is_file()
+    # The engine and timing caches are written where onnx.pbtxt says, under a read-only root.
+    parameters = onnx_tensorrt_parameters()
+    assert parameters["trt_engine_cache_enable"] == "1"
+    paths = {parameters["trt_engine_cache_path"], parameters["trt_timing_cache_path"]}
+    (cache,) = [m for m in container["volumeMounts"] if m["name"] == "tensorrt-cache"]
+    assert paths == {cache["mountPath"]} and not cache.get("readOnly")
+    assert container["securityContext"]["readOnlyRootFilesystem"] is True
+    volumes = {v["name"]: v for v in server_deployment(docs)["spec"]["template"]["spec"]["volumes"]}
+    if claim:
+        assert volumes["tensorrt-cache"]["persistentVolumeClaim"] == {"claimName": claim}
+    else:
+        assert volumes["tensorrt-cache"]["emptyDir"] == {"sizeLimit": "1Gi"}
+
+
+def test_onnx_engine_keeps_every_other_server_flag(default_docs):
+    onnx_args = server_container(objects({"model": {"engine": "onnx"}}))["args"]
+    assert onnx_args == [*server_container(default_docs)["args"], "--model-config-name=onnx"]
+
+
 # --- autoscaling, disruption, network ----------------------------------------------------------
 
 
@@ -551,6 +599,14 @@ def test_notes_print_the_next_commands_for_the_service_type(service_type, hint):
         ({"pdb": {"minAvailable": 1}}, "set exactly one of pdb.minAvailable and pdb.maxUnavailable"),
         ({"adminApi": {"restrictedApis": ["model-repo"]}}, "at '/adminApi/restrictedApis/0'"),
         ({"loadTest": {"mode": "batch"}}, "at '/loadTest/mode'"),
+        ({"model": {"engine": "tensorrt"}}, "at '/model/engine': value must be one of 'torchscript', 'onnx'"),
+        (
+            {
+                "model": {"engine": "onnx"},
+                "modelRepository": {"source": "objectStorage", "objectStorage": {"uri": ":s3:bucket"}},
+            },
+            "model.engine onnx needs ssd300/configs/onnx.pbtxt",
+        ),
         ({"servr": {}}, "additional properties 'servr' not allowed"),
         (
             {"probes": {"liveness": {"timeoutSeconds": 1}}},
@@ -568,6 +624,8 @@ def test_notes_print_the_next_commands_for_the_service_type(service_type, hint):
         "pdb-both",
         "unknown-api",
         "unknown-mode",
+        "unknown-engine",
+        "onnx-config-not-synced",
         "typo-key",
         "no-time-for-the-canary",
     ],
@@ -646,6 +704,44 @@ def test_image_layout_and_user_match_the_chart(default_docs):
     assert user.value == (f"{pod['securityContext']['runAsUser']}:{pod['securityContext']['runAsGroup']}",)
     (exposed,) = instructions("serve", "EXPOSE")
     assert sorted(map(int, exposed.value)) == sorted(values["server"]["ports"].values())
+
+
+def export_steps(command: str) -> list[str]:
+    """The `find` steps of the export stage's build RUN that prune the copied repository."""
+    return [step.strip() for step in command.split("&&") if step.strip().startswith("find ")]
+
+
+@pytest.mark.parametrize(
+    ("engine", "kept"),
+    [("torchscript", []), ("onnx", ["ssd300/configs/onnx.pbtxt"])],
+)
+def test_image_engine_argument_builds_and_keeps_what_the_engine_serves(engine, kept, tmp_path):
+    build_args = {
+        c.value[0].split("=")[0]: c.value[0].split("=", 1)[1] for c in instructions("export", "ARG")
+    }
+    assert build_args["ENGINE"] == "torchscript"  # production default: model.pt through libtorch
+    runs = [c.value[0] for c in instructions("export", "RUN")]
+    (build,) = [r for r in runs if "-m ssd300_build" in r]
+    assert '--engine "${ENGINE}"' in build
+    assert "test -s /src/model_repository/ssd300/1/model.onnx" in build
+    # ENGINE=onnx installs the exporter's packages at the pins requirements.txt holds.
+    (install,) = [r for r in runs if "onnx-requirements.txt" in r]
+    pattern = re.search(r"grep -E '([^']+)'", install).group(1)
+    pinned = [line for line in (REPO / "requirements.txt").read_text().splitlines() if re.search(pattern, line)]
+    assert sorted(line.split("==")[0] for line in pinned) == ["onnx", "onnx-ir", "onnxscript"]
+    # The pruning steps, run on a copy of the repository: the CPU variants go, and so does
+    # configs/onnx.pbtxt unless the image is built for ONNX.
+    repository = tmp_path / "model_repository"
+    shutil.copytree(MODEL_REPOSITORY, repository, ignore=shutil.ignore_patterns("1", "python_env.tar.gz"))
+    assert (repository / "ssd300" / "configs" / "onnx.pbtxt").is_file()
+    for step in export_steps(build):
+        command = step.replace("/src/model_repository", str(repository))
+        subprocess.run(["sh", "-c", command], env={"ENGINE": engine, "PATH": os.environ["PATH"]}, check=True)
+    left = sorted(str(path.relative_to(repository)) for path in repository.rglob("configs/*"))
+    assert left == kept
+    folders = sorted(str(path.relative_to(repository)) for path in repository.rglob("configs"))
+    assert folders == sorted({str(Path(path).parent) for path in kept})
+    assert all((repository / model / "config.pbtxt").is_file() for model in model_configs())
 
 
 def test_loadtest_image_ships_the_locustfile_and_the_pinned_locust():

@@ -117,6 +117,9 @@ Keep these in step with the CMD of deploy/Dockerfile (tests/test_deploy.py compa
 - {{ printf "--backend-config=python,shm-default-byte-size=%d" (int64 .Values.server.pythonShm.defaultByteSize) | quote }}
 - {{ printf "--backend-config=python,shm-growth-byte-size=%d" (int64 .Values.server.pythonShm.growthByteSize) | quote }}
 - {{ printf "--log-verbose=%d" (int .Values.server.logVerbose) | quote }}
+{{- if eq .Values.model.engine "onnx" }}
+- "--model-config-name=onnx"
+{{- end }}
 {{- with .Values.server.grpcTls }}
 {{- if .enabled }}
 - "--grpc-use-ssl=true"
@@ -168,6 +171,9 @@ reported at once, one per line, so a bad values file is fixed in one round.
 {{- end -}}
 {{- if and (eq .Values.modelRepository.source "objectStorage") (not .Values.modelRepository.objectStorage.uri) -}}
 {{- $messages = append $messages "modelRepository.objectStorage.uri must be set when modelRepository.source is objectStorage." -}}
+{{- end -}}
+{{- if and (eq .Values.model.engine "onnx") (eq .Values.modelRepository.source "objectStorage") (has "--exclude=/*/configs/**" .Values.modelRepository.objectStorage.extraArgs) -}}
+{{- $messages = append $messages "model.engine onnx needs ssd300/configs/onnx.pbtxt, which modelRepository.objectStorage.extraArgs excludes (--exclude=/*/configs/**): replace it, e.g. with --filter=+ /ssd300/configs/onnx.pbtxt and --filter=- /*/configs/**." -}}
 {{- end -}}
 {{- if and .Values.autoscaling.enabled (gt (int .Values.autoscaling.minReplicas) (int .Values.autoscaling.maxReplicas)) -}}
 {{- $messages = append $messages (printf "autoscaling.minReplicas (%d) must not exceed autoscaling.maxReplicas (%d)." (int .Values.autoscaling.minReplicas) (int .Values.autoscaling.maxReplicas)) -}}
