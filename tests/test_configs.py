@@ -83,6 +83,65 @@ def test_production_onnx_network_runs_tensorrt_fp16_on_gpus_like_the_torchscript
     assert warmup.batch_size == onnx.max_batch_size and set(warmup.inputs) == {"images"}
 
 
+# The parameter keys the ONNX Runtime backend of Triton 24.10 parses for the "tensorrt" GPU
+# execution accelerator: src/onnxruntime.cc of triton-inference-server/onnxruntime_backend, branch
+# r24.10 (commit 17e5cb23a6fbeb37282eb7079dd0b580cd79530d), ModelState::LoadModel's `param_key ==`
+# chain; any other key fails the model load ("unknown parameter ... for TensorRT Execution
+# Accelerator"), which only a GPU server would show.
+TENSORRT_ACCELERATOR_PARAMETERS = frozenset(
+    {
+        "precision_mode",
+        "max_workspace_size_bytes",
+        "trt_max_partition_iterations",
+        "trt_min_subgraph_size",
+        "int8_calibration_table_name",
+        "int8_use_native_calibration_table",
+        "trt_dla_enable",
+        "trt_dla_core",
+        "trt_engine_cache_enable",
+        "trt_engine_cache_path",
+        "trt_engine_cache_prefix",
+        "trt_dump_subgraphs",
+        "trt_force_sequential_engine_build",
+        "trt_context_memory_sharing_enable",
+        "trt_layer_norm_fp32_fallback",
+        "trt_timing_cache_enable",
+        "trt_timing_cache_path",
+        "trt_force_timing_cache",
+        "trt_detailed_build_log",
+        "trt_build_heuristics_enable",
+        "trt_sparsity_enable",
+        "trt_builder_optimization_level",
+        "trt_auxiliary_streams",
+        "trt_tactic_sources",
+        "trt_extra_plugin_lib_paths",
+        "trt_profile_min_shapes",
+        "trt_profile_max_shapes",
+        "trt_profile_opt_shapes",
+        "trt_cuda_graph_enable",
+        "trt_dump_ep_context_model",
+        "trt_ep_context_file_path",
+        "trt_ep_context_embed_mode",
+    }
+)
+# The same file's precision_mode values (anything else: "unsupported precision mode").
+TENSORRT_PRECISION_MODES = ("FP32", "FP16", "INT8")
+
+
+def test_onnx_config_gives_tensorrt_only_parameters_the_24_10_backend_accepts():
+    # parameters is a free string map in ModelConfig: a misspelt key parses, then fails the load.
+    (accelerator,) = load("ssd300", "onnx").optimization.execution_accelerators.gpu_execution_accelerator
+    assert accelerator.name == "tensorrt"
+    assert set(accelerator.parameters) <= TENSORRT_ACCELERATOR_PARAMETERS, sorted(
+        set(accelerator.parameters) - TENSORRT_ACCELERATOR_PARAMETERS
+    )
+    assert accelerator.parameters["precision_mode"] in TENSORRT_PRECISION_MODES
+    # The backend parses the switches with ParseBoolValue; this repository writes them as 0 or 1.
+    for key, value in accelerator.parameters.items():
+        if key.endswith("_enable"):
+            assert value in ("0", "1"), (key, value)
+
+
 def test_onnx_config_names_the_tensors_the_onnx_export_writes():
     from ssd300_build.onnx_export import INPUT_NAME, OUTPUT_NAMES
 
