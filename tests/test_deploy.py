@@ -727,7 +727,9 @@ def test_image_engine_argument_builds_and_keeps_what_the_engine_serves(engine, k
     # ENGINE=onnx installs the exporter's packages at the pins requirements.txt holds.
     (install,) = [r for r in runs if "onnx-requirements.txt" in r]
     pattern = re.search(r"grep -E '([^']+)'", install).group(1)
-    pinned = [line for line in (REPO / "requirements.txt").read_text().splitlines() if re.search(pattern, line)]
+    pinned = [
+        line for line in (REPO / "requirements.txt").read_text().splitlines() if re.search(pattern, line)
+    ]
     assert sorted(line.split("==")[0] for line in pinned) == ["onnx", "onnx-ir", "onnxscript"]
     # The pruning steps, run on a copy of the repository: the CPU variants go, and so does
     # configs/onnx.pbtxt unless the image is built for ONNX.

@@ -43,3 +43,42 @@ def test_gpu_check_dry_run_on_cpu_writes_every_figure(built_repository, tmp_path
     table = (out / "gpu_check.md").read_text()
     assert "| model.pt cpu vs CPU, detections | 4 sample photos | 4 | equal (0 unmatched) |" in table
     assert "torchvision batched_nms" in table and "pipeline img/s" in table
+
+
+class StandInSession:
+    """What gpu_check reads of an onnxruntime.InferenceSession: the providers it registered."""
+
+    def __init__(self, providers: list[str]):
+        self.providers = providers
+
+    def get_providers(self) -> list[str]:
+        return list(self.providers)
+
+
+def test_onnx_rows_are_labelled_by_the_provider_the_session_really_got():
+    trt, cuda, cpu = "TensorrtExecutionProvider", "CUDAExecutionProvider", "CPUExecutionProvider"
+    assert gpu_check.provider_chain(trt, {"trt_fp16_enable": True}) == [
+        (trt, {"trt_fp16_enable": True}),
+        cuda,
+        cpu,
+    ]
+    assert gpu_check.provider_chain(cuda, {}) == [(cuda, {}), cpu]  # CUDA not listed twice
+
+    running = gpu_check.session_providers(trt, StandInSession([trt, cuda, cpu]))
+    assert running["provider"] == trt and not running["fell_back"] and running["label"] == trt
+    assert running["session_providers"] == [trt, cuda, cpu]
+    # TensorRT could not start (its libraries missing, say): ONNX Runtime only warns and runs CUDA.
+    fallen = gpu_check.session_providers(trt, StandInSession([cuda, cpu]))
+    assert fallen["provider"] == cuda and fallen["fell_back"]
+    assert fallen["label"] == f"{cuda} ({trt} requested: ONNX Runtime fell back)"
+    on_cpu = gpu_check.session_providers(cuda, StandInSession([cpu]))
+    assert on_cpu["provider"] == cpu and on_cpu["fell_back"]
+
+    rows = [
+        {**running, "batch_size": 64, "images_per_s": 900.0, "first_call_s": 80.0},
+        {**fallen, "batch_size": 64, "images_per_s": 400.0, "first_call_s": 2.0},
+    ]
+    report = "\n".join(gpu_check.onnx_markdown({"available": [trt, cuda, cpu], "providers": rows}))
+    assert f"| ONNX Runtime img/s | {trt} (first call 80.0 s) | 64 | 900.0 |" in report
+    assert f"| ONNX Runtime img/s | {cuda} ({trt} requested: ONNX Runtime fell back) (first call" in report
+    assert f"{trt} requested: the session's providers were {cuda} > {cpu}." in report

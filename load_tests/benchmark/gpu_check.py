@@ -11,7 +11,9 @@ tiny, so the test suite keeps this script working on machines without one). Writ
 3. the served postprocess (``select_detections``, and ``select_detections_gpu`` when the module
    has it) in ms per call against torchvision's ``batched_nms`` doing the same selection;
 4. the whole in-process pipeline (uint8 host batch → device → network → selection → host);
-5. model.onnx through ONNX Runtime's CUDA and TensorRT providers, when installed.
+5. model.onnx through ONNX Runtime's CUDA and TensorRT providers, when installed, each row
+   labelled by the provider the session really got (``session.get_providers()``): ONNX Runtime
+   falls back to CUDA or the CPU, with only a warning, when a provider cannot start.
 """
 
 from __future__ import annotations
@@ -217,6 +219,34 @@ def pipeline_throughput(scripted_device, selection, options, device, args) -> di
     return {"batch_size": args.pipeline_batch, "images_per_s": args.pipeline_batch / seconds}
 
 
+ONNX_FALLBACKS = ("CUDAExecutionProvider", "CPUExecutionProvider")
+
+
+def provider_chain(provider: str, options: dict) -> list:
+    """The providers a session is created with: ``provider`` first, then the fallbacks once each."""
+    return [(provider, options), *(p for p in ONNX_FALLBACKS if p != provider)]
+
+
+def session_providers(requested: str, session) -> dict:
+    """What an ONNX Runtime session runs on, against what it was asked for.
+
+    ``session.get_providers()`` lists the providers the session registered, in priority order;
+    one that failed to start (TensorRT libraries missing, say) is absent, so the first entry is
+    the provider that really takes the graph (the ones after it take the nodes it cannot).
+    """
+    providers = list(session.get_providers())
+    active = providers[0] if providers else "none"
+    fell_back = active != requested
+    label = f"{active} ({requested} requested: ONNX Runtime fell back)" if fell_back else active
+    return {
+        "requested": requested,
+        "provider": active,
+        "session_providers": providers,
+        "fell_back": fell_back,
+        "label": label,
+    }
+
+
 def onnx_runtime(repository: Path, device, args) -> dict:
     path = repository / "ssd300" / "1" / ONNX_FILE
     try:
@@ -241,9 +271,10 @@ def onnx_runtime(repository: Path, device, args) -> dict:
     images = photo_batch(size).numpy()
     for provider in wanted:
         options = {"trt_fp16_enable": True} if provider == "TensorrtExecutionProvider" else {}
-        session = onnxruntime.InferenceSession(
-            str(path), providers=[(provider, options), "CUDAExecutionProvider", "CPUExecutionProvider"]
-        )
+        session = onnxruntime.InferenceSession(str(path), providers=provider_chain(provider, options))
+        providers = session_providers(provider, session)
+        if providers["fell_back"]:
+            log.warning("ONNX Runtime: %s", providers["label"])
         start = time.perf_counter()
         session.run(None, {"images": images})  # TensorRT builds its engine here
         first_s = time.perf_counter() - start
@@ -253,14 +284,28 @@ def onnx_runtime(repository: Path, device, args) -> dict:
 
         seconds = median_seconds(run, device, repeats=args.repeats, warmup=1)
         result["providers"].append(
-            {
-                "provider": provider,
-                "batch_size": size,
-                "images_per_s": size / seconds,
-                "first_call_s": first_s,
-            }
+            {**providers, "batch_size": size, "images_per_s": size / seconds, "first_call_s": first_s}
         )
     return result
+
+
+def onnx_markdown(onnx: dict) -> list[str]:
+    """The ONNX Runtime rows of the report's table, and the notes under it."""
+    rows, notes = [], []
+    for row in onnx.get("providers", []):
+        rows.append(
+            f"| ONNX Runtime img/s | {row['label']} (first call {row['first_call_s']:.1f} s) | "
+            f"{row['batch_size']} | {row['images_per_s']:.1f} |"
+        )
+        notes.append(
+            f"ONNX Runtime, {row['requested']} requested: the session's providers were "
+            f"{' > '.join(row['session_providers']) or 'none'}."
+        )
+    if onnx.get("note"):
+        notes.append(
+            f"ONNX Runtime: {onnx['note']} (providers here: {', '.join(onnx['available']) or 'none'})."
+        )
+    return rows + ([""] if notes else []) + notes
 
 
 def markdown(results: dict) -> str:
@@ -293,17 +338,7 @@ def markdown(results: dict) -> str:
         f"| pipeline img/s | uint8 host batch → detections on host | {pipe['batch_size']} | "
         f"{pipe['images_per_s']:.1f} |"
     )
-    onnx = results["onnx"]
-    for row in onnx.get("providers", []):
-        lines.append(
-            f"| ONNX Runtime img/s | {row['provider']} (first call {row['first_call_s']:.1f} s) | "
-            f"{row['batch_size']} | {row['images_per_s']:.1f} |"
-        )
-    if onnx.get("note"):
-        lines += [
-            "",
-            f"ONNX Runtime: {onnx['note']} (providers here: {', '.join(onnx['available']) or 'none'}).",
-        ]
+    lines += onnx_markdown(results["onnx"])
     return "\n".join(lines) + "\n"
 
 
