@@ -11,7 +11,7 @@ from PIL import Image
 from ssd300_client import COCO_CATEGORY_IDS, contract
 from ssd300_client.cli import build_parser, main, request_parameters
 from ssd300_client.cli_inputs import collect_inputs
-from ssd300_client.cli_outputs import OutputNames, yolo_lines
+from ssd300_client.cli_outputs import OutputNames, output_suffix, yolo_lines
 from ssd300_client.cli_run import coco_image_ids, format_detections
 from ssd300_client.drawing import draw_banner
 from ssd300_serving.embedded_server import free_port
@@ -65,6 +65,24 @@ def test_a_bad_option_value_is_a_usage_error_naming_the_option(option, value, ca
 def test_a_client_certificate_without_its_key_is_a_usage_error(tmp_path, capsys):
     assert main(["--client-cert", str(tmp_path / "c.pem"), "photo.jpg"]) == 2
     assert "--client-key" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("option", ["--ca-cert", "--client-cert", "--client-key"])
+def test_a_missing_certificate_file_is_a_usage_error_naming_its_option(option, tmp_path, capsys):
+    present = tmp_path / "present.pem"
+    present.write_text("not checked here")
+    files = {"--ca-cert": str(present), "--client-cert": str(present), "--client-key": str(present)}
+    files[option] = str(tmp_path / "nope.pem")
+    assert main([*(item for pair in files.items() for item in pair), "photo.jpg"]) == 2
+    assert capsys.readouterr().err.strip() == f"error: {option}: no such file {str(tmp_path / 'nope.pem')!r}"
+
+
+def test_help_says_what_each_exit_status_means(capsys):
+    assert main(["--help"]) == 0
+    text = " ".join(capsys.readouterr().out.split())
+    assert "0 every input processed" in text
+    assert "1 some inputs were skipped" in text and "the run stopped on an error after it began" in text
+    assert "an inference timeout" in text and "2 usage error" in text
 
 
 def test_version_prints_the_package_version(capsys):
@@ -140,6 +158,97 @@ def test_save_txt_lines_are_yolo_style_class_index_and_normalised_centre_and_siz
 
     detections = Detections([[10, 20, 50, 100]], [0.75], [3], image_size=(200, 100))  # label 3: car
     assert yolo_lines(detections) == "2 0.300000 0.300000 0.400000 0.400000 0.750000\n"
+
+
+@pytest.mark.parametrize(
+    ("source", "chosen", "expected"),
+    [
+        (".jpg", None, ".jpg"),
+        (".jpeg", None, ".jpeg"),
+        (".webp", None, ".webp"),
+        (".tiff", None, ".tiff"),
+        (".gif", None, ".png"),  # Pillow writes GIFs, but a palette would ruin the boxes' colours
+        ("", None, ".png"),  # a URL without a suffix
+        (".data", None, ".png"),
+        (".jpg", "png", ".png"),
+        (".gif", "webp", ".webp"),
+        (".png", "tiff", ".tif"),
+    ],
+)
+def test_annotated_images_keep_the_inputs_format_unless_format_is_given(source, chosen, expected):
+    assert output_suffix(source, chosen) == expected
+
+
+# Output paths are checked before connecting: the unreachable --url below is never tried.
+
+
+def _unreachable(sample_paths) -> list[str]:
+    return [str(sample_paths[0]), "--url", f"127.0.0.1:{free_port()}", "--retries", "0"]
+
+
+def test_out_naming_an_existing_file_is_a_usage_error(sample_paths, tmp_path, capsys):
+    existing = tmp_path / "a.jpg"
+    existing.write_bytes(b"x")
+    assert main([*_unreachable(sample_paths), "--out", str(existing)]) == 2
+    assert capsys.readouterr().err == f"error: --out: {existing} exists and is not a folder\n"
+
+
+def test_save_txt_where_no_folder_can_be_made_is_a_usage_error(sample_paths, capsys):
+    assert main([*_unreachable(sample_paths), "--save-txt", "/proc/ssd300-labels"]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: --save-txt: cannot create the folder /proc/ssd300-labels (")
+    assert err.count("\n") == 1 and "Traceback" not in err
+
+
+def test_json_naming_a_folder_or_a_path_that_cannot_be_made_is_a_usage_error(sample_paths, tmp_path, capsys):
+    assert main([*_unreachable(sample_paths), "--json", str(tmp_path)]) == 2
+    assert capsys.readouterr().err == f"error: --json: {tmp_path} is a folder, not a file\n"
+    assert main([*_unreachable(sample_paths), "--json", "/proc/ssd300/results.json"]) == 2
+    assert capsys.readouterr().err.startswith("error: --json: cannot create the folder /proc/ssd300 (")
+    under_a_file = tmp_path / "file.txt"
+    under_a_file.write_text("x")
+    assert main([*_unreachable(sample_paths), "--json", str(under_a_file / "results.json")]) == 2
+    assert capsys.readouterr().err.startswith(f"error: --json: {under_a_file} exists and is not a folder")
+
+
+def test_json_parent_folders_are_made_before_connecting(sample_paths, tmp_path, capsys):
+    results = tmp_path / "new" / "deeper" / "results.json"
+    assert main([*_unreachable(sample_paths), "--json", str(results)]) == 2  # the server, this time
+    assert "--json" not in capsys.readouterr().err
+    assert results.parent.is_dir() and not results.exists()
+
+
+def test_an_output_that_cannot_be_written_mid_run_stops_it_with_exit_one(
+    sample_paths, tmp_path, monkeypatch, capsys
+):
+    """The --json folder vanishes after the up-front check: the write fails after the work."""
+    from ssd300_client import Detections, cli
+
+    results = tmp_path / "gone" / "results.json"
+
+    class Vanishing:  # a detector whose answers arrive after --json's folder was removed
+        server_weights = "trained"
+
+        def __init__(self, *args, **kwargs):
+            pass
+
+        def __enter__(self):
+            return self
+
+        def __exit__(self, *exc_info):
+            return None
+
+        def check_ready(self):
+            shutil.rmtree(results.parent)
+
+        def detect_iter(self, paths, **options):
+            for index, _ in enumerate(paths):
+                yield index, Detections([[1, 2, 3, 4]], [0.9], [1], image_size=(10, 10))
+
+    monkeypatch.setattr(cli, "Detector", Vanishing)
+    assert main([str(sample_paths[0]), "--json", str(results)]) == 1
+    err = capsys.readouterr().err
+    assert err == f"error: --json: cannot write {results} (No such file or directory)\n"
 
 
 def test_the_random_weights_banner_is_a_red_strip_across_the_top():
@@ -224,6 +333,20 @@ def test_detection_settings_reach_the_server_and_classes_filter_every_output(
     only, _ = run("--classes", str(top_class), "--threshold", "0.1", "-v")
     assert only and {d["category_id"] for d in only} == {top_class}
     assert all(d["score"] >= 0.1 for d in only)
+
+
+@pytest.mark.server
+@pytest.mark.filterwarnings("ignore::ssd300_client.RandomWeightsWarning")
+def test_format_sets_the_annotated_images_format_and_gifs_become_pngs(
+    triton_server, photo_folder, tmp_path, capsys
+):
+    Image.open(photo_folder / "000000000139.jpg").save(photo_folder / "000000000139.gif")
+    out = tmp_path / "out"
+    common = [str(photo_folder / "000000000139.gif"), "--url", triton_server.grpc_url, "--out", str(out)]
+    assert main(common) == 0, capsys.readouterr().err
+    assert Image.open(out / "000000000139.png").format == "PNG"  # Pillow's GIF palette would ruin it
+    assert main([str(photo_folder / "000000000285.jpg"), *common[1:], "--format", "webp"]) == 0
+    assert Image.open(out / "000000000285.webp").format == "WEBP"
 
 
 @pytest.mark.server

@@ -7,6 +7,7 @@ import http.server
 import json
 import shutil
 import threading
+import time
 
 import numpy as np
 import pytest
@@ -183,3 +184,129 @@ def test_a_file_that_is_not_a_video_is_skipped(tmp_path, capsys):
     bad.write_bytes(b"not a video at all")
     with pytest.raises(VideoError, match="bad.mp4"):
         VideoReader(bad)
+
+
+# ----- downloads' limits, without a server -----
+
+
+class _AwkwardHandler(http.server.BaseHTTPRequestHandler):
+    """Answers that stay under every per-read timeout but break the download's limits."""
+
+    protocol_version = "HTTP/1.0"
+
+    def log_message(self, format, *args):
+        pass
+
+    def do_GET(self):
+        try:
+            if self.path == "/trickle.jpg":  # one byte every 0.1 s: each read is quick
+                self.send_response(200)
+                self.send_header("Content-Length", "600")
+                self.end_headers()
+                for _ in range(600):
+                    self.wfile.write(b"x")
+                    self.wfile.flush()
+                    time.sleep(0.1)
+            elif self.path == "/slow-headers.jpg":  # the headers themselves trickle
+                self.wfile.write(b"HTTP/1.0 200 OK\r\n")
+                for _ in range(600):
+                    self.wfile.write(b"X-Padding: 1\r\n")
+                    self.wfile.flush()
+                    time.sleep(0.1)
+            elif self.path == "/unsized.jpg":  # no Content-Length, 2 MB
+                self.send_response(200)
+                self.end_headers()
+                for _ in range(32):
+                    self.wfile.write(b"\xff" * 65536)
+            elif self.path == "/to-ftp.jpg":
+                self.send_response(302)
+                self.send_header("Location", "ftp://127.0.0.1/photo.jpg")
+                self.end_headers()
+            elif self.path == "/to-file.jpg":
+                self.send_response(302)
+                self.send_header("Location", "file:///etc/passwd")
+                self.end_headers()
+        except (BrokenPipeError, ConnectionResetError):  # the client gave up: its point
+            pass
+
+
+@pytest.fixture
+def awkward_server():
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _AwkwardHandler)
+    server.daemon_threads = True
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield f"http://127.0.0.1:{server.server_address[1]}"
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
+def _fetch(url, tmp_path, capsys, *options):
+    """Run.fetch as the CLI runs it (no server needed): (files fetched, skipped, stderr)."""
+    from ssd300_client.cli import build_parser
+    from ssd300_client.cli_run import Run
+
+    run = Run(None, build_parser().parse_args([url, *options]), failed=0)
+    fetched = run.fetch([url], tmp_path)
+    return fetched, run.failed, capsys.readouterr().err
+
+
+@pytest.mark.parametrize("name", ["trickle.jpg", "slow-headers.jpg"])
+def test_timeout_bounds_a_whole_download_not_each_read(awkward_server, name, tmp_path, capsys):
+    url = f"{awkward_server}/{name}"
+    start = time.monotonic()
+    fetched, skipped, err = _fetch(url, tmp_path, capsys, "--timeout", "1")
+    assert time.monotonic() - start < 2.5
+    assert fetched == [] and skipped == 1  # skipped: the run exits 1
+    assert err == f"skipped {url}: not downloaded within 1 s (--timeout)\n"
+
+
+def test_the_size_limit_holds_without_a_content_length(awkward_server, tmp_path, capsys):
+    url = f"{awkward_server}/unsized.jpg"
+    fetched, skipped, err = _fetch(url, tmp_path, capsys, "--max-download-mb", "1")
+    assert fetched == [] and skipped == 1
+    assert err == f"skipped {url}: more than the 1048576-byte limit\n"
+    assert list(tmp_path.iterdir()) == []
+
+
+@pytest.mark.parametrize(("name", "scheme"), [("to-ftp.jpg", "ftp"), ("to-file.jpg", "file")])
+def test_redirects_only_to_http_urls_are_followed(awkward_server, name, scheme, tmp_path, capsys):
+    url = f"{awkward_server}/{name}"
+    fetched, skipped, err = _fetch(url, tmp_path, capsys)
+    assert fetched == [] and skipped == 1
+    assert err.startswith(f"skipped {url}: ") and "Traceback" not in err
+    assert f"{scheme}:" in err
+
+
+# ----- video outputs, without a server -----
+
+
+def test_a_video_writer_that_cannot_write_raises_video_error(tmp_path):
+    from ssd300_client.video import VideoError, VideoWriter
+
+    full = tmp_path / "full.mp4"
+    full.symlink_to("/dev/full")  # every write: ENOSPC
+    with pytest.raises(VideoError, match="full.mp4"):
+        with VideoWriter(full, fps=10, width=64, height=48) as writer:
+            for _ in range(60):
+                writer.write(np.random.default_rng(0).integers(0, 255, (48, 64, 3), dtype=np.uint8))
+
+
+def test_a_video_with_json_but_no_out_says_where_its_detections_go(tmp_path, capsys):
+    from contextlib import ExitStack
+
+    from ssd300_client.cli import build_parser
+    from ssd300_client.cli_run import Run
+    from ssd300_client.video import VideoReader
+
+    clip = tmp_path / "clip.mp4"
+    make_clip(clip, frames=2)
+    run = Run(None, build_parser().parse_args([str(clip), "--json", str(tmp_path / "r.json")]), failed=0)
+    with ExitStack() as stack:
+        reader = stack.enter_context(VideoReader(clip))
+        assert run._video_outputs(stack, reader) == (None, None)
+    note = " ".join(capsys.readouterr().err.split())
+    assert note.startswith(f"note: {clip}: a video's detections go to --out DIR (as JSON lines")
+    assert "not to --json or --save-txt" in note and "only counted" in note

@@ -5,8 +5,12 @@ port (tritonserver has no HTTPS of its own)."""
 from __future__ import annotations
 
 import asyncio
+import json
 import ssl
+import subprocess
+import sys
 import threading
+from pathlib import Path
 
 import pytest
 
@@ -201,3 +205,65 @@ def test_tls_settings_are_checked_when_made(tmp_path):
         TLS(ca_cert=str(tmp_path / "absent.pem"))
     with pytest.raises(ValueError, match="is a grpc address"):
         Detector("grpcs://127.0.0.1:1", protocol="http")
+
+
+# Locust's users: load_tests.triton_user monkey-patches the standard library (gevent) on import,
+# so its client runs in a child process, as Locust runs it.
+_LOCUST_REQUEST = """
+import json, os, sys
+from types import SimpleNamespace
+
+from load_tests.triton_user import TimedTritonClient, tls_of  # first: gevent before gRPC
+
+import numpy as np
+from locust.event import Events
+
+from load_tests.endpoints import parse_endpoint
+from ssd300_client import contract
+
+url, ca_cert, client_cert, client_key = sys.argv[1:]
+events, fired = Events(), []
+events.request.add_listener(lambda **event: fired.append(event))
+options = SimpleNamespace(ca_cert=ca_cert, client_cert=client_cert, client_key=client_key)
+client = TimedTritonClient(
+    parse_endpoint(url), SimpleNamespace(events=events), timeout_s=20, tls=tls_of(options)
+)
+pixels = np.zeros((2, 300, 300, 3), np.uint8)
+client.infer(contract.DETECTOR_MODEL, contract.IMAGES_INPUT, pixels, contract.IMAGES_DATATYPE,
+             contract.DETECTION_OUTPUTS)
+client.close()
+print(json.dumps([
+    {"type": e["request_type"], "name": e["name"], "length": e["response_length"],
+     "exception": None if e["exception"] is None else repr(e["exception"])}
+    for e in fired
+]), flush=True)
+os._exit(0)  # a failed TLS channel can keep gRPC's gevent threads from letting the process end
+"""
+
+
+def _locust_request(url: str, ca_cert: str = "", client_cert: str = "", client_key: str = "") -> dict:
+    """The one Locust request event of one inference by the load test's TimedTritonClient."""
+    done = subprocess.run(
+        [sys.executable, "-c", _LOCUST_REQUEST, url, ca_cert, client_cert, client_key],
+        cwd=Path(__file__).resolve().parents[1],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert done.returncode == 0, done.stderr
+    (event,) = json.loads(done.stdout.splitlines()[-1])
+    return event
+
+
+def test_the_locust_user_client_speaks_mutual_grpc_tls(tls_server, certificates):
+    files = [str(certificates.ca_cert), str(certificates.client_cert), str(certificates.client_key)]
+    event = _locust_request(f"grpcs://{tls_server.grpc_url}", *files)
+    assert event["exception"] is None, event
+    assert event["type"] == "grpc" and event["name"] == "ssd300_detector" and event["length"] > 0
+
+
+def test_the_locust_user_client_without_the_ca_reports_a_failure(tls_server, certificates):
+    event = _locust_request(
+        f"grpcs://{tls_server.grpc_url}", "", str(certificates.client_cert), str(certificates.client_key)
+    )
+    assert event["exception"] is not None and event["length"] == 0

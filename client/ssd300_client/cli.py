@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 import sys
 import tempfile
 import warnings
@@ -16,7 +17,7 @@ from tqdm.contrib.logging import logging_redirect_tqdm
 
 from . import contract
 from .cli_inputs import DEFAULT_MAX_DOWNLOAD_MB, collect_inputs
-from .cli_outputs import OUTPUT_FORMATS
+from .cli_outputs import OUTPUT_FORMATS, OutputError, prepare_file, prepare_folder
 from .cli_run import Run
 from .detector import Detector
 from .detector_base import DEFAULT_BATCH_SIZE, DEFAULT_CONCURRENCY, DEFAULT_TIMEOUT_S
@@ -30,8 +31,8 @@ from .tls import TLS
 log = logging.getLogger(__name__)
 
 EXIT_OK = 0
-EXIT_SOME_INPUTS_FAILED = 1
-EXIT_USAGE_OR_SERVER = 2  # bad arguments, no inputs found, server unreachable or model not ready
+EXIT_FAILED = 1  # inputs skipped, or the run stopped on an error after it began
+EXIT_USAGE_OR_SERVER = 2  # bad arguments or outputs, no inputs found, server unreachable or model not ready
 
 DESCRIPTION = """\
 Detect objects with NVIDIA's SSD300 served by Triton Inference Server.
@@ -53,8 +54,12 @@ COCO image ids (--json):
 
 exit status:
   0 every input processed;
-  1 some inputs could not be read, downloaded or decoded (reported on stderr, skipped);
-  2 usage error, no inputs found, or the server unreachable / model not ready.
+  1 some inputs were skipped (could not be read, downloaded or decoded; each reported on
+    stderr), or the run stopped on an error after it began (an inference timeout, a server
+    error, an output that could not be written; reported as "error:"); outputs already
+    written are kept;
+  2 usage error (bad option, output path that cannot be created; reported before any
+    request), no inputs found, or the server unreachable / model not ready.
 
 examples:
   ssd300-detect client/ssd300_client/samples --out out/
@@ -83,7 +88,7 @@ def build_parser() -> argparse.ArgumentParser:
         type=_positive_float,
         default=DEFAULT_MAX_DOWNLOAD_MB,
         metavar="MB",
-        help="largest image a URL may give (default: %(default)s); --timeout bounds each download",
+        help="largest image a URL may give (default: %(default)s); --timeout bounds each whole download",
     )
     output = parser.add_argument_group("output (with none of these, detections are printed)")
     output.add_argument(
@@ -175,7 +180,7 @@ def build_parser() -> argparse.ArgumentParser:
         type=_positive_float,
         default=DEFAULT_TIMEOUT_S,
         metavar="SECONDS",
-        help="per request and per download (default: %(default)s)",
+        help="per request, and per download from start to end (default: %(default)s)",
     )
     server.add_argument(
         "--retries",
@@ -286,6 +291,13 @@ def main(argv: Sequence[str] | None = None) -> int:
 def _tls(args: argparse.Namespace) -> TLS | None:
     if not (args.ca_cert or args.client_cert):
         return None
+    for option, path in (
+        ("--ca-cert", args.ca_cert),
+        ("--client-cert", args.client_cert),
+        ("--client-key", args.client_key),
+    ):
+        if path is not None and not os.path.isfile(path):
+            raise ValueError(f"{option}: no such file {path!r}")
     return TLS(ca_cert=args.ca_cert, client_cert=args.client_cert, client_key=args.client_key)
 
 
@@ -310,9 +322,14 @@ def _detect(args: argparse.Namespace, tls: TLS | None) -> int:
         print(f"skipped {spec}: no such file, folder or matching files", file=sys.stderr)
     if not inputs.images and not inputs.videos:
         return _fail("no images or videos found in " + ", ".join(args.inputs))
-    for folder in (args.out, args.save_txt):
-        if folder:
-            folder.mkdir(parents=True, exist_ok=True)
+    try:  # before any request: a path that cannot be written is a usage error
+        for option, folder in (("--out", args.out), ("--save-txt", args.save_txt)):
+            if folder:
+                prepare_folder(option, folder)
+        if args.json:
+            prepare_file("--json", args.json)
+    except OutputError as exc:
+        return _fail(str(exc))
     modes: dict[str, str | bool] = {"auto": "auto", "on": True, "off": False}
     try:
         detector = Detector(
@@ -336,12 +353,12 @@ def _detect(args: argparse.Namespace, tls: TLS | None) -> int:
                 run.images(images)
             for video in inputs.videos:
                 run.video(video)
-            return EXIT_OK if run.finish() else EXIT_SOME_INPUTS_FAILED
+            return EXIT_OK if run.finish() else EXIT_FAILED
         except (ServerUnavailableError, ModelNotReadyError) as exc:
             return _fail(str(exc))
-        except SSD300Error as exc:
+        except (SSD300Error, OutputError) as exc:  # mid-run: what was written so far stays
             print(f"error: {exc}", file=sys.stderr)
-            return EXIT_SOME_INPUTS_FAILED
+            return EXIT_FAILED
 
 
 def _fail(message: str) -> int:

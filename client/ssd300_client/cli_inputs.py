@@ -3,14 +3,19 @@ sorted into images and videos; URLs are downloaded with a timeout and a size lim
 
 from __future__ import annotations
 
+import functools
 import glob
+import http.client
+import io
 import re
+import socket
 import time
 import urllib.error
 import urllib.request
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
+from typing import Any
 from urllib.parse import urlsplit
 
 from .video import VIDEO_SUFFIXES
@@ -90,30 +95,128 @@ def suffix(name: str | Path) -> str:
 
 
 def download(url: str, folder: Path, *, number: int, timeout_s: float, max_bytes: int) -> Path:
-    """Fetch ``url`` into ``folder``; at most ``max_bytes``, the whole transfer within ``timeout_s``.
+    """Fetch ``url`` into ``folder``: at most ``max_bytes`` (with or without a Content-Length),
+    the whole transfer (connection, redirects, headers, body) within ``timeout_s``.
 
-    Only http(s) URLs, redirects included (urllib refuses others). Raises DownloadError.
+    Redirects are followed to http(s) URLs only. Raises DownloadError naming the URL.
     """
     deadline = time.monotonic() + timeout_s
+    opener = urllib.request.build_opener(
+        _DeadlineHTTPHandler(deadline), _DeadlineHTTPSHandler(deadline), _HttpOnlyRedirects()
+    )
     request = urllib.request.Request(url, headers={"User-Agent": "ssd300-detect"})
     try:
-        with urllib.request.urlopen(request, timeout=timeout_s) as response:
+        with opener.open(request, timeout=timeout_s) as response:
             length = response.headers.get("Content-Length")
             if length and length.isdigit() and int(length) > max_bytes:
                 raise DownloadError(f"{url}: {int(length)} bytes, over the {max_bytes}-byte limit")
             chunks, size = [], 0
-            while chunk := response.read(_CHUNK_BYTES):
+            while chunk := response.read1(_CHUNK_BYTES):
                 size += len(chunk)
                 if size > max_bytes:
                     raise DownloadError(f"{url}: more than the {max_bytes}-byte limit")
-                if time.monotonic() > deadline:
-                    raise DownloadError(f"{url}: download took longer than {timeout_s:g} s")
                 chunks.append(chunk)
     except urllib.error.HTTPError as exc:
         raise DownloadError(f"{url}: HTTP {exc.code} {exc.reason}") from exc
     except (urllib.error.URLError, OSError, ValueError) as exc:
         reason = getattr(exc, "reason", exc)
+        if isinstance(reason, TimeoutError) or time.monotonic() >= deadline:
+            raise DownloadError(f"{url}: not downloaded within {timeout_s:g} s (--timeout)") from exc
         raise DownloadError(f"{url}: cannot download ({reason})") from exc
     target = folder / f"{number:06d}_{_UNSAFE.sub('_', stem(url))[:80]}{suffix(url)[:8]}"
     target.write_bytes(b"".join(chunks))
     return target
+
+
+class _DeadlineReader(io.RawIOBase):
+    """A socket's reader whose every read may take only the time left before ``deadline``."""
+
+    def __init__(self, sock: socket.socket, deadline: float) -> None:
+        super().__init__()
+        self._sock, self._raw, self._deadline = sock, sock.makefile("rb", buffering=0), deadline
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, buffer: Any) -> int | None:
+        left = self._deadline - time.monotonic()
+        if left <= 0:
+            raise TimeoutError("timed out")
+        self._sock.settimeout(left)
+        return self._raw.readinto(buffer)
+
+    def close(self) -> None:
+        self._raw.close()  # the socket's own reader: it closes the socket once nothing uses it
+        super().close()
+
+
+class _DeadlineSocket:
+    """A connected socket whose reader (http.client reads the status, headers and body
+    through ``makefile``) stops at ``deadline``; everything else is the socket's."""
+
+    def __init__(self, sock: socket.socket, deadline: float) -> None:
+        self._sock, self._deadline = sock, deadline
+
+    def makefile(self, mode: str = "rb", *args: Any, **kwargs: Any) -> io.BufferedReader:
+        return io.BufferedReader(_DeadlineReader(self._sock, self._deadline))
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._sock, name)
+
+
+def _bounded_connect(connection: http.client.HTTPConnection, deadline: float) -> None:
+    left = deadline - time.monotonic()
+    if left <= 0:
+        raise TimeoutError("timed out")
+    timeout = connection.timeout
+    connection.timeout = min(timeout, left) if isinstance(timeout, float | int) else left
+
+
+class _DeadlineHTTPConnection(http.client.HTTPConnection):
+    def __init__(self, *args: Any, deadline: float, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.deadline = deadline
+
+    def connect(self) -> None:
+        _bounded_connect(self, self.deadline)
+        super().connect()
+        self.sock = _DeadlineSocket(self.sock, self.deadline)
+
+
+class _DeadlineHTTPSConnection(http.client.HTTPSConnection):
+    def __init__(self, *args: Any, deadline: float, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.deadline = deadline
+
+    def connect(self) -> None:
+        _bounded_connect(self, self.deadline)
+        super().connect()  # TCP, then the TLS handshake
+        self.sock = _DeadlineSocket(self.sock, self.deadline)
+
+
+class _DeadlineHTTPHandler(urllib.request.HTTPHandler):
+    def __init__(self, deadline: float) -> None:
+        super().__init__()
+        self.deadline = deadline
+
+    def http_open(self, req: urllib.request.Request) -> Any:
+        return self.do_open(functools.partial(_DeadlineHTTPConnection, deadline=self.deadline), req)
+
+
+class _DeadlineHTTPSHandler(urllib.request.HTTPSHandler):
+    def __init__(self, deadline: float) -> None:
+        super().__init__()  # the default SSL context: the system's trust store
+        self.deadline = deadline
+
+    def https_open(self, req: urllib.request.Request) -> Any:
+        return self.do_open(functools.partial(_DeadlineHTTPSConnection, deadline=self.deadline), req)
+
+
+class _HttpOnlyRedirects(urllib.request.HTTPRedirectHandler):
+    """urllib follows redirects to ftp:// too; an image URL's may go to http(s) only."""
+
+    def redirect_request(self, req, fp, code, msg, headers, newurl):
+        scheme = urlsplit(newurl).scheme.lower()
+        if scheme not in ("http", "https"):
+            raise DownloadError(f"{req.full_url}: redirected to a {scheme or 'schemeless'} URL ({newurl})")
+        return super().redirect_request(req, fp, code, msg, headers, newurl)

@@ -3,7 +3,9 @@ their ``images`` list, and YOLO-style text files."""
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import os
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from pathlib import Path
 
 from PIL import Image
@@ -15,6 +17,41 @@ from .results import Detections
 OUTPUT_FORMATS = {"png": ".png", "jpg": ".jpg", "webp": ".webp", "bmp": ".bmp", "tiff": ".tif"}
 _KEPT_SUFFIXES = {".png", ".jpg", ".jpeg", ".webp", ".bmp", ".tif", ".tiff"}
 _JPEG_QUALITY = 95
+
+
+class OutputError(Exception):
+    """An output path that cannot be created or written; the message names it and why."""
+
+
+def prepare_folder(option: str, folder: Path) -> None:
+    """Create ``folder`` (and its parents) for ``option``, or say why it cannot be."""
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+    except FileExistsError:
+        raise OutputError(f"{option}: {folder} exists and is not a folder") from None
+    except OSError as exc:
+        raise OutputError(f"{option}: cannot create the folder {folder} ({exc.strerror or exc})") from None
+    if not os.access(folder, os.W_OK | os.X_OK):
+        raise OutputError(f"{option}: the folder {folder} is not writable")
+
+
+def prepare_file(option: str, path: Path) -> None:
+    """Create ``path``'s folder for ``option``, or say why ``path`` cannot be written."""
+    if path.is_dir():
+        raise OutputError(f"{option}: {path} is a folder, not a file")
+    prepare_folder(option, path.parent)
+    if path.exists() and not os.access(path, os.W_OK):
+        raise OutputError(f"{option}: {path} is not writable")
+
+
+@contextmanager
+def writing(path: Path, option: str | None = None) -> Iterator[None]:
+    """OSError while writing ``path`` becomes an OutputError naming it (and ``option``)."""
+    try:
+        yield
+    except OSError as exc:
+        prefix = f"{option}: " if option else ""
+        raise OutputError(f"{prefix}cannot write {path} ({exc.strerror or exc})") from exc
 
 
 def output_suffix(source_suffix: str, output_format: str | None) -> str:

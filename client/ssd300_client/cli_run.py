@@ -17,7 +17,15 @@ from tqdm import tqdm
 
 from . import contract
 from .cli_inputs import DownloadError, download, is_url, stem, suffix
-from .cli_outputs import OutputNames, coco_document, output_suffix, save_image, yolo_lines
+from .cli_outputs import (
+    OutputError,
+    OutputNames,
+    coco_document,
+    output_suffix,
+    save_image,
+    writing,
+    yolo_lines,
+)
 from .detector import Detector
 from .drawing import RANDOM_WEIGHTS_BANNER, draw_banner
 from .results import DEFAULT_DISPLAY_THRESHOLD, Detections
@@ -131,16 +139,18 @@ class Run:
                     coco_results.extend(kept.to_coco(image_ids[index]))
                 if self.out_names:
                     target = self.out_names.stem_for(stem(name)) + output_suffix(suffix(name), args.format)
-                    save_image(self._draw(outcome, path), self.out_names.folder / target)
+                    picture = self._draw(outcome, path)
+                    with writing(self.out_names.folder / target, "--out"):
+                        save_image(picture, self.out_names.folder / target)
                 if self.txt_names:
-                    (self.txt_names.folder / f"{self.txt_names.stem_for(stem(name))}.txt").write_text(
-                        yolo_lines(kept)
-                    )
+                    text = self.txt_names.folder / f"{self.txt_names.stem_for(stem(name))}.txt"
+                    with writing(text, "--save-txt"):
+                        text.write_text(yolo_lines(kept))
                 if self.print_detections:
                     progress.write(format_detections(shown, limit=args.max_print, name=name), file=sys.stdout)
         if args.json:
-            args.json.parent.mkdir(parents=True, exist_ok=True)
-            args.json.write_text(json.dumps(coco_document(listed, coco_results)))
+            with writing(args.json, "--json"):
+                args.json.write_text(json.dumps(coco_document(listed, coco_results)))
 
     # ----- videos -----
 
@@ -152,15 +162,22 @@ class Run:
                 reader = stack.enter_context(VideoReader(path))
                 writer, lines = self._video_outputs(stack, reader)
                 self._video_frames(reader, writer, lines)
-        except VideoError as exc:
+        except VideoError as exc:  # unreadable, or its annotated copy could not be encoded
             self._skip(str(exc))
+        except OSError as exc:  # the JSON lines (a full disk, say): stops the run
+            raise OutputError(f"--out: cannot write {path}'s outputs ({exc.strerror or exc})") from exc
 
     def _video_outputs(
         self, stack: ExitStack, reader: VideoReader
     ) -> tuple[VideoWriter | None, TextIO | None]:
         if not self.out_names:
             if not self.print_detections:
-                print(f"note: {reader.path}: without --out or --print only counted", file=sys.stderr)
+                print(
+                    f"note: {reader.path}: a video's detections go to --out DIR (as JSON lines, "
+                    "<name>.jsonl), not to --json or --save-txt: without --out or --print its "
+                    "frames are only counted",
+                    file=sys.stderr,
+                )
             return None, None
         base = self.out_names.folder / self.out_names.stem_for(reader.path.stem)
         fps = reader.fps / self.args.every

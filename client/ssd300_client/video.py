@@ -91,18 +91,36 @@ class VideoWriter:
         self._stream.width, self._stream.height = width - width % 2, height - height % 2
         self._stream.pix_fmt = "yuv420p"
         self._frame_class = av.VideoFrame
+        self._errors = (av.FFmpegError, OSError)  # PyAV's errors (a full disk: av.error.OSError)
+        self._failed = self._closed = False
 
     def write(self, pixels: np.ndarray) -> None:
-        """One uint8 [H, W, 3] RGB frame."""
+        """One uint8 [H, W, 3] RGB frame. Raises VideoError when it cannot be encoded or written
+        (and again for every later frame: the file is unusable then)."""
+        if self._failed:
+            raise VideoError(f"{self.path}: an earlier frame could not be written")
         pixels = pixels[: self._stream.height, : self._stream.width]
-        frame = self._frame_class.from_ndarray(np.ascontiguousarray(pixels), format="rgb24")
-        self._container.mux(self._stream.encode(frame))
+        try:
+            frame = self._frame_class.from_ndarray(np.ascontiguousarray(pixels), format="rgb24")
+            self._container.mux(self._stream.encode(frame))
+        except self._errors as exc:
+            # Muxing again after a failed write segfaults (PyAV 18): never mux again.
+            self._failed = True
+            raise VideoError(f"{self.path}: writing a frame failed ({exc})") from exc
 
     def close(self) -> None:
+        """Flush the encoder and finish the file (once). Raises VideoError when that fails."""
+        if self._closed:
+            return
+        self._closed = True
         try:
-            self._container.mux(self._stream.encode())  # flush the encoder's delayed frames
-        finally:
-            self._container.close()
+            try:
+                if not self._failed:
+                    self._container.mux(self._stream.encode())  # flush the encoder's delayed frames
+            finally:
+                self._container.close()
+        except self._errors as exc:
+            raise VideoError(f"{self.path}: finishing the video failed ({exc})") from exc
 
     def __enter__(self) -> VideoWriter:
         return self
