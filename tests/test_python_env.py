@@ -25,7 +25,7 @@ from tritonclient.grpc import model_config_pb2
 from ssd300_build import python_env
 from ssd300_serving.embedded_server import EmbeddedServer
 
-from .test_export import photo_batch
+from .helpers.images import photo_batch
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 REPOSITORY = REPO_ROOT / "model_repository"
