@@ -15,6 +15,7 @@ import tritonclient.grpc as grpcclient
 
 from ssd300_build.detector import SSD300Detector, fp32_network_of
 from ssd300_build.export import METADATA_FILE, read_metadata, write_model
+from ssd300_client import contract
 from ssd300_serving.embedded_server import EmbeddedServer
 
 from .helpers.engines import (
@@ -55,7 +56,9 @@ def test_fp16_model_runs_a_half_network_behind_the_fp32_contract(
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", FutureWarning)
         extra = {METADATA_FILE: ""}
-        model = torch.jit.load(str(fp16_repository / "ssd300" / "1" / "model.pt"), _extra_files=extra)
+        model = torch.jit.load(
+            str(fp16_repository / contract.NETWORK_MODEL / "1" / "model.pt"), _extra_files=extra
+        )
     conv_weights = [p for name, p in model.named_parameters() if p.dim() == 4]
     assert conv_weights and all(p.dtype == torch.float16 for p in conv_weights)
     boxes, scores = fp16_outputs
@@ -116,7 +119,7 @@ def test_the_fp32_network_comes_back_out_of_an_fp16_model(fp16_repository, rando
     has its batch norms folded, and comes back in that form, in FP32."""
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", FutureWarning)
-        model = torch.jit.load(str(fp16_repository / "ssd300" / "1" / "model.pt"))
+        model = torch.jit.load(str(fp16_repository / contract.NETWORK_MODEL / "1" / "model.pt"))
     network = fp32_network_of(model)
     assert all(p.dtype == torch.float32 for p in network.parameters())
     assert not any(isinstance(m, torch.nn.BatchNorm2d) for m in network.modules())
@@ -136,10 +139,12 @@ def test_fp16_model_serves_in_the_embedded_server(fp16_repository, one_photo, fp
     with server.start(timeout_s=900):
         client = grpcclient.InferenceServerClient(server.grpc_url)
         try:
-            parameters = client.get_model_config("ssd300", as_json=True)["config"]["parameters"]
-            tensor = grpcclient.InferInput("images", list(one_photo.shape), "UINT8")
+            parameters = client.get_model_config(contract.NETWORK_MODEL, as_json=True)["config"]["parameters"]
+            tensor = grpcclient.InferInput(
+                contract.IMAGES_INPUT, list(one_photo.shape), contract.IMAGES_DATATYPE
+            )
             tensor.set_data_from_numpy(one_photo.numpy())
-            result = client.infer("ssd300_detector", [tensor], client_timeout=900)
+            result = client.infer(contract.DETECTOR_MODEL, [tensor], client_timeout=900)
         finally:
             client.close()
     assert parameters["precision"]["string_value"] == "fp16"
@@ -148,9 +153,9 @@ def test_fp16_model_serves_in_the_embedded_server(fp16_repository, one_photo, fp
     served = rows_of(
         *(
             torch.tensor(result.as_numpy(name)[0])
-            for name in ("detection_boxes", "detection_scores", "detection_classes")
+            for name in (contract.BOXES_OUTPUT, contract.SCORES_OUTPUT, contract.CLASSES_OUTPUT)
         ),
-        int(result.as_numpy("num_detections")[0, 0]),
+        int(result.as_numpy(contract.COUNT_OUTPUT)[0, 0]),
     )
     expected = rows_of(expected_boxes[0], expected_scores[0], expected_labels[0], int(expected_counts[0, 0]))
     # The same model.pt in and out of the server: equal but for thread-count rounding.

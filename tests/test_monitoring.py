@@ -26,6 +26,7 @@ import yaml
 from tritonclient.utils import InferenceServerException
 
 from load_tests.payloads import SampleImages
+from ssd300_client import contract
 from ssd300_serving.embedded_server import free_port
 from tools.external_tools import ToolInstallError, install_prometheus
 
@@ -241,23 +242,25 @@ def run_load(server, seconds: float) -> dict[str, int]:
 
     def detector(index: int) -> None:
         with grpcclient.InferenceServerClient(server.grpc_url) as client:
-            tensor = grpcclient.InferInput("images", [1, 300, 300, 3], "UINT8")
+            tensor = grpcclient.InferInput(contract.IMAGES_INPUT, [1, 300, 300, 3], contract.IMAGES_DATATYPE)
             tensor.set_data_from_numpy(samples.pixel_batch(1, index))
             while time.monotonic() < stop_at:
-                client.infer("ssd300_detector", [tensor])
+                client.infer(contract.DETECTOR_MODEL, [tensor])
                 counts["ok"] += 1
 
     def images() -> None:
         with grpcclient.InferenceServerClient(server.grpc_url) as client:
-            good = grpcclient.InferInput("encoded_image", [1, 1], "BYTES")
+            good = grpcclient.InferInput(
+                contract.ENCODED_IMAGE_INPUT, [1, 1], contract.ENCODED_IMAGE_DATATYPE
+            )
             good.set_data_from_numpy(samples.encoded_batch(1))
-            bad = grpcclient.InferInput("encoded_image", [1, 1], "BYTES")
+            bad = grpcclient.InferInput(contract.ENCODED_IMAGE_INPUT, [1, 1], contract.ENCODED_IMAGE_DATATYPE)
             bad.set_data_from_numpy(np.array([[b"not an image"]], dtype=object))
             while time.monotonic() < stop_at:
-                client.infer("ssd300_image", [good])
+                client.infer(contract.IMAGE_MODEL, [good])
                 counts["ok"] += 1
                 try:
-                    client.infer("ssd300_image", [bad])
+                    client.infer(contract.IMAGE_MODEL, [bad])
                 except InferenceServerException:
                     counts["failed"] += 1
 
@@ -318,17 +321,19 @@ def test_dashboard_figures_show_the_load(scraped, monitoring_docs):
         r["metric"]["model"]: float(r["value"][1])
         for r in prometheus.query(exprs["Requests/s per model / A"])
     }
-    assert requests["ssd300"] > 0 and requests["ssd300_detector"] > 0 and requests["ssd300_image"] > 0, (
-        requests
-    )
+    assert (
+        requests[contract.NETWORK_MODEL] > 0
+        and requests[contract.DETECTOR_MODEL] > 0
+        and requests[contract.IMAGE_MODEL] > 0
+    ), requests
     failures = {
         (r["metric"]["model"], r["metric"]["reason"]): float(r["value"][1])
         for r in prometheus.query(exprs["Failures/s per model / A"])
     }
     # The undecodable images: tritonserver 2.51 counts them as failures of the ensemble called.
     failed = {model for (model, _), rate in failures.items() if rate > 0}
-    assert "ssd300_image" in failed, failures
-    assert "ssd300_detector" not in failed, failures
+    assert contract.IMAGE_MODEL in failed, failures
+    assert contract.DETECTOR_MODEL not in failed, failures
     (batch,) = prometheus.query(exprs["ssd300 average executed batch / A"])
     assert float(batch["value"][1]) >= 1.0
     (pods,) = prometheus.query(exprs["Pods / A"])
@@ -371,7 +376,7 @@ def test_every_rule_evaluates_in_prometheus_and_alerts_as_expected(scraped, moni
         for a in prometheus.get("/api/v1/alerts")["data"]["alerts"]
         if "model" in a["labels"]
     }
-    assert "ssd300_image" in failing and "ssd300_detector" not in failing
+    assert contract.IMAGE_MODEL in failing and contract.DETECTOR_MODEL not in failing
 
 
 @pytest.mark.server

@@ -18,6 +18,7 @@ from ssd300_build.export import read_metadata, write_model
 from ssd300_build.onnx_export import ONNX_FILE, OPSET, OUTPUT_NAMES, read_onnx_metadata
 from ssd300_build.reference import decode_batch
 from ssd300_build.sources import load_network
+from ssd300_client import contract
 from ssd300_serving.embedded_server import EmbeddedServer
 
 from .helpers.engines import (
@@ -44,13 +45,15 @@ def onnx_repository(tmp_path_factory, random_network):
 
 
 def test_onnx_model_is_checked_dynamic_batch_uint8_in_with_the_served_tensor_names(onnx_repository):
-    path = onnx_repository / "ssd300" / "1" / ONNX_FILE
+    path = onnx_repository / contract.NETWORK_MODEL / "1" / ONNX_FILE
     onnx.checker.check_model(str(path), full_check=True)
     model = onnx.load(str(path))
     assert {o.domain: o.version for o in model.opset_import}[""] == OPSET
     (images,) = model.graph.input
     dims = images.type.tensor_type.shape.dim
-    assert images.name == "images" and images.type.tensor_type.elem_type == onnx.TensorProto.UINT8
+    assert (
+        images.name == contract.IMAGES_INPUT and images.type.tensor_type.elem_type == onnx.TensorProto.UINT8
+    )
     assert dims[0].dim_param and [d.dim_value for d in dims[1:]] == [300, 300, 3]
     assert tuple(o.name for o in model.graph.output) == OUTPUT_NAMES
     assert all(o.type.tensor_type.elem_type == onnx.TensorProto.FLOAT for o in model.graph.output)
@@ -59,7 +62,9 @@ def test_onnx_model_is_checked_dynamic_batch_uint8_in_with_the_served_tensor_nam
 def test_onnx_model_carries_the_builds_metadata(onnx_repository):
     metadata = read_metadata(onnx_repository)
     assert metadata["engine"] == "onnx" and metadata["precision"] == "fp32"
-    assert json.loads(read_onnx_metadata(onnx_repository / "ssd300" / "1" / ONNX_FILE)) == metadata
+    assert (
+        json.loads(read_onnx_metadata(onnx_repository / contract.NETWORK_MODEL / "1" / ONNX_FILE)) == metadata
+    )
 
 
 @pytest.mark.parametrize("batch", [1, 3])
@@ -106,8 +111,8 @@ def test_onnx_detections_equal_torchscript_for_an_nvidia_format_checkpoint(
 
 def test_torchscript_build_removes_an_onnx_model_of_earlier_weights(tmp_path_factory, onnx_repository):
     repository = copy_repository(tmp_path_factory, "rebuilt")
-    version = repository / "ssd300" / "1"
-    shutil.copy(onnx_repository / "ssd300" / "1" / ONNX_FILE, version / ONNX_FILE)
+    version = repository / contract.NETWORK_MODEL / "1"
+    shutil.copy(onnx_repository / contract.NETWORK_MODEL / "1" / ONNX_FILE, version / ONNX_FILE)
     torch.manual_seed(0)
     from ssd300_build.model import SSD300
 
@@ -159,7 +164,7 @@ def onnx_server(onnx_repository, tmp_path_factory):
 def test_embedded_server_runs_the_onnx_engine_and_says_so(onnx_server):
     client = grpcclient.InferenceServerClient(onnx_server.grpc_url)
     try:
-        parameters = client.get_model_config("ssd300", as_json=True)["config"]["parameters"]
+        parameters = client.get_model_config(contract.NETWORK_MODEL, as_json=True)["config"]["parameters"]
     finally:
         client.close()
     assert parameters["engine"]["string_value"] == "onnx"
@@ -177,16 +182,19 @@ def test_onnx_engine_served_detections_equal_the_in_process_reference(
     images = photo_batch(sample_paths, 4)
     client = grpcclient.InferenceServerClient(onnx_server.grpc_url)
     try:
-        tensor = grpcclient.InferInput("images", list(images.shape), "UINT8")
+        tensor = grpcclient.InferInput(contract.IMAGES_INPUT, list(images.shape), contract.IMAGES_DATATYPE)
         tensor.set_data_from_numpy(images.numpy())
-        result = client.infer("ssd300_detector", [tensor])
+        result = client.infer(contract.DETECTOR_MODEL, [tensor])
     finally:
         client.close()
     network = random_network[0]
     with torch.no_grad():
         ploc, plabel = network(SSD300Detector(network).normalize(images))
-    counts = result.as_numpy("num_detections")
-    outputs = [result.as_numpy(name) for name in ("detection_boxes", "detection_scores", "detection_classes")]
+    counts = result.as_numpy(contract.COUNT_OUTPUT)
+    outputs = [
+        result.as_numpy(name)
+        for name in (contract.BOXES_OUTPUT, contract.SCORES_OUTPUT, contract.CLASSES_OUTPUT)
+    ]
     for image, reference in enumerate(decode_batch(ploc, plabel, dboxes300_coco())):
         served = rows_of(*(torch.tensor(o[image]) for o in outputs), int(counts[image, 0]))
         expected = rows_of(reference.boxes, reference.scores, reference.labels, len(reference.scores))

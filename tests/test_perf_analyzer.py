@@ -19,6 +19,7 @@ import tritonclient.grpc as grpcclient
 
 from load_tests.payloads import SampleImages
 from load_tests.perf import analyzer, inputs
+from ssd300_client import contract
 from tools.external_tools import ToolInstallError, install_perf_analyzer
 
 # Windows of two requests, and a stability bound no window misses: on a shared machine two
@@ -38,7 +39,7 @@ def test_image_input_data_is_length_prefixed_file_bytes():
     samples = SampleImages()
     data = inputs.image_input_data(samples.encoded)["data"]
     assert len(data) == len(samples.encoded)
-    raw = base64.b64decode(data[0]["encoded_image"]["b64"])
+    raw = base64.b64decode(data[0][contract.ENCODED_IMAGE_INPUT]["b64"])
     (length,) = struct.unpack("<I", raw[:4])
     assert length == len(samples.encoded[0]) and raw[4:] == samples.encoded[0]
 
@@ -47,7 +48,7 @@ def test_detector_input_data_is_one_uint8_image_per_entry():
     samples = SampleImages()
     data = inputs.detector_input_data(samples.pixels)["data"]
     assert len(data) == len(samples.pixels)
-    pixels = np.frombuffer(base64.b64decode(data[-1]["images"]["b64"]), dtype=np.uint8)
+    pixels = np.frombuffer(base64.b64decode(data[-1][contract.IMAGES_INPUT]["b64"]), dtype=np.uint8)
     np.testing.assert_array_equal(pixels.reshape(300, 300, 3), samples.pixels[-1])
 
 

@@ -23,9 +23,10 @@ from google.protobuf import text_format
 from tritonclient.grpc import model_config_pb2
 
 from ssd300_build import python_env
+from ssd300_client import contract
 from ssd300_serving.embedded_server import EmbeddedServer
 
-from .test_export import photo_batch
+from .helpers.images import photo_batch
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 REPOSITORY = REPO_ROOT / "model_repository"
@@ -38,7 +39,6 @@ BARE_PYTHON = Path(sys.base_prefix) / "bin" / f"python{PYTHON_VERSION}"
 # kind keeps torch 2.13.0's CPU wheel for Python 3.11 on disk, where pip finds it; elsewhere
 # PIP_EXTRA_INDEX_URL=https://download.pytorch.org/whl/cpu makes pip fetch it.
 TEST_TORCH_VERSION = "2.13.0"
-OUTPUTS = ("detection_boxes", "detection_scores", "detection_classes", "num_detections")
 
 
 def parse_config(path: Path) -> model_config_pb2.ModelConfig:
@@ -230,17 +230,19 @@ def bare_server(env_repository, tmp_path_factory):
 def detections(server: EmbeddedServer, images: np.ndarray, encoded: list[bytes]) -> dict[str, dict]:
     client = grpcclient.InferenceServerClient(server.grpc_url)
     try:
-        tensor = grpcclient.InferInput("images", list(images.shape), "UINT8")
+        tensor = grpcclient.InferInput(contract.IMAGES_INPUT, list(images.shape), contract.IMAGES_DATATYPE)
         tensor.set_data_from_numpy(images)
-        by_tensor = client.infer("ssd300_detector", [tensor])
-        files = grpcclient.InferInput("encoded_image", [len(encoded), 1], "BYTES")
+        by_tensor = client.infer(contract.DETECTOR_MODEL, [tensor])
+        files = grpcclient.InferInput(
+            contract.ENCODED_IMAGE_INPUT, [len(encoded), 1], contract.ENCODED_IMAGE_DATATYPE
+        )
         files.set_data_from_numpy(np.array([[data] for data in encoded], dtype=object))
-        by_bytes = client.infer("ssd300_image", [files])
+        by_bytes = client.infer(contract.IMAGE_MODEL, [files])
     finally:
         client.close()
     return {
-        "ssd300_detector": {name: by_tensor.as_numpy(name) for name in OUTPUTS},
-        "ssd300_image": {name: by_bytes.as_numpy(name) for name in OUTPUTS},
+        contract.DETECTOR_MODEL: {name: by_tensor.as_numpy(name) for name in contract.DETECTION_OUTPUTS},
+        contract.IMAGE_MODEL: {name: by_bytes.as_numpy(name) for name in contract.DETECTION_OUTPUTS},
     }
 
 
@@ -250,14 +252,14 @@ def assert_same_detections(served: dict, expected: dict, *, atol: float) -> None
     Matched rather than compared row by row: two boxes of one class whose scores tie to within
     float rounding may come out in either order from two torch builds.
     """
-    np.testing.assert_array_equal(served["num_detections"], expected["num_detections"])
-    for image, count in enumerate(expected["num_detections"][:, 0]):
+    np.testing.assert_array_equal(served[contract.COUNT_OUTPUT], expected[contract.COUNT_OUTPUT])
+    for image, count in enumerate(expected[contract.COUNT_OUTPUT][:, 0]):
         rows = [
             np.concatenate(
                 [
-                    [result["detection_classes"][image, i]],
-                    [result["detection_scores"][image, i]],
-                    result["detection_boxes"][image, i],
+                    [result[contract.CLASSES_OUTPUT][image, i]],
+                    [result[contract.SCORES_OUTPUT][image, i]],
+                    result[contract.BOXES_OUTPUT][image, i],
                 ]
             )
             for result in (served, expected)
@@ -280,9 +282,11 @@ def test_a_python_without_torch_or_pillow_serves_both_ensembles_from_the_archive
     encoded = [path.read_bytes() for path in sample_paths]
     served = detections(bare_server, images, encoded)
     expected = detections(triton_server, images, encoded)
-    for model in ("ssd300_detector", "ssd300_image"):
-        assert expected[model]["num_detections"].sum() > 0, "nothing to compare"
+    for model in contract.PUBLIC_MODELS:
+        assert expected[model][contract.COUNT_OUTPUT].sum() > 0, "nothing to compare"
         # Boxes of ssd300_image are in pixels (up to ~1,000): 1e-3 there is 1e-6 relative.
-        assert_same_detections(served[model], expected[model], atol=1e-3 if model == "ssd300_image" else 2e-5)
+        assert_same_detections(
+            served[model], expected[model], atol=1e-3 if model == contract.IMAGE_MODEL else 2e-5
+        )
     # activate found the server's interpreter for every stub (it says so on stderr otherwise).
     assert "python_env: no python" not in bare_server.log_path.read_text(errors="replace")

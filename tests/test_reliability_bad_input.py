@@ -25,8 +25,18 @@ import tritonclient.grpc as grpcclient
 from PIL import Image
 
 from ssd300_client import Detector, InvalidImageError, InvalidInputError
+from ssd300_client.contract import (
+    BOXES_OUTPUT,
+    COUNT_OUTPUT,
+    ENCODED_IMAGE_DATATYPE,
+    ENCODED_IMAGE_INPUT,
+    IMAGE_MODEL,
+    IMAGE_SIZE_OUTPUT,
+    IMAGES_DATATYPE,
+    IMAGES_INPUT,
+    POSTPROCESS_MODEL,
+)
 from ssd300_client.contract import DETECTOR_MODEL as DETECTOR
-from ssd300_client.contract import IMAGE_MODEL, POSTPROCESS_MODEL
 from ssd300_serving.embedded_server import EmbeddedServer
 
 from .helpers.images import (
@@ -71,7 +81,9 @@ class Refusal:
     message: str  # regex the server's message must match
 
 
-def grpc_pixels(shape, dtype=np.uint8, datatype="UINT8", model=DETECTOR, name="images", **options):
+def grpc_pixels(
+    shape, dtype=np.uint8, datatype=IMAGES_DATATYPE, model=DETECTOR, name=IMAGES_INPUT, **options
+):
     def send(server):
         return grpc_answer(
             server.grpc_url, model, [tensor(name, np.zeros(shape, dtype), datatype)], **options
@@ -82,7 +94,7 @@ def grpc_pixels(shape, dtype=np.uint8, datatype="UINT8", model=DETECTOR, name="i
 
 def grpc_inputs(*inputs: tuple[str, list], model=DETECTOR):
     def send(server):
-        tensors = [tensor(name, np.zeros(shape, np.uint8), "UINT8") for name, shape in inputs]
+        tensors = [tensor(name, np.zeros(shape, np.uint8), IMAGES_DATATYPE) for name, shape in inputs]
         return grpc_answer(server.grpc_url, model, tensors)[:2]
 
     return send
@@ -93,7 +105,7 @@ def grpc_encoded(make: Callable[[], bytes]):
 
 
 def grpc_unregistered_region(server):
-    item = grpcclient.InferInput("images", IMAGE_SHAPE, "UINT8")
+    item = grpcclient.InferInput(IMAGES_INPUT, IMAGE_SHAPE, IMAGES_DATATYPE)
     item.set_shared_memory("nowhere", IMAGE_BYTES)
     return grpc_answer(server.grpc_url, DETECTOR, [item])[:2]
 
@@ -135,11 +147,11 @@ def binary_input(name: str, shape: list[int], datatype: str, size: int) -> dict:
 
 
 def images_header(size: int = IMAGE_BYTES) -> dict:
-    return binary_input("images", IMAGE_SHAPE, "UINT8", size)
+    return binary_input(IMAGES_INPUT, IMAGE_SHAPE, IMAGES_DATATYPE, size)
 
 
 def bytes_header(size: int) -> dict:
-    return binary_input("encoded_image", [1, 1], "BYTES", size)
+    return binary_input(ENCODED_IMAGE_INPUT, [1, 1], ENCODED_IMAGE_DATATYPE, size)
 
 
 def bytes_element(claimed_length: int, data: bytes) -> bytes:
@@ -148,7 +160,15 @@ def bytes_element(claimed_length: int, data: bytes) -> bytes:
 
 def json_pixels(**overrides) -> dict:
     return {
-        "inputs": [{"name": "images", "shape": IMAGE_SHAPE, "datatype": "UINT8", "data": [0], **overrides}]
+        "inputs": [
+            {
+                "name": IMAGES_INPUT,
+                "shape": IMAGE_SHAPE,
+                "datatype": IMAGES_DATATYPE,
+                "data": [0],
+                **overrides,
+            }
+        ]
     }
 
 
@@ -210,42 +230,42 @@ REFUSALS = [
         GRPC_IMAGE,
         grpc_encoded(lambda: b""),
         "INVALID_ARGUMENT",
-        r"encoded_image\[0\] is empty",
+        rf"{ENCODED_IMAGE_INPUT}\[0\] is empty",
     ),
     Refusal(
         "text instead of an image",
         GRPC_IMAGE,
         grpc_encoded(lambda: b"hello, this is not a photo"),
         "INVALID_ARGUMENT",
-        r"encoded_image\[0\]: not an image file Pillow recognises \(26 bytes\)",
+        rf"{ENCODED_IMAGE_INPUT}\[0\]: not an image file Pillow recognises \(26 bytes\)",
     ),
     Refusal(
         "truncated JPEG",
         GRPC_IMAGE,
         grpc_encoded(lambda: jpeg_photo()[: len(jpeg_photo()) // 2]),
         "INVALID_ARGUMENT",
-        r"encoded_image\[0\]: not a decodable image \(OSError: image file is truncated",
+        rf"{ENCODED_IMAGE_INPUT}\[0\]: not a decodable image \(OSError: image file is truncated",
     ),
     Refusal(
         "truncated PNG",
         GRPC_IMAGE,
         grpc_encoded(lambda: png_photo()[: len(png_photo()) // 2]),
         "INVALID_ARGUMENT",
-        r"encoded_image\[0\]: not a decodable image \(OSError: image file is truncated",
+        rf"{ENCODED_IMAGE_INPUT}\[0\]: not a decodable image \(OSError: image file is truncated",
     ),
     Refusal(
         "JPEG header only (20 bytes)",
         GRPC_IMAGE,
         grpc_encoded(lambda: jpeg_photo()[:20]),
         "INVALID_ARGUMENT",
-        r"encoded_image\[0\]: not an image file Pillow recognises \(20 bytes\)",
+        rf"{ENCODED_IMAGE_INPUT}\[0\]: not an image file Pillow recognises \(20 bytes\)",
     ),
     Refusal(
         "decompression bomb: PNG claiming 50000×50000",
         GRPC_IMAGE,
         grpc_encoded(lambda: png_claiming(50000, 50000, 10)),
         "INVALID_ARGUMENT",
-        r"encoded_image\[0\]: refused as a decompression bomb "
+        rf"{ENCODED_IMAGE_INPUT}\[0\]: refused as a decompression bomb "
         r"\(Image size \(2500000000 pixels\) exceeds limit",
     ),
     Refusal(
@@ -253,10 +273,19 @@ REFUSALS = [
         HTTP_IMAGE,
         http_json(
             IMAGE_MODEL,
-            {"inputs": [{"name": "encoded_image", "shape": [1, 1], "datatype": "BYTES", "data": ["QUJD"]}]},
+            {
+                "inputs": [
+                    {
+                        "name": ENCODED_IMAGE_INPUT,
+                        "shape": [1, 1],
+                        "datatype": ENCODED_IMAGE_DATATYPE,
+                        "data": ["QUJD"],
+                    }
+                ]
+            },
         ),
         "HTTP 400",
-        r"encoded_image\[0\]: (neither an image file nor base64 of one|not an image file)",
+        rf"{ENCODED_IMAGE_INPUT}\[0\]: (neither an image file nor base64 of one|not an image file)",
     ),
     # A representative few of what tritonserver's own parsing refuses.
     Refusal(
@@ -264,14 +293,14 @@ REFUSALS = [
         GRPC,
         grpc_pixels(IMAGE_SHAPE, np.float32, "FP32"),
         "INVALID_ARGUMENT",
-        r"data-type is 'FP32', but model 'ssd300_detector' expects 'UINT8'",
+        rf"data-type is 'FP32', but model '{DETECTOR}' expects '{IMAGES_DATATYPE}'",
     ),
     Refusal(
         "batch over the maximum (65)",
         GRPC,
         grpc_pixels([65, 300, 300, 3]),
         "INVALID_ARGUMENT",
-        r"batch-size must be <= 64 for 'ssd300_detector'",
+        rf"batch-size must be <= 64 for '{DETECTOR}'",
     ),
     Refusal(
         "unknown model",
@@ -303,40 +332,40 @@ PARSER_REFUSALS = [
         GRPC,
         grpc_pixels([1, 224, 224, 3]),
         "INVALID_ARGUMENT",
-        r"unexpected shape for input 'images'.*got \[1,224,224,3\]",
+        rf"unexpected shape for input '{IMAGES_INPUT}'.*got \[1,224,224,3\]",
     ),
     Refusal(
         "missing channel axis",
         GRPC,
         grpc_pixels([1, 300, 300]),
         "INVALID_ARGUMENT",
-        r"unexpected shape for input 'images'",
+        rf"unexpected shape for input '{IMAGES_INPUT}'",
     ),
     Refusal(
         "empty batch (0 images)",
         GRPC,
         grpc_pixels([0, 300, 300, 3]),
         "INVALID_ARGUMENT",
-        r"input byte size mismatch for input 'images'.*Expected 270000, got 0",
+        rf"input byte size mismatch for input '{IMAGES_INPUT}'.*Expected 270000, got 0",
     ),
     Refusal(
         "zero-size image (1×0×300×3)",
         GRPC,
         grpc_pixels([1, 0, 300, 3]),
         "INVALID_ARGUMENT",
-        r"unexpected shape for input 'images'.*got \[1,0,300,3\]",
+        rf"unexpected shape for input '{IMAGES_INPUT}'.*got \[1,0,300,3\]",
     ),
     Refusal(
         "no inputs",
         GRPC,
         grpc_inputs(),
         "INVALID_ARGUMENT",
-        r"expected 1 inputs but got 0 inputs.*missing required input\(s\) \['images'\]",
+        rf"expected 1 inputs but got 0 inputs.*missing required input\(s\) \['{IMAGES_INPUT}'\]",
     ),
     Refusal(
         "an extra input",
         GRPC,
-        grpc_inputs(("images", IMAGE_SHAPE), ("masks", IMAGE_SHAPE)),
+        grpc_inputs((IMAGES_INPUT, IMAGE_SHAPE), ("masks", IMAGE_SHAPE)),
         "INVALID_ARGUMENT",
         r"expected 1 inputs but got 2 inputs",
     ),
@@ -352,7 +381,7 @@ PARSER_REFUSALS = [
         GRPC,
         grpc_pixels(IMAGE_SHAPE, model_version="7"),
         "NOT_FOUND",
-        r"'ssd300_detector' version 7 is not found",
+        rf"'{DETECTOR}' version 7 is not found",
     ),
     Refusal(
         "unknown output requested",
@@ -371,9 +400,9 @@ PARSER_REFUSALS = [
     Refusal(
         "integers instead of encoded bytes",
         GRPC_IMAGE,
-        grpc_pixels([1, 1], np.int64, "INT64", IMAGE_MODEL, name="encoded_image"),
+        grpc_pixels([1, 1], np.int64, "INT64", IMAGE_MODEL, name=ENCODED_IMAGE_INPUT),
         "INVALID_ARGUMENT",
-        r"data-type is 'INT64', but model 'ssd300_image' expects 'BYTES'",
+        rf"data-type is 'INT64', but model '{IMAGE_MODEL}' expects '{ENCODED_IMAGE_DATATYPE}'",
     ),
     Refusal(
         "JSON without inputs",
@@ -401,7 +430,7 @@ PARSER_REFUSALS = [
         HTTP,
         http_json(DETECTOR, json_pixels(datatype="UINT3")),
         "HTTP 400",
-        r"invalid datatype for input images",
+        rf"invalid datatype for input {IMAGES_INPUT}",
     ),
     Refusal(
         "negative Inference-Header-Content-Length",
@@ -422,14 +451,14 @@ PARSER_REFUSALS = [
         HTTP,
         http_binary(DETECTOR, images_header(), bytes(1000)),
         "HTTP 400",
-        r"unexpected size for input 'images', expecting 269000 additional bytes",
+        rf"unexpected size for input '{IMAGES_INPUT}', expecting 269000 additional bytes",
     ),
     Refusal(
         "BYTES length prefix beyond the data",
         HTTP_IMAGE,
         http_binary(IMAGE_MODEL, bytes_header(4 + 100), bytes_element(1100, bytes(100))),
         "HTTP 400",
-        r"incomplete string data for inference input 'encoded_image', "
+        rf"incomplete string data for inference input '{ENCODED_IMAGE_INPUT}', "
         r"expecting string of length 1100 but only 100 bytes",
     ),
     Refusal(
@@ -441,14 +470,14 @@ PARSER_REFUSALS = [
             bytes_element(10, b"a" * 10) + bytes_element(86, b"b" * 86),
         ),
         "HTTP 400",
-        r"unexpected number of string elements 2 for inference input 'encoded_image'",
+        rf"unexpected number of string elements 2 for inference input '{ENCODED_IMAGE_INPUT}'",
     ),
     Refusal(
         "BYTES length prefix cut short (3 of 4 bytes)",
         HTTP_IMAGE,
         http_binary(IMAGE_MODEL, bytes_header(3), b"\x10\x00\x00"),
         "HTTP 400",
-        r"incomplete string length indicator for inference input 'encoded_image'",
+        rf"incomplete string length indicator for inference input '{ENCODED_IMAGE_INPUT}'",
     ),
     Refusal(
         "GET on the infer endpoint",
@@ -531,11 +560,11 @@ def test_odd_but_valid_images_are_served_with_finite_detections_inside_the_image
     )
     assert answer == "OK", message
     height, width = case.size
-    assert outputs["image_size"].tolist() == [[height, width]]
+    assert outputs[IMAGE_SIZE_OUTPUT].tolist() == [[height, width]]
     assert non_finite == 0
-    count = int(outputs["num_detections"][0, 0])
+    count = int(outputs[COUNT_OUTPUT][0, 0])
     assert 0 <= count <= 200
-    boxes = outputs["detection_boxes"][0, :count]
+    boxes = outputs[BOXES_OUTPUT][0, :count]
     assert (boxes >= 0).all() and (boxes[:, [0, 2]] <= width).all() and (boxes[:, [1, 3]] <= height).all()
     assert healthy
 
@@ -553,7 +582,7 @@ def test_odd_but_valid_images_are_served_with_finite_detections_inside_the_image
 )
 def test_extreme_pixels_give_finite_detections(triton_server, reliability_figures, kind, pixels):
     answer, message, result = grpc_answer(
-        triton_server.grpc_url, DETECTOR, [tensor("images", pixels(), "UINT8")]
+        triton_server.grpc_url, DETECTOR, [tensor(IMAGES_INPUT, pixels(), IMAGES_DATATYPE)]
     )
     outputs = outputs_of(result) if result is not None else {}
     non_finite = non_finite_values(outputs)
@@ -605,7 +634,7 @@ def test_non_finite_network_outputs_never_reach_a_response(triton_server, reliab
     )
     assert answer == "OK", message
     assert non_finite == 0
-    assert int(outputs["num_detections"][0, 0]) > 0  # the clean anchors still count
+    assert int(outputs[COUNT_OUTPUT][0, 0]) > 0  # the clean anchors still count
     assert healthy
 
 

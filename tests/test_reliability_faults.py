@@ -21,7 +21,13 @@ from tritonclient.utils import InferenceServerException
 
 from ssd300_client import Detector
 from ssd300_client.contract import DETECTOR_MODEL as DETECTOR
-from ssd300_client.contract import IMAGE_MODEL, NETWORK_MODEL, POSTPROCESS_MODEL
+from ssd300_client.contract import (
+    IMAGE_MODEL,
+    IMAGES_DATATYPE,
+    IMAGES_INPUT,
+    NETWORK_MODEL,
+    POSTPROCESS_MODEL,
+)
 from ssd300_serving import health
 from ssd300_serving.embedded_server import EXIT_TIMEOUT_S, EmbeddedServer
 
@@ -67,7 +73,7 @@ def faults(private_servers, reliability_figures) -> FaultServers:
 
 def pixels_request() -> list:
     image = np.random.default_rng(3).integers(0, 256, IMAGE_SHAPE, dtype=np.uint8)
-    return [tensor("images", image, "UINT8")]
+    return [tensor(IMAGES_INPUT, image, IMAGES_DATATYPE)]
 
 
 def successes(url: str, model: str) -> int:

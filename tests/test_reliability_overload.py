@@ -17,7 +17,7 @@ from tritonclient.utils import InferenceServerException
 
 from ssd300_client import ServerBusyError, ServerUnavailableError
 from ssd300_client.contract import DETECTOR_MODEL as DETECTOR
-from ssd300_client.contract import NETWORK_MODEL
+from ssd300_client.contract import IMAGES_DATATYPE, IMAGES_INPUT, NETWORK_MODEL
 from ssd300_client.transport import translate_error
 from ssd300_serving import health
 
@@ -74,7 +74,7 @@ def served_batching(client: grpcclient.InferenceServerClient) -> dict:
 
 def pixels_request() -> list:
     image = np.random.default_rng(3).integers(0, 256, IMAGE_SHAPE, dtype=np.uint8)
-    return [tensor("images", image, "UINT8")]
+    return [tensor(IMAGES_INPUT, image, IMAGES_DATATYPE)]
 
 
 def timed_inference(client: grpcclient.InferenceServerClient, timeout_s: float = 120) -> float:
@@ -92,11 +92,9 @@ def test_the_client_reads_a_queue_refusal_as_busy_and_a_stopping_server_as_unava
     # The messages tritonserver 2.51 sends (observed below and in the SIGTERM test).
     unavailable = "StatusCode.UNAVAILABLE"
     full = InferenceServerException(
-        "in ensemble 'ssd300_detector', Exceeds maximum queue size", status=unavailable
+        f"in ensemble '{DETECTOR}', Exceeds maximum queue size", status=unavailable
     )
-    late = InferenceServerException(
-        "in ensemble 'ssd300_detector', Request timeout expired", status=unavailable
-    )
+    late = InferenceServerException(f"in ensemble '{DETECTOR}', Request timeout expired", status=unavailable)
     stopping = InferenceServerException(
         "Server is stopping, scheduler for model has stopped", status=unavailable
     )

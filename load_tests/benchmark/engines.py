@@ -61,7 +61,8 @@ def compare_inprocess(
             order = list(engines) if index % 2 == 0 else list(engines)[::-1]
             seconds = {
                 # Two untimed calls: TorchScript's profiling executor optimises the graph on them.
-                name: timed(lambda: engines[name](batch), repeats=repeats, warmup=2)  # noqa: B023 (called at once)
+                # B023: the lambda is called at once, inside the loop.
+                name: timed(lambda: engines[name](batch), repeats=repeats, warmup=2)  # noqa: B023
                 for name in order
             }
             torch_boxes, torch_scores = traced(batch)

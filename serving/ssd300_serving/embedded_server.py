@@ -203,7 +203,8 @@ class EmbeddedServer:
         self._workdir = Path(tempfile.mkdtemp(prefix="ssd300-triton-"))
         binary, backends = _runtime_tree(self._workdir)
         view = _repository_view(self.repository, self._workdir, self.config_name)
-        output = open(self.log_path, "ab") if self.log_path else None  # noqa: SIM115 (the server writes to it until stop())
+        # SIM115: no context manager: the server writes to the log until stop().
+        output = open(self.log_path, "ab") if self.log_path else None  # noqa: SIM115
         log.info(
             "starting tritonserver on http %s, grpc %s, metrics %s",
             self.http_url,
