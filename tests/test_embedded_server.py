@@ -113,3 +113,24 @@ def test_ctrl_c_while_starting_stops_the_launcher_and_tritonserver_promptly(buil
     # Its Python stubs notice the parent's exit and leave on their own within moments.
     leftovers = _wait_for(lambda: not _process_group(server), timeout_s=10)
     assert leftovers, f"processes left in tritonserver's group: {_process_group(server)}"
+
+
+def test_sigterm_to_a_benchmark_script_runs_its_cleanup_so_servers_stop(tmp_path):
+    """make bench/perf hold their servers in with-blocks: after stop_servers_on_sigterm(), SIGTERM
+    unwinds them (Python's default would end the process and leave tritonserver running)."""
+    marker = tmp_path / "stopped"
+    script = (
+        "import sys, time\n"
+        "from ssd300_serving.embedded_server import stop_servers_on_sigterm\n"
+        "stop_servers_on_sigterm()\n"
+        "try:\n"
+        "    print('holding', flush=True)\n"
+        "    time.sleep(60)\n"
+        "finally:\n"
+        f"    open({str(marker)!r}, 'w').write('server stopped')\n"
+    )
+    child = subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.PIPE, text=True)
+    assert child.stdout is not None and child.stdout.readline().strip() == "holding"
+    child.send_signal(signal.SIGTERM)
+    assert child.wait(timeout=20) == 128 + signal.SIGTERM
+    assert marker.read_text() == "server stopped"

@@ -34,6 +34,7 @@ from load_tests.benchmark import serving
 from load_tests.benchmark.inprocess import load_selection_module, served_selection_options
 from load_tests.payloads import SampleImages
 from ssd300_build.python_env import requirements
+from ssd300_serving.embedded_server import stop_servers_on_sigterm
 
 log = logging.getLogger("tools.stock_torch")
 REPO_ROOT = Path(__file__).resolve().parents[1]
@@ -87,6 +88,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--tools", type=Path, default=REPO_ROOT / ".tools")
     parser.add_argument("--out", type=Path, default=REPO_ROOT / "reports" / "stock_torch")
     args = parser.parse_args(argv)
+    stop_servers_on_sigterm()
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s", datefmt="%H:%M:%S")
     version = args.torch_version or next(
         line.split("==")[1] for line in requirements() if line.startswith("torch==")

@@ -32,7 +32,7 @@ from load_tests.benchmark.formatting import fmt, percent, to_json
 from load_tests.payloads import SampleImages
 from load_tests.perf import analyzer, inputs
 from load_tests.perf import report as perf_report
-from ssd300_serving.embedded_server import EmbeddedServer
+from ssd300_serving.embedded_server import EmbeddedServer, stop_servers_on_sigterm
 from tools.external_tools import ToolInstallError, install_perf_analyzer
 from tools.markdown_sections import update_section
 
@@ -82,6 +82,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     )
     parser.add_argument("--sweep-concurrency", type=int, nargs="+", default=[1, 4, 8, 16])
     parser.add_argument(
+        "--sweep-passes", type=int, default=cpu_sweep.PASSES, help="passes over the sweep's concurrencies"
+    )
+    parser.add_argument(
         "--no-onnx",
         action="store_true",
         help="skip the ONNX Runtime rows (in-process and served) beside the TorchScript ones",
@@ -101,11 +104,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     return parser.parse_args(argv)
 
 
-def served_onnx_points(repository: Path, samples, quiet, args, runner: analyzer.Runner, stack: ExitStack):
+def served_onnx_points(copy: Path, samples, quiet, args, runner: analyzer.Runner):
     """The gRPC tensor rows again, with the embedded server running the ONNX engine."""
-    workdir = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="ssd300-bench-onnx-")))
-    log.info("exporting model.onnx from the served model.pt's weights")
-    copy = engines.onnx_repository(repository, workdir)
     server = EmbeddedServer.on_free_ports(copy, log_path=args.reports / "tritonserver-onnx.log")
     log.info("starting tritonserver with the ONNX engine")
     points = []
@@ -152,6 +152,7 @@ def write_reports(results: dict, args: argparse.Namespace) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
+    stop_servers_on_sigterm()
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s", datefmt="%H:%M:%S")
     if args.render:  # the same run's figures, worded anew: nothing is measured
         args.reports.mkdir(parents=True, exist_ok=True)
@@ -234,25 +235,32 @@ def main(argv: list[str] | None = None) -> int:
                 point = main_runner.point(server, mode, concurrency)
                 log_point(mode, point)
                 results["triton"].append(point)
+        by_engine = {"torchscript": repository}
         if not args.no_onnx:
             server.stop()  # the ONNX server gets the machine to itself, as the TorchScript one had
+            log.info("exporting model.onnx from the served model.pt's weights")
+            workdir = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="ssd300-bench-onnx-")))
+            by_engine["onnx"] = engines.onnx_repository(repository, workdir)
             results["engines"]["triton"] = served_onnx_points(
-                repository, samples, quiet, args, phase_runner(runner, "onnx"), stack
+                by_engine["onnx"], samples, quiet, args, phase_runner(runner, "onnx")
             )
 
         if not args.no_sweep:
-            results["cpu_sweep"] = {"served": cpu_sweep.served_settings(repository).name, "entries": []}
+            results["cpu_sweep"] = {"served": cpu_sweep.served_settings(repository).setting, "entries": []}
             for index, candidate in enumerate(cpu_sweep.CANDIDATES):
+                if candidate.engine not in by_engine:
+                    continue
                 log.info("sweep: serving ssd300 with %s", candidate.name)
                 results["cpu_sweep"]["entries"].append(
                     cpu_sweep.measure(
-                        repository,
+                        by_engine[candidate.engine],
                         candidate,
                         runner=phase_runner(runner, f"sweep{index}"),
                         samples=samples,
                         concurrencies=args.sweep_concurrency,
                         quiet=quiet,
                         log_path=args.reports / "tritonserver-sweep.log",
+                        passes=args.sweep_passes,
                     )
                 )
 

@@ -62,6 +62,7 @@ def from_json(text: str) -> dict:
     results["triton"] = [PerfPoint(**point) for point in results["triton"]]
     for entry in results.get("cpu_sweep", {}).get("entries", []):
         entry["points"] = [PerfPoint(**point) for point in entry["points"]]
+        entry["passes"] = [[PerfPoint(**point) for point in run] for run in entry.get("passes", [])]
     if "engines" in results:
         results["engines"]["triton"] = [PerfPoint(**point) for point in results["engines"].get("triton", [])]
     results["inprocess"]["forward"] = {

@@ -18,6 +18,7 @@ from load_tests.benchmark import report as bench_report
 from load_tests.benchmark.formatting import fmt, percent, to_json
 from load_tests.payloads import SampleImages
 from load_tests.perf import analyzer, inputs, report
+from ssd300_serving.embedded_server import stop_servers_on_sigterm
 from tools.external_tools import ToolInstallError, install_perf_analyzer
 
 log = logging.getLogger("load_tests.perf")
@@ -110,6 +111,7 @@ def measure(args: argparse.Namespace, binary: Path) -> dict:
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
+    stop_servers_on_sigterm()
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s", datefmt="%H:%M:%S")
     args.reports.mkdir(parents=True, exist_ok=True)
     if args.render:

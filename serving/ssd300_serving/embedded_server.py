@@ -368,6 +368,17 @@ def _reap_group(group: int, grace_s: float = 3.0) -> None:
         os.killpg(group, signal.SIGKILL)
 
 
+def stop_servers_on_sigterm() -> None:
+    """For scripts that hold servers in ``with`` blocks (``make bench``, ``make perf``): SIGTERM
+    raises SystemExit in the main thread, so the blocks stop their servers as Ctrl-C does.
+    Python's default for SIGTERM ends the process on the spot and leaves tritonserver running."""
+
+    def exit_143(signum, frame):
+        raise SystemExit(128 + signum)
+
+    signal.signal(signal.SIGTERM, exit_143)
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         prog="python -m ssd300_serving.embedded_server",
