@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import http.server
 import json
@@ -27,8 +28,15 @@ def web_root(tmp_path, sample_paths):
     shutil.copy(sample_paths[0], root / "000000000139.jpg")
     (root / "big.jpg").write_bytes(b"\xff" * (3 * 1024 * 1024))
     (root / "notes.txt").write_text("not an image")
-    handler = functools.partial(_QuietHandler, directory=str(root))
+    with serving(functools.partial(_QuietHandler, directory=str(root))) as url:
+        yield url
+
+
+@contextlib.contextmanager
+def serving(handler):
+    """A loopback HTTP server with ``handler``; yields its base URL."""
     server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    server.daemon_threads = True  # a handler still trickling bytes must not hold up shutdown
     thread = threading.Thread(target=server.serve_forever, daemon=True)
     thread.start()
     try:
@@ -36,7 +44,6 @@ def web_root(tmp_path, sample_paths):
     finally:
         server.shutdown()
         server.server_close()
-        thread.join()
 
 
 class _QuietHandler(http.server.SimpleHTTPRequestHandler):
@@ -232,15 +239,8 @@ class _AwkwardHandler(http.server.BaseHTTPRequestHandler):
 
 @pytest.fixture
 def awkward_server():
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _AwkwardHandler)
-    server.daemon_threads = True
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    try:
-        yield f"http://127.0.0.1:{server.server_address[1]}"
-    finally:
-        server.shutdown()
-        server.server_close()
+    with serving(_AwkwardHandler) as url:
+        yield url
 
 
 def _fetch(url, tmp_path, capsys, *options):

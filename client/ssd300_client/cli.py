@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 import logging
-import os
+import re
 import sys
 import tempfile
 import warnings
@@ -288,17 +288,16 @@ def main(argv: Sequence[str] | None = None) -> int:
         return _detect(args, tls)
 
 
+_TLS_FIELD = re.compile(r"\b(ca_cert|client_cert|client_key)\b")
+
+
 def _tls(args: argparse.Namespace) -> TLS | None:
     if not (args.ca_cert or args.client_cert):
         return None
-    for option, path in (
-        ("--ca-cert", args.ca_cert),
-        ("--client-cert", args.client_cert),
-        ("--client-key", args.client_key),
-    ):
-        if path is not None and not os.path.isfile(path):
-            raise ValueError(f"{option}: no such file {path!r}")
-    return TLS(ca_cert=args.ca_cert, client_cert=args.client_cert, client_key=args.client_key)
+    try:
+        return TLS(ca_cert=args.ca_cert, client_cert=args.client_cert, client_key=args.client_key)
+    except ValueError as exc:  # TLS names its fields; a CLI user typed options
+        raise ValueError(_TLS_FIELD.sub(lambda m: "--" + m.group(0).replace("_", "-"), str(exc))) from None
 
 
 def _protocol(args: argparse.Namespace, urls: list[str]) -> str:
