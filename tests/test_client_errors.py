@@ -18,6 +18,7 @@ from ssd300_client import (
     InvalidInputError,
     ModelNotReadyError,
     ServerUnavailableError,
+    contract,
     retry,
 )
 from ssd300_serving.embedded_server import free_port
@@ -121,8 +122,9 @@ def test_an_unknown_model_is_not_ready_and_the_error_lists_the_ready_ones(triton
 
 def test_a_rejected_input_is_not_retried(triton_server, photo, pauses):
     # ssd300_image refuses uint8 pixels where it expects encoded files: INVALID_ARG, no retry.
-    with Detector(triton_server.grpc_url, model="ssd300_image") as detector, pytest.raises(InvalidInputError):
-        detector.detect(photo)
+    with Detector(triton_server.grpc_url, model=contract.IMAGE_MODEL) as detector:
+        with pytest.raises(InvalidInputError):
+            detector.detect(photo)
     assert pauses == []
 
 

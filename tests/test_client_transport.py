@@ -16,6 +16,7 @@ from ssd300_client import (
     InvalidInputError,
     ModelNotReadyError,
     ServerUnavailableError,
+    contract,
 )
 from ssd300_client.endpoints import is_loopback, normalise_url, split_urls
 from ssd300_client.retry import backoff_delays_s
@@ -238,10 +239,10 @@ class Answer:
 
     def __init__(self, count):
         self.arrays = {
-            "detection_boxes": np.zeros((count, 200, 4), np.float32),
-            "detection_scores": np.zeros((count, 200), np.float32),
-            "detection_classes": np.zeros((count, 200), np.int32),
-            "num_detections": np.zeros((count, 1), np.int32),
+            contract.BOXES_OUTPUT: np.zeros((count, 200, 4), np.float32),
+            contract.SCORES_OUTPUT: np.zeros((count, 200), np.float32),
+            contract.CLASSES_OUTPUT: np.zeros((count, 200), np.int32),
+            contract.COUNT_OUTPUT: np.zeros((count, 1), np.int32),
         }
 
     def as_numpy(self, name):

@@ -9,6 +9,7 @@ from google.protobuf import text_format
 from tritonclient.grpc import model_config_pb2
 
 from load_tests.benchmark import cpu_sweep
+from ssd300_client import contract
 
 from .helpers.perf_points import perf_point
 
@@ -43,8 +44,10 @@ def test_a_candidate_changes_only_the_batching_and_instance_settings(tmp_path, c
                 del config.parameters[key]
     assert changed == original
     # Every other model is the repository's own.
-    assert (view / "ssd300_postprocess").resolve() == (REPOSITORY / "ssd300_postprocess").resolve()
-    assert (view / "ssd300" / "1").resolve() == (REPOSITORY / "ssd300" / "1").resolve()
+    postprocess = contract.POSTPROCESS_MODEL
+    assert (view / postprocess).resolve() == (REPOSITORY / postprocess).resolve()
+    network = contract.NETWORK_MODEL
+    assert (view / network / "1").resolve() == (REPOSITORY / network / "1").resolve()
     # Written through the view, the repository's own config is left as it was.
     assert (REPOSITORY / cpu_sweep.NETWORK_CPU_CONFIG).read_text() == before
 

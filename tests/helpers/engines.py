@@ -48,16 +48,16 @@ def copy_repository(tmp_path_factory, name: str) -> Path:
 def run_torchscript(repository, images: torch.Tensor):
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", FutureWarning)
-        model = torch.jit.load(str(repository / "ssd300" / "1" / "model.pt"))
+        model = torch.jit.load(str(repository / contract.NETWORK_MODEL / "1" / "model.pt"))
     with torch.inference_mode():
         return model(images)
 
 
 def run_onnx(repository, images: torch.Tensor):
     session = onnxruntime.InferenceSession(
-        str(repository / "ssd300" / "1" / ONNX_FILE), providers=["CPUExecutionProvider"]
+        str(repository / contract.NETWORK_MODEL / "1" / ONNX_FILE), providers=["CPUExecutionProvider"]
     )
-    boxes, scores = session.run(None, {"images": images.numpy()})
+    boxes, scores = session.run(None, {contract.IMAGES_INPUT: images.numpy()})
     return torch.from_numpy(boxes), torch.from_numpy(scores)
 
 

@@ -11,6 +11,7 @@ import numpy as np
 import tritonclient.grpc as grpcclient
 from tritonclient.utils import InferenceServerException
 
+from ssd300_client import contract
 from ssd300_client.contract import ENCODED_IMAGE_INPUT
 from ssd300_serving import health
 
@@ -82,7 +83,7 @@ def brief(message: str, length: int = 120) -> str:
 
 def served_summary(outputs: dict[str, np.ndarray]) -> str:
     """What a successful answer held, for the report."""
-    summary = f"{int(outputs['num_detections'][0, 0])} detections"
+    summary = f"{int(outputs[contract.COUNT_OUTPUT][0, 0])} detections"
     if "image_size" in outputs:
         height, width = outputs["image_size"][0]
         summary += f", image {height}×{width}"
