@@ -7,6 +7,7 @@ import functools
 import http.server
 import json
 import shutil
+import ssl
 import threading
 import time
 
@@ -14,6 +15,9 @@ import numpy as np
 import pytest
 
 from ssd300_client.cli import main
+from ssd300_client.cli_inputs import DownloadError, download
+
+from .helpers.certificates import make_certificates
 
 av = pytest.importorskip("av", reason="video needs the [video] extra (PyAV)")
 
@@ -33,14 +37,18 @@ def web_root(tmp_path, sample_paths):
 
 
 @contextlib.contextmanager
-def serving(handler):
-    """A loopback HTTP server with ``handler``; yields its base URL."""
+def serving(handler, *, tls: ssl.SSLContext | None = None):
+    """A loopback HTTP server (HTTPS with ``tls``) with ``handler``; yields its base URL."""
     server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    if tls is not None:
+        server.socket = tls.wrap_socket(server.socket, server_side=True)
     server.daemon_threads = True  # a handler still trickling bytes must not hold up shutdown
     thread = threading.Thread(target=server.serve_forever, daemon=True)
     thread.start()
     try:
-        yield f"http://127.0.0.1:{server.server_address[1]}"
+        port = server.server_address[1]
+        # The test certificate names localhost.
+        yield f"https://localhost:{port}" if tls else f"http://127.0.0.1:{port}"
     finally:
         server.shutdown()
         server.server_close()
@@ -310,3 +318,19 @@ def test_a_video_with_json_but_no_out_says_where_its_detections_go(tmp_path, cap
     note = " ".join(capsys.readouterr().err.split())
     assert note.startswith(f"note: {clip}: a video's detections go to --out DIR (as JSON lines")
     assert "not to --json or --save-txt" in note and "only counted" in note
+
+
+def test_https_urls_are_fetched_within_the_deadline_trusting_the_systems_store(tmp_path, monkeypatch):
+    certificates = make_certificates(tmp_path)
+    web = tmp_path / "web"
+    web.mkdir()
+    (web / "photo.jpg").write_bytes(b"\xff" * 1000)
+    tls = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    tls.load_cert_chain(certificates.server_cert, certificates.server_key)
+    handler = functools.partial(_QuietHandler, directory=str(web))
+    with serving(handler, tls=tls) as url:
+        with pytest.raises(DownloadError, match="CERTIFICATE_VERIFY_FAILED"):
+            download(f"{url}/photo.jpg", tmp_path, number=1, timeout_s=5, max_bytes=10**6)
+        monkeypatch.setenv("SSL_CERT_FILE", str(certificates.ca_cert))  # the test CA, trusted
+        fetched = download(f"{url}/photo.jpg", tmp_path, number=2, timeout_s=5, max_bytes=10**6)
+    assert fetched.read_bytes() == b"\xff" * 1000

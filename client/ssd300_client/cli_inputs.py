@@ -164,34 +164,25 @@ class _DeadlineSocket:
         return getattr(self._sock, name)
 
 
-def _bounded_connect(connection: http.client.HTTPConnection, deadline: float) -> None:
-    left = deadline - time.monotonic()
-    if left <= 0:
-        raise TimeoutError("timed out")
-    timeout = connection.timeout
-    connection.timeout = min(timeout, left) if isinstance(timeout, float | int) else left
-
-
 class _DeadlineHTTPConnection(http.client.HTTPConnection):
+    """http.client's connection whose connect (TLS handshake included) and every read end by
+    ``deadline``."""
+
     def __init__(self, *args: Any, deadline: float, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self.deadline = deadline
 
     def connect(self) -> None:
-        _bounded_connect(self, self.deadline)
-        super().connect()
+        left = self.deadline - time.monotonic()
+        if left <= 0:
+            raise TimeoutError("timed out")
+        self.timeout = min(self.timeout, left) if isinstance(self.timeout, float | int) else left
+        super().connect()  # TCP, then (for HTTPS, next in the method order) the TLS handshake
         self.sock = _DeadlineSocket(self.sock, self.deadline)
 
 
-class _DeadlineHTTPSConnection(http.client.HTTPSConnection):
-    def __init__(self, *args: Any, deadline: float, **kwargs: Any) -> None:
-        super().__init__(*args, **kwargs)
-        self.deadline = deadline
-
-    def connect(self) -> None:
-        _bounded_connect(self, self.deadline)
-        super().connect()  # TCP, then the TLS handshake
-        self.sock = _DeadlineSocket(self.sock, self.deadline)
+class _DeadlineHTTPSConnection(_DeadlineHTTPConnection, http.client.HTTPSConnection):
+    """The same over TLS: HTTPSConnection's connect runs inside the deadline's."""
 
 
 class _DeadlineHTTPHandler(urllib.request.HTTPHandler):
