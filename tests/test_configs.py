@@ -350,6 +350,32 @@ def test_production_network_warms_up_every_batch_size_range_the_batcher_forms():
         assert {name: (t.data_type, tuple(t.dims)) for name, t in warmup.inputs.items()} == inputs
 
 
+def test_production_postprocess_warms_up_its_gpu_before_it_is_ready():
+    config = load("ssd300_postprocess")
+    inputs = {tensor.name: (tensor.data_type, tuple(tensor.dims)) for tensor in config.input}
+    assert {warmup.batch_size for warmup in config.model_warmup} == {1, config.max_batch_size}
+    for warmup in config.model_warmup:
+        assert {name: (t.data_type, tuple(t.dims)) for name, t in warmup.inputs.items()} == inputs
+        assert all(t.zero_data for t in warmup.inputs.values())  # nothing to select: no NaN, no chains
+
+
+def test_ssd300_hands_over_the_candidates_the_postprocess_may_be_asked_for():
+    """ssd300's graph ranks each class's CANDIDATES best; candidates_per_class (request
+    parameter, checked against the inputs' dims) can only lower that, and the default takes all."""
+    from ssd300_build.detector import CANDIDATES
+    from ssd300_build.reference import CANDIDATES_PER_CLASS
+
+    boxes, scores = load("ssd300").output
+    classes = 80  # COCO
+    assert tuple(boxes.dims) == (classes, CANDIDATES, 4) and tuple(scores.dims) == (classes, CANDIDATES)
+    assert CANDIDATES == CANDIDATES_PER_CLASS == contract.POSTPROCESS_DEFAULTS[contract.CANDIDATES_PARAMETER]
+    for variant in (None, "cpu"):
+        assert (
+            int(load("ssd300_postprocess", variant).parameters["candidates_per_class"].string_value)
+            == CANDIDATES
+        )
+
+
 def test_queue_sizing_comments_quote_the_precision_model_pt_is_served_in():
     from ssd300_build.export import CUDNN_FLAGS
 

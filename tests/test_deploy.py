@@ -35,6 +35,7 @@ from google.protobuf import text_format
 from tritonclient.grpc import model_config_pb2
 
 from ssd300_client import contract
+from ssd300_client.detector_base import DEFAULT_BATCH_SIZE
 from ssd300_serving import health
 
 from .helpers.chart import (
@@ -362,19 +363,57 @@ def test_server_gets_a_gpu_and_memory_backed_shm(default_docs):
     assert "emptyDir" in volumes[mounts["/tmp"]]  # writable scratch under a read-only root
 
 
-def test_memory_pools_are_sized_for_the_networks_raw_outputs(default_docs):
-    network = model_configs()["ssd300"]
+def gpu_bytes_in_flight(configs: dict, images_per_request: int) -> int:
+    """The most bytes the queues let sit in Triton's CUDA pool at once, for clients sending
+    ``images_per_request`` images per request (docs/architecture.md, CUDA memory pool): ssd300's
+    batch in execution (its inputs, collected onto the GPU, and its outputs), the postprocess's
+    queue full of ssd300's outputs, and the postprocess's batch in execution."""
+    network, postprocess = configs["ssd300"], configs["ssd300_postprocess"]
     assert all(o.data_type == model_config_pb2.TYPE_FP32 for o in network.output)
-    per_image = sum(4 * math.prod(o.dims) for o in network.output)  # ~2.9 MB: boxes + scores
-    full_batch = network.max_batch_size * per_image
-    args = flags(server_container(default_docs)["args"])
-    # A full batch stays in Triton's CUDA pool on its way to the GPU postprocess.
-    device, size = args["--cuda-memory-pool-byte-size"][0].split(":")
-    assert device == "0" and int(size) >= full_batch
-    # Should it fall back to host memory, the Python backend's regions start at ~10 images and
-    # reach a full batch in a few steps instead of the default 1 MB ones.
-    settings = dict(v.split(",", 1)[1].split("=") for v in args["--backend-config"])
-    assert int(settings["shm-default-byte-size"]) >= 10 * per_image
+    outputs = sum(4 * math.prod(o.dims) for o in network.output)
+    inputs = math.prod(network.input[0].dims)  # uint8
+    queued = postprocess.dynamic_batching.default_queue_policy.max_queue_size * images_per_request
+    return network.max_batch_size * (inputs + outputs) + (queued + postprocess.max_batch_size) * outputs
+
+
+def test_what_crosses_from_ssd300_to_the_postprocess_is_at_most_half_a_megabyte_per_image():
+    configs = model_configs()
+    outputs = configs["ssd300"].output
+    assert sum(4 * math.prod(o.dims) for o in outputs) <= 500_000  # 320,000: 80 x 200 x (4 + 1) floats
+    assert [tuple(o.dims) for o in outputs] == [tuple(i.dims) for i in configs["ssd300_postprocess"].input]
+
+
+def test_one_cuda_pool_size_everywhere_holds_what_the_queues_admit(default_docs):
+    """The README's stock `docker run`, the image, the chart and KServe set the same pool, and it
+    holds everything the queues admit when clients send the client library's default batch per
+    request (8 images; larger requests may fall back to host memory: correct, but slower)."""
+    chart_args = flags(server_container(default_docs)["args"])
+    image_args = flags(instructions("serve", "CMD")[0].value)
+    kserve = yaml.safe_load((DEPLOY / "kserve" / "servingruntime.yaml").read_text())
+    kserve_args = flags(kserve["spec"]["containers"][0]["args"])
+    readme = (REPO / "README.md").read_text()
+    docker_run = re.search(
+        r"docker run [^`]*?tritonserver:24\.10-py3[^`]*?tritonserver ([^`]*?)\n```", readme
+    )
+    assert docker_run, "README: the stock container's docker run"
+    readme_args = flags(docker_run.group(1).replace("\\\n", " ").split())
+    sizes = {
+        where: args["--cuda-memory-pool-byte-size"][0]
+        for where, args in (
+            ("chart", chart_args),
+            ("image", image_args),
+            ("kserve", kserve_args),
+            ("README", readme_args),
+        )
+    }
+    assert len(set(sizes.values())) == 1, sizes
+    device, size = sizes["chart"].split(":")
+    assert device == "0" and int(size) >= gpu_bytes_in_flight(model_configs(), DEFAULT_BATCH_SIZE)
+    # Should it fall back to host memory, the Python backend's regions hold a full batch of
+    # ssd300's outputs after a few growth steps, instead of the default 1 MB ones.
+    per_image = sum(4 * math.prod(o.dims) for o in model_configs()["ssd300"].output)
+    settings = dict(v.split(",", 1)[1].split("=") for v in chart_args["--backend-config"])
+    full_batch = model_configs()["ssd300"].max_batch_size * per_image
     assert int(settings["shm-default-byte-size"]) + 3 * int(settings["shm-growth-byte-size"]) >= full_batch
 
 

@@ -9,7 +9,7 @@ from load_tests.benchmark import dispatch_count, report
 from load_tests.benchmark.dispatch_count import TARGET_OPS_AT_64, count, total
 from load_tests.benchmark.formatting import to_json
 
-from .helpers.selection import DEFAULTS, clustered, selection, suppression_chain
+from .helpers.selection import DEFAULTS, clustered, ranked, selection, suppression_chain
 
 
 def test_the_counter_counts_operations_views_and_syncs():
@@ -25,28 +25,35 @@ def test_the_counter_counts_operations_views_and_syncs():
 def test_the_gpu_selection_stays_within_the_target_on_the_longest_chain():
     """The operations grow with the iteration steps only, not with the batch (one matrix piece
     up to batch 64 at the default 200 candidates): a chain of 200 needs every step."""
-    boxes, scores = suppression_chain()
+    boxes, scores = ranked(*suppression_chain())
     counts = count(selection.select_detections_gpu, boxes, scores, **DEFAULTS)
     steps = 200
     assert counts.total <= TARGET_OPS_AT_64
     assert counts.by_name["aten.baddbmm.default"] == steps
-    # One convergence check, the only sync, per 8 steps.
-    assert counts.syncs == steps // selection.CONVERGENCE_CHECK_EVERY
+    # One convergence check, the only host sync, even when it finds the iteration unfinished.
+    assert counts.syncs == 1 and counts.by_name["aten.equal.default"] == 1
     wider = count(
-        selection.select_detections_gpu, boxes.expand(64, -1, -1), scores.expand(64, -1, -1), **DEFAULTS
+        selection.select_detections_gpu, boxes.expand(64, -1, -1, -1), scores.expand(64, -1, -1), **DEFAULTS
     )
     assert wider.ops == counts.ops and wider.syncs == counts.syncs
 
 
+def test_the_gpu_selection_stops_at_its_one_check_when_chains_are_short():
+    boxes, scores = ranked(*clustered(1))
+    counts = count(selection.select_detections_gpu, boxes, scores, **DEFAULTS)
+    assert counts.syncs == 1
+    assert counts.by_name["aten.baddbmm.default"] == selection.CONVERGENCE_CHECK_AT
+
+
 def test_the_rank_sweep_dispatches_far_more_than_the_gpu_selection():
-    boxes, scores = clustered(0)
+    boxes, scores = ranked(*clustered(0))
     sweep = count(selection.select_detections, boxes, scores, **DEFAULTS)
     fixed_point = count(selection.select_detections_gpu, boxes, scores, **DEFAULTS)
     assert sweep.total > 5 * fixed_point.total
 
 
 def test_the_report_gives_the_counts_and_the_target_row():
-    small = {size: clustered(size, batch=size, classes=2, anchors=60) for size in (1, 64)}
+    small = {size: ranked(*clustered(size, batch=size, classes=2, anchors=60)) for size in (1, 64)}
     measured = dispatch_count.measure(selection, DEFAULTS, small)
     # Through JSON as results.json stores it (batch sizes become strings there).
     results = {"inprocess": {"forward": {}, "dispatch": measured}, "triton": []}

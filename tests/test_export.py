@@ -31,7 +31,7 @@ def test_torchscript_matches_eager_for_any_batch_size(scripted, random_network, 
     with torch.no_grad():
         eager_boxes, eager_scores = eager(images)
         boxes, scores = scripted(images)
-    assert boxes.shape == (batch, 8732, 4) and scores.shape == (batch, 80, 8732)
+    assert boxes.shape == (batch, 80, 200, 4) and scores.shape == (batch, 80, 200)
     assert_close(boxes, eager_boxes, rtol=0, atol=1e-4)
     assert_close(scores, eager_scores, rtol=0, atol=1e-4)
 
@@ -47,8 +47,8 @@ def test_graph_decode_matches_the_reference_decode_of_raw_outputs(scripted, rand
     reference = decode_batch(ploc, plabel, dboxes300_coco(), max_output=5)
     for image, expected in enumerate(reference):
         for box, score, label in zip(expected.boxes, expected.scores, expected.labels):
-            anchors = (scores[image, label - 1] == score).nonzero().flatten()
-            assert any(torch.allclose(boxes[image, a], box, atol=1e-5) for a in anchors)
+            ranks = (scores[image, label - 1] == score).nonzero().flatten()
+            assert any(torch.allclose(boxes[image, label - 1, r], box, atol=1e-5) for r in ranks)
 
 
 def test_model_carries_its_weights_metadata(built_repository):

@@ -27,6 +27,30 @@ from .helpers.engines import (
 )
 from .helpers.images import photo_batch
 
+
+def differences(expected, actual, min_score=None):
+    """How far two engines' ranked outputs (each class's best candidates, highest first) are
+    apart: the largest difference of scores at the same rank (sorted lists: no larger than the
+    largest difference of any anchor's score), and the largest distance from a candidate of
+    ``expected`` scoring above ``min_score`` (and clear of its class's cut) to the nearest box
+    of its class in ``actual`` (boxes clamped to the image)."""
+    (boxes_a, scores_a), (boxes_b, scores_b) = expected, actual
+    score_difference = float((scores_a - scores_b).abs().max())
+    if min_score is None:
+        return score_difference
+    boxes_a, boxes_b = boxes_a.clamp(0, 1)[0], boxes_b.clamp(0, 1)[0]
+    # A candidate within the score difference of its class's last place may be outside the other
+    # engine's top list: only those clear of that cut are compared.
+    cut = scores_a[0, :, -1:] + 2 * score_difference
+    confident = (scores_a[0] > min_score) & (scores_a[0] > cut)
+    distances = [
+        (boxes_a[label][confident[label], None] - boxes_b[label][None]).abs().amax(-1).amin(-1)
+        for label in range(len(boxes_a))
+        if confident[label].any()
+    ]
+    return score_difference, float(torch.cat(distances).max())
+
+
 # Issue 13's bar for FP16 against FP32 on the same input (see the floor test below).
 FP16_TOLERANCE = 2e-3
 FP16_MIN_SCORE = 0.3
@@ -63,7 +87,7 @@ def test_fp16_model_runs_a_half_network_behind_the_fp32_contract(
     assert conv_weights and all(p.dtype == torch.float16 for p in conv_weights)
     boxes, scores = fp16_outputs
     assert boxes.dtype == scores.dtype == torch.float32
-    assert boxes.shape == (1, 8732, 4) and scores.shape == (1, 80, 8732)
+    assert boxes.shape == (1, 80, 200, 4) and scores.shape == (1, 80, 200)
     metadata = json.loads(extra[METADATA_FILE])
     assert metadata == read_metadata(fp16_repository)
     assert metadata["precision"] == "fp16" and metadata["weights"] == "random"
@@ -77,14 +101,14 @@ def test_fp16_outputs_stay_near_fp32_on_a_photo(built_repository, one_photo, fp1
     0.0056, 99th percentile above score 0.3: 0.016; the bounds leave room above that. FP16 rounding
     compounds over ResNet-50, so these are well above the 2e-3 issue 13 hoped for (next test says
     why)."""
-    boxes32, scores32 = run_torchscript(built_repository, one_photo)
+    outputs32 = run_torchscript(built_repository, one_photo)
     boxes16, scores16 = fp16_outputs
     assert torch.isfinite(boxes16).all() and torch.isfinite(scores16).all()
-    assert float((scores16 - scores32).abs().max()) < 0.06
-    assert float((boxes16.clamp(0, 1) - boxes32.clamp(0, 1)).abs().max()) < 0.01
-    confident = scores32 > FP16_MIN_SCORE
+    score_difference, box_distance = differences(outputs32, fp16_outputs, FP16_MIN_SCORE)
+    assert score_difference < 0.06 and box_distance < 0.01
+    confident = outputs32[1] > FP16_MIN_SCORE
     assert confident.sum() > 100
-    assert float((scores16 - scores32)[confident].abs().quantile(0.99)) < 0.03
+    assert float((scores16 - outputs32[1])[confident].abs().quantile(0.99)) < 0.03
 
 
 def test_fp16_adds_little_beyond_rounding_the_input_to_half_precision(
@@ -99,19 +123,18 @@ def test_fp16_adds_little_beyond_rounding_the_input_to_half_precision(
     with them in FP16, as before). A cast gone wrong gives errors of order one."""
     detector = SSD300Detector(random_network[0]).eval()
     with torch.inference_mode():
-        boxes32, scores32 = detector(one_photo)
+        outputs32 = detector(one_photo)
         handle = detector.network.register_forward_pre_hook(lambda _, inputs: (inputs[0].half().float(),))
         try:
-            boxes_rounded, scores_rounded = detector(one_photo)
+            outputs_rounded = detector(one_photo)
         finally:
             handle.remove()
-    floor_scores = float((scores_rounded - scores32).abs().max())
-    floor_boxes = float((boxes_rounded.clamp(0, 1) - boxes32.clamp(0, 1)).abs().max())
+    floor_scores, floor_boxes = differences(outputs32, outputs_rounded, FP16_MIN_SCORE)
     # If this fails, the fixture became well-conditioned: hold FP16 to issue 13's 2e-3 instead.
     assert floor_scores > FP16_TOLERANCE
-    boxes16, scores16 = fp16_outputs
-    assert float((scores16 - scores32).abs().max()) <= 4 * floor_scores
-    assert float((boxes16.clamp(0, 1) - boxes32.clamp(0, 1)).abs().max()) <= 4 * floor_boxes
+    score_difference, box_distance = differences(outputs32, fp16_outputs, FP16_MIN_SCORE)
+    assert score_difference <= 4 * floor_scores
+    assert box_distance <= 4 * max(floor_boxes, 1e-3)
 
 
 def test_the_fp32_network_comes_back_out_of_an_fp16_model(fp16_repository, random_network, one_photo):
@@ -124,9 +147,9 @@ def test_the_fp32_network_comes_back_out_of_an_fp16_model(fp16_repository, rando
     assert all(p.dtype == torch.float32 for p in network.parameters())
     assert not any(isinstance(m, torch.nn.BatchNorm2d) for m in network.modules())
     with torch.inference_mode():
-        _, scores = SSD300Detector(network)(one_photo)
-        _, scores32 = SSD300Detector(random_network[0])(one_photo)
-    assert float((scores - scores32).abs().max()) < 0.06  # the weights' FP16 rounding only
+        outputs = SSD300Detector(network)(one_photo)
+        outputs32 = SSD300Detector(random_network[0])(one_photo)
+    assert differences(outputs32, outputs) < 0.06  # the weights' FP16 rounding only
 
 
 @pytest.mark.server  # starts its own tritonserver

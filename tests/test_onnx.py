@@ -59,6 +59,47 @@ def test_onnx_model_is_checked_dynamic_batch_uint8_in_with_the_served_tensor_nam
     assert all(o.type.tensor_type.elem_type == onnx.TensorProto.FLOAT for o in model.graph.output)
 
 
+# Every op type model.onnx uses, each listed as supported in onnx-tensorrt's operator table for
+# TensorRT 10.x (docs/operators.md of onnx/onnx-tensorrt), whose constraints the test below
+# checks. A new op type fails the test until it has been looked up there and added.
+TENSORRT_CHECKED_OPS = {
+    "Cast", "Concat", "Conv", "Div", "Exp", "Expand", "GatherElements", "IsNaN", "MaxPool", "Mul",
+    "Relu", "Reshape", "Slice", "Softmax", "Sub", "Add", "TopK", "Transpose", "Unsqueeze", "Where",
+}  # fmt: skip
+TENSORRT_TOPK_MAX_K = 3840
+
+
+def test_onnx_graph_is_one_tensorrt_10_5_can_build(onnx_repository):
+    """TensorRT takes a uint8 tensor only as a network input feeding a Cast; TensorRT 10.5's
+    parser reads opsets 9 to 20; each op must be in its table, with the constraints noted there."""
+    model = onnx.load(str(onnx_repository / contract.NETWORK_MODEL / "1" / ONNX_FILE))
+    assert 9 <= OPSET <= 20
+    graph = model.graph
+    consumers = [node for node in graph.node if contract.IMAGES_INPUT in node.input]
+    assert [node.op_type for node in consumers] == ["Cast"]
+    assert {node.op_type for node in graph.node} <= TENSORRT_CHECKED_OPS
+    constants = {i.name: onnx.numpy_helper.to_array(i) for i in graph.initializer}
+    for node in graph.node:
+        if node.op_type == "Constant":
+            constants[node.output[0]] = onnx.numpy_helper.to_array(node.attribute[0].t)
+    attributes = {
+        node.name: {a.name: onnx.helper.get_attribute_value(a) for a in node.attribute} for node in graph.node
+    }
+    for node in graph.node:
+        if node.op_type == "TopK":
+            assert attributes[node.name].get("sorted", 1) == 1
+            assert (
+                node.input[1] in constants
+                and int(constants[node.input[1]].reshape(-1)[0]) < TENSORRT_TOPK_MAX_K
+            )
+        if node.op_type in ("Slice", "Unsqueeze"):
+            axes = node.input[3] if node.op_type == "Slice" else node.input[1]
+            assert axes in constants, f"{node.name}: axes must be a constant"
+    # No other uint8 tensor anywhere: the Cast's output is float.
+    (cast,) = consumers
+    assert attributes[cast.name]["to"] == onnx.TensorProto.FLOAT
+
+
 def test_onnx_model_carries_the_builds_metadata(onnx_repository):
     metadata = read_metadata(onnx_repository)
     assert metadata["engine"] == "onnx" and metadata["precision"] == "fp32"

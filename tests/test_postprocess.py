@@ -1,7 +1,9 @@
 """Box selection in ssd300_postprocess: the reference semantics, batched (docs/reference-semantics.md).
 
 Both selection functions (the CPU rank sweep and the GPU-shaped fixed-point NMS) run every test
-here on CPU tensors, through the ``select`` fixture, and are held to the same results."""
+here on CPU tensors, through the ``select`` fixture, and are held to the same results. The
+fixture hands them every anchor ranked by the graph's own ranking (helpers.selection.ranked);
+the graph's cut at 200 candidates per class is tested on its own."""
 
 from __future__ import annotations
 
@@ -10,21 +12,30 @@ import torch
 from torch.testing import assert_close
 
 from ssd300_build.default_boxes import dboxes300_coco
-from ssd300_build.detector import SSD300Detector
+from ssd300_build.detector import CANDIDATES, SSD300Detector, top_candidates
 from ssd300_build.reference import decode_batch, select_single
 
 from .helpers.comparisons import as_set
 from .helpers.images import photo_batch
-from .helpers.selection import DEFAULTS, FUNCTIONS, clustered, one_class, selection, suppression_chain
+from .helpers.selection import (
+    DEFAULTS,
+    FUNCTIONS,
+    clustered,
+    one_class,
+    ranked,
+    select_with,
+    selection,
+    suppression_chain,
+)
 
 
 @pytest.fixture(params=FUNCTIONS)
 def select(request):
-    """One selection function, with the served defaults unless a test overrides them."""
-    function = getattr(selection, request.param)
+    """One selection function on every anchor's boxes and scores (ranked as the graph ranks
+    them), with the served defaults unless a test overrides them."""
 
     def call(boxes, scores, **options):
-        return function(boxes, scores, **{**DEFAULTS, **options})
+        return select_with(request.param, boxes, scores, **options)
 
     return call
 
@@ -68,6 +79,28 @@ def test_only_the_best_candidates_per_class_enter_nms(select):
     _out_boxes, out_scores, _, count = select(*one_class(boxes, class_scores), max_detections=200)
     assert count.item() == 200
     assert out_scores[0].min().item() == pytest.approx(0.1 + 100 / 1000)
+    _out_boxes, out_scores, _, count = select(*one_class(boxes, class_scores), candidates_per_class=50)
+    assert count.item() == 50
+    assert out_scores[0, :50].min().item() == pytest.approx(0.1 + 250 / 1000)
+
+
+def test_the_graph_hands_over_each_classs_200_best_scores_highest_first():
+    boxes, scores = clustered(5, batch=2, classes=3, anchors=1000)
+    scores = scores + torch.rand(scores.shape, generator=torch.Generator().manual_seed(0)) / 100  # no ties
+    top_boxes, top_scores = top_candidates(boxes, scores)
+    assert top_boxes.shape == (2, 3, CANDIDATES, 4) and top_scores.shape == (2, 3, CANDIDATES)
+    expected, anchors = scores.sort(dim=2, descending=True)
+    assert torch.equal(top_scores, expected[:, :, :CANDIDATES])
+    for image in range(2):
+        assert torch.equal(top_boxes[image], boxes[image][anchors[image, :, :CANDIDATES]])
+
+
+def test_the_graph_ranks_equal_scores_in_anchor_order():
+    scores = torch.tensor([[[0.2, 0.5, 0.9, 0.5, 0.5, 0.1, 0.5]]])
+    boxes = torch.arange(7.0)[None, :, None].expand(1, 7, 4)
+    top_boxes, top_scores = top_candidates(boxes, scores, 5)
+    assert top_scores[0, 0].tolist() == pytest.approx([0.9, 0.5, 0.5, 0.5, 0.5])
+    assert top_boxes[0, 0, :, 0].tolist() == [2, 1, 3, 4, 6]
 
 
 def test_max_detections_keeps_the_highest_scores_and_pads_the_rest(select):
@@ -95,19 +128,20 @@ def test_non_finite_boxes_and_scores_are_never_selected(select):
     assert_close(out_boxes[0, 0], torch.tensor([2.0, 2.0, 3.0, 3.0]))
 
 
+@pytest.mark.parametrize("function", FUNCTIONS)
 @pytest.mark.parametrize("criteria, max_output", [(0.45, 200), (0.5, 200), (0.5, 20)])
 def test_batched_selection_equals_the_per_class_reference_on_real_outputs(
-    select, random_network, sample_paths, criteria, max_output
+    function, random_network, sample_paths, criteria, max_output
 ):
     network = random_network[0]
     detector = SSD300Detector(network).eval()
     images = photo_batch(sample_paths, 6)
     with torch.no_grad():
         ploc, plabel = network(detector.normalize(images))
-        boxes, scores = detector(images)
+        boxes, scores = detector(images)  # what ssd300 serves: each class's 200 best
     expected = decode_batch(ploc, plabel, dboxes300_coco(), criteria=criteria, max_output=max_output)
-    out_boxes, out_scores, out_labels, counts = select(
-        boxes, scores, iou_threshold=criteria, max_detections=max_output
+    out_boxes, out_scores, out_labels, counts = getattr(selection, function)(
+        boxes, scores, **{**DEFAULTS, "iou_threshold": criteria, "max_detections": max_output}
     )
     for image, reference in enumerate(expected):
         n = counts[image].item()
@@ -118,11 +152,13 @@ def test_batched_selection_equals_the_per_class_reference_on_real_outputs(
         )
 
 
-def test_nan_scores_do_not_crowd_out_real_candidates(select):
+@pytest.mark.parametrize("function", FUNCTIONS)
+def test_nan_scores_do_not_crowd_out_real_candidates(function):
     # 250 NaN anchors would fill the 200 candidate slots of class 1 if topk ranked them first.
     boxes = [[i, 0, i + 0.5, 1] for i in range(251)]
     class_scores = [float("nan")] * 250 + [0.7]
-    out_boxes, out_scores, _, count = select(*one_class(boxes, class_scores))
+    graph_outputs = top_candidates(*one_class(boxes, class_scores))
+    out_boxes, out_scores, _, count = getattr(selection, function)(*graph_outputs, **DEFAULTS)
     assert count.item() == 1 and out_scores[0, 0].item() == pytest.approx(0.7)
     assert_close(out_boxes[0, 0], torch.tensor([250.0, 0.0, 250.5, 1.0]))
 
@@ -175,7 +211,7 @@ def test_equal_scores_rank_by_anchor_then_by_label_as_the_reference():
     boxes = torch.tensor([[[0.0, 0, 1, 1], [0.0, 0, 1, 1], [5.0, 5, 6, 6]]])
     scores = torch.tensor([[[0.5, 0.5, 0.0], [0.0, 0.0, 0.5]]])
     for name in FUNCTIONS:
-        outputs = getattr(selection, name)(boxes, scores, **DEFAULTS)
+        outputs = select_with(name, boxes, scores)
         assert outputs[3].item() == 2 and outputs[2][0, :2].tolist() == [1, 2]
         assert_equals_the_reference(outputs, boxes, scores)
 
@@ -204,7 +240,7 @@ def test_iou_equal_to_the_float32_criteria_suppresses():
     height = torch.tensor(0.45).item()
     boxes, scores = one_class([[0, 0, 1, 1], [0, 0, 1, height]], [0.9, 0.8])
     for name in FUNCTIONS:
-        outputs = getattr(selection, name)(boxes, scores, **DEFAULTS)
+        outputs = select_with(name, boxes, scores)
         assert outputs[3].item() == 1
         assert_equals_the_reference(outputs, boxes, scores)
 
@@ -212,18 +248,19 @@ def test_iou_equal_to_the_float32_criteria_suppresses():
 def test_the_functions_agree_exactly_on_real_outputs(random_network, sample_paths):
     detector = SSD300Detector(random_network[0]).eval()
     with torch.no_grad():
-        boxes, scores = detector(photo_batch(sample_paths, 4))
-    sweep = selection.select_detections(boxes, scores, **DEFAULTS)
-    fixed_point = selection.select_detections_gpu(boxes, scores, **DEFAULTS)
+        boxes, scores = detector.decode(photo_batch(sample_paths, 4))
+    graph_outputs = top_candidates(boxes, scores)
+    sweep = selection.select_detections(*graph_outputs, **DEFAULTS)
+    fixed_point = selection.select_detections_gpu(*graph_outputs, **DEFAULTS)
     assert all(torch.equal(a, b) for a, b in zip(sweep, fixed_point))
     assert_equals_the_reference(sweep, boxes, scores)
 
 
 def test_matrices_split_into_pieces_give_the_same_result(monkeypatch):
     boxes, scores = clustered(7, batch=2, classes=5)
-    whole = selection.select_detections_gpu(boxes, scores, **DEFAULTS)
+    whole = select_with("select_detections_gpu", boxes, scores)
     monkeypatch.setattr(selection, "MATRIX_ELEMENTS", 3 * 200 * 200)  # 3 groups per piece: 4 pieces
-    pieces = selection.select_detections_gpu(boxes, scores, **DEFAULTS)
+    pieces = select_with("select_detections_gpu", boxes, scores)
     assert all(torch.equal(a, b) for a, b in zip(whole, pieces))
     assert_equals_the_reference(pieces, boxes, scores)
 
@@ -231,7 +268,8 @@ def test_matrices_split_into_pieces_give_the_same_result(monkeypatch):
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float16], ids=["float32", "float16 (as on a GPU)"])
 def test_the_fixed_point_nms_equals_the_sweep(dtype):
     for boxes, scores in [suppression_chain(), clustered(3)]:
-        _, top_boxes, valid = selection._candidates(boxes, scores, 200, 0.05, sync_free=True)
+        top_boxes, top_scores = ranked(boxes, scores)
+        _, top_boxes, valid = selection._candidates(top_boxes, top_scores, 200, 0.05)
         top_boxes, valid = top_boxes.flatten(0, 1), valid.flatten(0, 1)
         expected = selection.greedy_nms(top_boxes, valid, 0.45)
         assert torch.equal(selection.fixed_point_nms(top_boxes, valid, 0.45, dtype), expected)

@@ -66,7 +66,7 @@ pytestmark = pytest.mark.filterwarnings("ignore::ssd300_client.RandomWeightsWarn
 
 IMAGE_SHAPE = [1, 300, 300, 3]
 IMAGE_BYTES = 300 * 300 * 3
-ANCHORS, CLASSES = 8732, 80
+CANDIDATES, CLASSES = 200, 80  # ssd300's outputs: each class's best candidates
 
 
 # --- server side ------------------------------------------------------------------------------
@@ -216,7 +216,7 @@ REFUSALS = [
         GRPC,
         grpc_pixels(IMAGE_SHAPE, parameters={"candidates_per_class": 0}),
         "INVALID_ARGUMENT",
-        r"candidates_per_class must be within \[1, 8732\], got 0",
+        r"candidates_per_class must be within \[1, 200\], got 0",
     ),
     Refusal(
         "boolean score_threshold",
@@ -602,19 +602,18 @@ def test_extreme_pixels_give_finite_detections(triton_server, reliability_figure
 
 @pytest.mark.parametrize("poison", ["NaN scores", "+inf scores", "+inf boxes", "NaN boxes"])
 def test_non_finite_network_outputs_never_reach_a_response(triton_server, reliability_figures, poison):
-    """The postprocess is a public model too: raw network outputs with NaN/inf at some anchors
-    still give detections from the others, and none from the poisoned ones. (Fewer poisoned
-    anchors than the 200 candidates kept per class: torch.topk ranks NaN first.)"""
+    """The postprocess is a public model too: network outputs with NaN/inf at some candidates
+    still give detections from the others, and none from the poisoned ones."""
     rng = np.random.default_rng(7)
-    corners = rng.random((1, ANCHORS, 2), dtype=np.float32) * 0.8
+    corners = rng.random((1, CLASSES, CANDIDATES, 2), dtype=np.float32) * 0.8
     boxes = np.concatenate([corners, corners + 0.1], axis=-1).astype(np.float32)
-    scores = (rng.random((1, CLASSES, ANCHORS), dtype=np.float32) * 0.3).astype(np.float32)
+    scores = -np.sort(-rng.random((1, CLASSES, CANDIDATES), dtype=np.float32) * 0.3, axis=-1)
     poisoned = slice(0, 100)
     value = math.nan if poison.startswith("NaN") else math.inf
     if poison.endswith("scores"):
         scores[:, :, poisoned] = value
     else:
-        boxes[:, poisoned] = value
+        boxes[:, :, poisoned] = value
     answer, message, result = grpc_answer(
         triton_server.grpc_url,
         POSTPROCESS_MODEL,

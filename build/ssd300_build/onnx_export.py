@@ -1,7 +1,10 @@
 """Export the served network to ONNX (``model.onnx``) for ONNX Runtime and its TensorRT provider.
 
 The graph is the same module TorchScript traces (:class:`SSD300Detector`): uint8 NHWC input,
-normalisation, SSD300, box decode and softmax, with the tensor names the Triton configs use.
+normalisation, SSD300, box decode, softmax and each class's top 200, with the tensor names the
+Triton configs use. It is built for TensorRT 10.5 (the 24.10 release), which the production
+config's ONNX Runtime hands it to: the uint8 input feeds a Cast and nothing else (TensorRT takes
+uint8 only as a network input or output), and every op is in TensorRT's ONNX operator table.
 """
 
 from __future__ import annotations
@@ -21,9 +24,9 @@ from .model import SSD300
 log = logging.getLogger(__name__)
 
 ONNX_FILE = ENGINE_FILES["onnx"]
-# The newest opset the ONNX Runtime in the production Triton image (24.10, ONNX Runtime 1.19)
-# loads; the CPU runner's ONNX Runtime loads it too.
-OPSET = 21
+# TensorRT 10.5's ONNX parser documents opsets 9 to 20 (onnx-tensorrt's README for 10.x; opset 21
+# ops came in 10.9); ONNX Runtime 1.19 in the 24.10 image and the CPU runner load it too.
+OPSET = 20
 INPUT_NAME = "images"
 # Triton's libtorch backend needs <name>__<index>; the ONNX outputs keep the same names so the
 # ensembles wire either engine unchanged.
@@ -57,7 +60,9 @@ def export_onnx(network: SSD300, path: Path, metadata_json: str) -> Path:
         )
     model = program.model_proto
     onnx.helper.set_model_props(model, {METADATA_KEY: metadata_json})
-    model.doc_string = "SSD300 (NVIDIA DeepLearningExamples layout): uint8 NHWC in, boxes and scores out"
+    model.doc_string = (
+        "SSD300 (NVIDIA DeepLearningExamples layout): uint8 NHWC in, each class's best boxes and scores out"
+    )
     # Write then rename, so a running server never sees a half-written model.
     partial = path.with_name(path.name + ".partial")
     onnx.save_model(model, str(partial))

@@ -29,7 +29,13 @@ TARGET_BATCH = 64
 BATCH_SIZES = (1, 8, 64)
 FUNCTIONS = ("select_detections", "select_detections_gpu")
 SYNC_TAGS = (torch.Tag.data_dependent_output, torch.Tag.dynamic_output_shape)
-SYNC_OPS = {"aten.is_nonzero.default", "aten.item.default", "aten._local_scalar_dense.default"}
+# torch.equal answers a Python bool: the host waits for the comparison.
+SYNC_OPS = {
+    "aten.is_nonzero.default",
+    "aten.item.default",
+    "aten._local_scalar_dense.default",
+    "aten.equal.default",
+}
 
 
 @dataclass
@@ -72,9 +78,10 @@ def count(function, *args, **kwargs) -> DispatchCounts:
 
 
 def realistic_outputs(network, batch_sizes: tuple[int, ...] = BATCH_SIZES) -> dict:
-    """Decoded boxes and class probabilities of ``network`` (the calibrated random-weights
-    SSD300) for the largest batch size, then cut to each smaller size. The images are the sample
-    photos in their 8 rotations and mirrorings, each whole and zoomed in (every image of batch 64
+    """What ssd300 serves for ``network`` (the calibrated random-weights SSD300: each class's best
+    decoded boxes and their probabilities) for the largest batch size, then cut to each smaller
+    size. The images are the sample photos in their 8 rotations and mirrorings, each whole and
+    zoomed in (every image of batch 64
     differs from the others). Returns {size: (boxes, scores)}."""
     from load_tests.payloads import SampleImages
     from ssd300_build.detector import SSD300Detector

@@ -14,7 +14,7 @@ from google.protobuf import text_format
 from tritonclient.grpc import model_config_pb2
 
 from ssd300_build.default_boxes import dboxes300_coco, decode_boxes
-from ssd300_build.detector import SSD300Detector
+from ssd300_build.detector import SSD300Detector, top_candidates
 from ssd300_build.reference import decode_batch
 from ssd300_client.contract import POSTPROCESS_MODEL
 
@@ -64,8 +64,8 @@ def compare_postprocess(network, images: torch.Tensor, *, repeats: int) -> dict:
     """select_detections vs the per-class reference decode on one batch, plus an equality check.
 
     Both start from the network's raw outputs of the same batch. The served postprocess gets
-    what the served graph gives it (decoded boxes, softmax scores), so it is timed alone and
-    also with that decode and softmax included, for a like-for-like figure.
+    what the served graph gives it (each class's best decoded boxes and scores), so it is timed
+    alone and also with that decode, softmax and ranking included, for a like-for-like figure.
     """
     selection = load_selection_module()
     options = served_selection_options(selection)
@@ -158,8 +158,9 @@ def nms_share_of(selection: ModuleType, call) -> float | None:
 
 
 def _decode(detector: SSD300Detector, ploc: torch.Tensor, plabel: torch.Tensor):
-    """What the served graph does after the network: box decode and softmax (detector.py)."""
-    return decode_boxes(ploc, detector.dboxes), plabel.softmax(dim=1)[:, 1:, :].contiguous()
+    """What the served graph does after the network: box decode, softmax and each class's best
+    candidates (detector.py)."""
+    return top_candidates(decode_boxes(ploc, detector.dboxes), plabel.softmax(dim=1)[:, 1:, :])
 
 
 def forward_throughput(

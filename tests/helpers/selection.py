@@ -1,6 +1,11 @@
 """The served postprocess's selection code (model_repository/ssd300_postprocess/1/
 detection_selection.py, loaded by path as the Python backend loads it), its served defaults,
-and inputs built to stress it."""
+and inputs built to stress it.
+
+The inputs here are every anchor's box and class scores, as NVIDIA's reference takes them;
+``ranked`` turns them into what ssd300 hands the postprocess with the graph's own ranking
+(``top_candidates``), over every anchor so that no tie falls at a cut the reference would
+make elsewhere: the selection's ``candidates_per_class`` then makes the reference's cut."""
 
 from __future__ import annotations
 
@@ -9,6 +14,7 @@ from pathlib import Path
 
 import torch
 
+from ssd300_build.detector import top_candidates
 from ssd300_client import contract
 
 SELECTION_FILE = (
@@ -25,6 +31,16 @@ DEFAULTS = {
 
 
 FUNCTIONS = ("select_detections", "select_detections_gpu")
+
+
+def ranked(boxes, scores):
+    """Every anchor ranked per class, as ssd300's graph ranks its best 200."""
+    return top_candidates(boxes, scores, scores.shape[2])
+
+
+def select_with(name, boxes, scores, **options):
+    """Selection function ``name`` on every anchor's boxes and scores, served defaults unless overridden."""
+    return getattr(selection, name)(*ranked(boxes, scores), **{**DEFAULTS, **options})
 
 
 def served_selection(boxes, scores, **options):

@@ -4,7 +4,9 @@ Semantics are those of NVIDIA's reference decode: per image and class keep score
 threshold, take the highest ``candidates_per_class``, suppress greedily (a box survives only if
 its IoU with every kept, higher-scored box of its class is below the criteria, compared in
 float32; an undefined 0/0 IoU is not below it), then keep the ``max_detections`` highest scores
-of the image. Pure torch, so it runs on CPU or GPU.
+of the image. ssd300's graph has already ranked each class's 200 best candidates
+(ssd300_build.detector.top_candidates), so selection starts from those. Pure torch, so it runs
+on CPU or GPU.
 
 Two functions with the same arguments and the same results:
 - ``select_detections`` sweeps the candidate ranks one by one over [groups, K] slices: the
@@ -12,7 +14,7 @@ Two functions with the same arguments and the same results:
   stall on a GPU;
 - ``select_detections_gpu`` builds every group's [K, K] suppression matrix in a few large
   operations and resolves greedy NMS as a fixed-point iteration of two operations per step,
-  with one host sync per ``CONVERGENCE_CHECK_EVERY`` steps: what a GPU instance runs.
+  with one host sync (a convergence check) per piece of matrices: what a GPU instance runs.
 """
 
 from __future__ import annotations
@@ -29,10 +31,13 @@ SETTINGS = {
 }
 # Ranks the CPU sweep resolves per block of IoUs (fewer, larger operations than one per step).
 SWEEP_TILE = 8
-# Steps of the fixed-point iteration between two convergence checks (each one host sync).
-CONVERGENCE_CHECK_EVERY = 8
-# Elements of the [groups, K, K] suppression matrices built at once: batch 64 at the default 200
-# candidates per class (5,120 groups, 204.8 M elements) is one piece; larger K is split by group.
+# The fixed-point iteration checks once, after this many steps, whether it has converged (a host
+# sync); if not, it runs to K steps, where it is converged whatever the boxes. Suppression chains
+# on real images are a few boxes long, so the check almost always ends it; a chain longer than
+# this costs the remaining steps, never a wrong result.
+CONVERGENCE_CHECK_AT = 16
+# Elements of the [groups, K, K] suppression matrices built at once: batch 64 at 200 candidates
+# per class (5,120 groups, 204.8 M elements) is one piece; more groups are split.
 MATRIX_ELEMENTS = 1 << 28
 
 
@@ -126,7 +131,8 @@ def fixed_point_nms(
     so it reaches the greedy result in at most K steps, usually far fewer (the longest chain of
     suppressions decides), and the greedy result is its only fixed point: a step that changes
     nothing means done. Each step is one batched matrix product and one comparison over all
-    groups; convergence is checked (one host sync) every CONVERGENCE_CHECK_EVERY steps.
+    groups; convergence is checked once per piece, after CONVERGENCE_CHECK_AT steps (one host
+    sync), and a piece not converged then runs on to K steps unchecked.
     """
     groups, k = valid.shape
     # 0/1 sums of at most K terms: exact in float16 (and > 0 whenever any term is), which halves
@@ -143,63 +149,18 @@ def fixed_point_nms(
         for step in range(k):
             kept, previous = previous, kept
             torch.eq(torch.baddbmm(blocked, previous, suppresses), 0, out=kept)
-            if step % CONVERGENCE_CHECK_EVERY == CONVERGENCE_CHECK_EVERY - 1 and torch.equal(kept, previous):
+            if step == CONVERGENCE_CHECK_AT - 1 and torch.equal(kept, previous):
                 break
         keep[part] = kept[:, 0].bool()
     return keep
 
 
-def _ranked_on_cpu(scores: torch.Tensor, k: int, score_threshold: float) -> tuple[torch.Tensor, torch.Tensor]:
-    """Each row's (score, anchor) for its k best candidates above the threshold, best first;
-    ties go to the lower anchor. Rows with fewer have score -1 (anchor 0) after them.
-
-    scores: Tensor[R, A]. Sorts only the candidates above the threshold (about 2 % of the
-    scores on real outputs) in one sort keyed by (row, score): a third of the time of a per-row
-    topk, which also leaves the order of equal scores unspecified.
-    """
-    rows_count, anchors_count = scores.shape
-    flat = (scores > score_threshold).view(-1).nonzero().squeeze(1)  # row-major: rows ascending
-    rows, anchors = flat // anchors_count, flat % anchors_count
-    values = scores.view(-1)[flat]
-    # Within each row, score high to low: the bits of a float32 >= 0 read as an int32 grow with
-    # its value, so one int64 key (row, then score) orders both exactly; the rows stay where
-    # they are. The stable sort keeps equal scores in anchor order.
-    order = ((rows << 31) + (0x7FFFFFFF - values.view(torch.int32).long())).argsort(stable=True)
-    anchors, values = anchors[order], values[order]
-    counts = torch.bincount(rows, minlength=rows_count)
-    rank = torch.arange(len(rows), device=scores.device) - (counts.cumsum(0) - counts)[rows]
-    # Ranks from k on all land in a spare column k, dropped at the end (no filtering pass).
-    rank.clamp_(max=k)
-    top_scores = scores.new_full((rows_count, k + 1), -1.0)
-    top_anchors = torch.zeros((rows_count, k + 1), dtype=torch.int64, device=scores.device)
-    top_scores[rows, rank] = values
-    top_anchors[rows, rank] = anchors
-    return top_scores[:, :k], top_anchors[:, :k]
-
-
-def _ranked_by_sort(scores: torch.Tensor, k: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """The same candidates as ``_ranked_on_cpu`` in the same order (NaN ranked last), without
-    its host sync: one stable sort of every row, cheap on a GPU."""
-    top_scores, top_anchors = torch.nan_to_num(scores, nan=-1.0).sort(dim=1, descending=True, stable=True)
-    return top_scores[:, :k], top_anchors[:, :k]
-
-
 def _candidates(
-    boxes: torch.Tensor, scores: torch.Tensor, k: int, score_threshold: float, *, sync_free: bool
+    boxes: torch.Tensor, scores: torch.Tensor, k: int, score_threshold: float
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """Each class's k best candidates: scores Tensor[B, C, k] (high first), their boxes
-    Tensor[B, C, k, 4] and whether each may be kept, Tensor[B, C, k] bool."""
-    batch, classes, anchors = scores.shape
-    if sync_free:
-        top_scores, top_anchors = _ranked_by_sort(scores.flatten(0, 1), k)
-    else:
-        top_scores, top_anchors = _ranked_on_cpu(scores.flatten(0, 1), k, score_threshold)
-    top_scores, top_anchors = top_scores.view(batch, classes, k), top_anchors.view(batch, classes, k)
-    top_boxes = torch.gather(
-        boxes[:, None].expand(batch, classes, anchors, 4),
-        2,
-        top_anchors[..., None].expand(batch, classes, k, 4),
-    )
+    """Each class's first k candidates (scores Tensor[B, C, k], boxes Tensor[B, C, k, 4]) and
+    whether each may be kept, Tensor[B, C, k] bool."""
+    top_scores, top_boxes = scores[:, :, :k], boxes[:, :, :k]
     # NaN compares false and a non-finite box is refused: no NaN or inf reaches a response.
     valid = (top_scores > score_threshold) & (top_scores <= 1.0) & torch.isfinite(top_boxes).all(dim=-1)
     return top_scores, top_boxes, valid
@@ -247,13 +208,14 @@ def select_detections(
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
     """Detections for a batch, padded to ``max_detections``; the rank sweep (fastest on CPU).
 
-    boxes: Tensor[B, A, 4] (x1, y1, x2, y2); scores: Tensor[B, C, A] class probabilities for
-    labels 1..C. Returns boxes Tensor[B, K, 4] float32, scores Tensor[B, K] float32 (highest
-    first), labels Tensor[B, K] int32 (0 = padding), counts Tensor[B, 1] int32.
+    boxes: Tensor[B, C, N, 4] (x1, y1, x2, y2) and scores: Tensor[B, C, N], each class's N best
+    candidates for labels 1..C, highest score first (ssd300's outputs). Returns boxes
+    Tensor[B, M, 4] float32, scores Tensor[B, M] float32 (highest first), labels Tensor[B, M]
+    int32 (0 = padding), counts Tensor[B, 1] int32, with M = max_detections.
     """
-    batch, classes, anchors = scores.shape
-    k = min(candidates_per_class, anchors)
-    top_scores, top_boxes, valid = _candidates(boxes, scores, k, score_threshold, sync_free=False)
+    batch, classes, ranked = scores.shape
+    k = min(candidates_per_class, ranked)
+    top_scores, top_boxes, valid = _candidates(boxes, scores, k, score_threshold)
     keep = _nms_per_group(top_boxes.flatten(0, 1), valid.flatten(0, 1), iou_threshold).view(batch, classes, k)
     return _best(top_scores, top_boxes, keep, max_detections)
 
@@ -269,15 +231,26 @@ def select_detections_gpu(
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
     """``select_detections`` in few large operations (fixed-point NMS): for GPU instances.
 
-    Same arguments and results; no host sync outside the NMS iteration's convergence checks.
+    Same arguments and results; no host sync but the NMS iteration's one convergence check.
     """
-    batch, classes, anchors = scores.shape
-    k = min(candidates_per_class, anchors)
-    top_scores, top_boxes, valid = _candidates(boxes, scores, k, score_threshold, sync_free=True)
+    batch, classes, ranked = scores.shape
+    k = min(candidates_per_class, ranked)
+    top_scores, top_boxes, valid = _candidates(boxes, scores, k, score_threshold)
     keep = fixed_point_nms(top_boxes.flatten(0, 1), valid.flatten(0, 1), iou_threshold).view(
         batch, classes, k
     )
     return _best(top_scores, top_boxes, keep, max_detections)
+
+
+def to_host(tensors: list[torch.Tensor]) -> list[torch.Tensor]:
+    """CPU copies of ``tensors`` for the price of one host sync: the copies are queued on the
+    current stream (into pinned memory, so they run asynchronously) and the stream is waited on
+    once. CPU tensors come back as they are."""
+    if not any(tensor.is_cuda for tensor in tensors):
+        return tensors
+    copies = [tensor.to("cpu", non_blocking=True) for tensor in tensors]
+    torch.cuda.current_stream(tensors[0].device).synchronize()
+    return copies
 
 
 def selection_for(device: torch.device):
