@@ -14,7 +14,12 @@ and honours a ``pyvenv.cfg`` beside it, like a virtual environment's interpreter
 into the environment's ``bin/``, writes ``pyvenv.cfg`` next to it, and puts that ``bin/`` first
 on ``PATH``. Versions come from ``python_env.txt`` beside this file.
 
+``EXECUTION_ENV_PATH`` may also name a folder, which the backend uses in place (r24.10
+``src/pb_env.cc``:261-273): ``--unpacked`` writes one, activated once so that a read-only copy
+(the serving image's) needs no writes at server start.
+
     python -m ssd300_build.python_env --python-version 3.10 --output model_repository/python_env.tar.gz
+    python -m ssd300_build.python_env --unpacked --output /opt/ssd300/python_env   # the image's
 """
 
 from __future__ import annotations
@@ -52,9 +57,9 @@ PLATFORMS = (
     "manylinux1_x86_64",
     "linux_x86_64",
 )
-# Resolved but not installed. triton is torch.compile's GPU kernel compiler (~400 MB unpacked),
-# a dependency of PyPI's CUDA torch; torch imports it only when inductor compiles, which no
-# model does (torch.utils._triton checks for it with find_spec and does without).
+# Resolved but not installed. triton is torch.compile's GPU kernel compiler (a 209 MB wheel for
+# torch 2.5.1), a dependency of PyPI's CUDA torch; torch imports it only when inductor compiles,
+# which no model does (torch.utils._triton.has_triton() finds it missing and does without).
 EXCLUDED = frozenset({"triton"})
 # Fast compression: most of the bytes are shared libraries that compress little at any level.
 COMPRESS_LEVEL = 1
@@ -209,6 +214,10 @@ def resolve(
             "--quiet",
             "--disable-pip-version-check",
             "--dry-run",
+            # Reads each wheel's metadata by HTTP range requests where the index serves none of
+            # its own (PEP 658), instead of downloading ~3 GB of CUDA wheels to resolve; pip
+            # downloads whole wheels where ranges are refused.
+            "--use-feature=fast-deps",
             "--ignore-installed",
             "--report",
             str(report),
