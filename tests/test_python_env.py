@@ -153,6 +153,22 @@ def test_activate_for_another_python_says_how_to_rebuild_and_leaves_path_alone(t
     assert "Python 3.99" in values["stderr"]
 
 
+@pytest.mark.skipif(not BARE_PYTHON.is_file(), reason=f"no {BARE_PYTHON}")
+def test_activating_in_place_writes_what_activate_needs_or_fails_loudly(tmp_path):
+    # The image's build step: a folder that activate would still write into at server start
+    # (read-only there) must fail the build, not the stubs.
+    python_env.write_activate(tmp_path / "other", "3.99")
+    with pytest.raises(python_env.PythonEnvError, match="no python3.99 on PATH"):
+        python_env.activate_in_place(tmp_path / "other", path=f"{BARE_PYTHON.parent}:/usr/bin:/bin")
+    assert not (tmp_path / "other" / "pyvenv.cfg").exists()
+    python_env.write_activate(tmp_path / "env", PYTHON_VERSION)
+    python_env.activate_in_place(tmp_path / "env", path=f"{BARE_PYTHON.parent}:/usr/bin:/bin")
+    assert f"home = {BARE_PYTHON.resolve().parent}\n" in (tmp_path / "env" / "pyvenv.cfg").read_text()
+    assert (tmp_path / "env" / "bin" / "python3").resolve() == BARE_PYTHON.resolve()
+    with pytest.raises(python_env.PythonEnvError, match="exists; remove it first"):
+        python_env.build(tmp_path / "env", python_version=PYTHON_VERSION, unpacked=True)
+
+
 def test_packing_puts_activate_at_the_top_of_the_archive(tmp_path):
     env = tmp_path / "env"
     python_env.write_activate(env, PYTHON_VERSION)

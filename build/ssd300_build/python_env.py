@@ -331,7 +331,11 @@ def activate_in_place(env: Path, *, path: str | None = None) -> None:
     script = 'source "$1/bin/activate" && test "$VIRTUAL_ENV" = "$(cd "$1" && pwd -P)"'
     variables = {**os.environ, "PATH": path} if path is not None else None
     result = subprocess.run(
-        ["bash", "-c", script, "activate", str(env)], capture_output=True, text=True, env=variables
+        # bash found on this process's PATH: subprocess would look for it on ``path``.
+        [shutil.which("bash") or "bash", "-c", script, "activate", str(env)],
+        capture_output=True,
+        text=True,
+        env=variables,
     )
     if result.returncode != 0 or result.stderr:
         raise PythonEnvError(f"{env}/bin/activate did not activate the environment:\n{result.stderr}")
