@@ -32,7 +32,8 @@ PIP_QUIET := { grep -v -e "is ignored: it is neither a file nor a directory" || 
 # make python-env: the packed environment of the Python-backend models (EXECUTION_ENV_PATH), for
 # the server's Python (3.10 in the 24.10 container; 3.11 for the bundled server here). cuda:
 # PyPI's CUDA torch (GPU serving); cpu: PyTorch's CPU build (its index, or TORCH_INDEX_URL).
-# TORCH_VERSION overrides the pin in build/ssd300_build/python_env.txt.
+# TORCH_VERSION overrides the pin in build/ssd300_build/python_env.txt. The serving image builds
+# the same environment as a folder used in place (--unpacked, deploy/Dockerfile): no unpacking.
 PYTHON_ENV_VERSION ?= 3.10
 TORCH_VARIANT ?= cuda
 TORCH_VERSION ?=

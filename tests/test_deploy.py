@@ -459,6 +459,24 @@ def test_pvc_source_mounts_the_claim_read_only():
     assert flags(container["args"])["--model-repository"] == ["/models"]
 
 
+def tmp_size_limit(docs: list[dict]) -> str:
+    volumes = {v["name"]: v for v in server_deployment(docs)["spec"]["template"]["spec"]["volumes"]}
+    return volumes["tmp"]["emptyDir"]["sizeLimit"]
+
+
+def test_tmp_has_room_for_the_unpacked_archive_only_where_the_repository_holds_one(
+    default_docs, everything_docs
+):
+    # The image's configs name its unpacked environment; a claim or bucket holds the archive
+    # (the production configs), which the Python backend unpacks into /tmp (~5.5 GB).
+    values = values_file(CHART / "values.yaml")["tmp"]
+    assert tmp_size_limit(default_docs) == values["sizeLimit"] == "1Gi"
+    pvc = objects({"modelRepository": {"source": "pvc", "pvc": {"claimName": "models"}}})
+    assert tmp_size_limit(pvc) == values["archiveSizeLimit"] == "8Gi"
+    assert values_file(EVERYTHING_ON)["modelRepository"]["source"] == "objectStorage"
+    assert tmp_size_limit(everything_docs) == "8Gi"
+
+
 def test_object_storage_source_syncs_in_an_init_container(everything_docs):
     pod = server_deployment(everything_docs)["spec"]["template"]["spec"]
     (sync,) = pod["initContainers"]
@@ -709,16 +727,19 @@ def test_image_entrypoint_and_command_are_exec_form():
     )  # the script exits into the server
 
 
+def global_build_args() -> dict[str, str]:
+    """The ARGs declared before the first FROM, with their defaults."""
+    return dict(c.value[0].split("=", 1) for c in dockerfile_stage(None) if c.cmd.upper() == "ARG")
+
+
 def test_image_builds_both_stages_from_one_ngc_release():
-    (release,) = [c.value[0].split("=")[1] for c in dockerfile_stage(None) if c.cmd.upper() == "ARG"]
+    release = global_build_args()["NGC_RELEASE"]
     assert release == "24.10"  # tritonserver 2.51, PyTorch 2.5 / CUDA 12.6
     (export_from,) = instructions("export", "FROM")
     (serve_from,) = instructions("serve", "FROM")
     assert export_from.value[0] == "nvcr.io/nvidia/pytorch:${NGC_RELEASE}-py3"
     assert serve_from.value[0] == "nvcr.io/nvidia/tritonserver:${NGC_RELEASE}-py3"
-    build_args = {
-        c.value[0].split("=")[0]: c.value[0].split("=", 1)[1] for c in instructions("export", "ARG")
-    }
+    build_args = dict(c.value[0].split("=", 1) for c in instructions("export", "ARG") if "=" in c.value[0])
     assert build_args["WEIGHTS"] == "nvidia"
     # The Python models' packed environment is built in (and for the Python of) the serving
     # image, by the code and pins of `make python-env`; nothing is installed into the server.
@@ -726,6 +747,11 @@ def test_image_builds_both_stages_from_one_ngc_release():
     assert env_from.value[0] == serve_from.value[0]
     (build,) = instructions("python-env", "RUN")
     assert "-m ssd300_build.python_env" in build.value[0] and "sys.version_info" in build.value[0]
+    # As a folder used in place, activated at build time; the import check runs as the stubs do.
+    assert '--unpacked --output "${PYTHON_ENV_DIR}"' in build.value[0]
+    assert (
+        "source '${PYTHON_ENV_DIR}/bin/activate' && python3 -c 'import numpy, PIL, torch'" in build.value[0]
+    )
     assert not instructions("serve", "RUN")
 
 
@@ -733,9 +759,9 @@ def test_image_layout_and_user_match_the_chart(default_docs):
     values = values_file(CHART / "values.yaml")
     copies = {c.value: c.flags for c in instructions("serve", "COPY")}
     assert copies[("/src/model_repository", values["modelRepository"]["imagePath"])] == ("--from=export",)
-    # Where the production configs' EXECUTION_ENV_PATH ($$TRITON_MODEL_DIRECTORY/../) leads.
-    archive = f"{values['modelRepository']['imagePath']}/python_env.tar.gz"
-    assert copies[("/src/python_env.tar.gz", archive)] == ("--from=python-env",)
+    # The Python models' environment, where the image's configs point (see the next test).
+    assert copies[("${PYTHON_ENV_DIR}", "${PYTHON_ENV_DIR}")] == ("--from=python-env",)
+    assert [c.value for c in instructions("serve", "ARG")] == [("PYTHON_ENV_DIR",)]
     assert ("deploy/entrypoint.sh", "/opt/ssd300/entrypoint.sh") in copies
     assert ("serving/ssd300_serving/health.py", values["probes"]["healthScript"]) in copies
     (user,) = instructions("serve", "USER")
@@ -743,6 +769,51 @@ def test_image_layout_and_user_match_the_chart(default_docs):
     assert user.value == (f"{pod['securityContext']['runAsUser']}:{pod['securityContext']['runAsGroup']}",)
     (exposed,) = instructions("serve", "EXPOSE")
     assert sorted(map(int, exposed.value)) == sorted(values["server"]["ports"].values())
+
+
+def test_image_configs_name_the_unpacked_environment_outside_the_repository(tmp_path):
+    """The export stage's rewrite, run on a copy of the production configs: every Python model
+    names the folder the serve stage copies the environment to, and nothing else changes."""
+    folder = global_build_args()["PYTHON_ENV_DIR"]
+    repository = values_file(CHART / "values.yaml")["modelRepository"]["imagePath"]
+    # r24.10's backend takes a folder in place (pb_env.cc); one inside the repository would be
+    # loaded as a model.
+    assert not Path(folder).is_relative_to(repository)
+    assert [c.value for c in instructions("export", "ARG") if c.value[0].startswith("PYTHON_ENV")] == [
+        ("PYTHON_ENV_DIR",)
+    ]
+    (rewrite,) = [
+        c.value[0]
+        for c in instructions("export", "RUN")
+        if "EXECUTION_ENV_PATH" in c.value[0] or "TRITON_MODEL_DIRECTORY" in c.value[0]
+    ]
+    copy = tmp_path / "model_repository"
+    shutil.copytree(
+        MODEL_REPOSITORY, copy, ignore=shutil.ignore_patterns("1", "configs", "python_env.tar.gz")
+    )
+    command = rewrite.replace("/src/model_repository", str(copy))
+    subprocess.run(
+        ["sh", "-c", command], env={"PYTHON_ENV_DIR": folder, "PATH": os.environ["PATH"]}, check=True
+    )
+    python_models = 0
+    for name, original in model_configs().items():
+        rewritten = text_format.Parse(
+            (copy / name / "config.pbtxt").read_text(), model_config_pb2.ModelConfig()
+        )
+        if original.backend == "python":
+            python_models += 1
+            assert rewritten.parameters["EXECUTION_ENV_PATH"].string_value == folder
+            rewritten.parameters["EXECUTION_ENV_PATH"].string_value = original.parameters[
+                "EXECUTION_ENV_PATH"
+            ].string_value
+        assert rewritten == original, name
+    assert python_models == 3
+    # The rewrite fails the build when a config names the archive some other way.
+    (copy / "ssd300_postprocess" / "config.pbtxt").write_text(
+        (MODEL_REPOSITORY / "ssd300_postprocess" / "config.pbtxt").read_text().replace("/../", "/./../")
+    )
+    result = subprocess.run(["sh", "-c", command], env={"PYTHON_ENV_DIR": folder, "PATH": os.environ["PATH"]})
+    assert result.returncode != 0
 
 
 def export_steps(command: str) -> list[str]:
@@ -755,9 +826,7 @@ def export_steps(command: str) -> list[str]:
     [("torchscript", []), ("onnx", ["ssd300/configs/onnx.pbtxt"])],
 )
 def test_image_engine_argument_builds_and_keeps_what_the_engine_serves(engine, kept, tmp_path):
-    build_args = {
-        c.value[0].split("=")[0]: c.value[0].split("=", 1)[1] for c in instructions("export", "ARG")
-    }
+    build_args = dict(c.value[0].split("=", 1) for c in instructions("export", "ARG") if "=" in c.value[0])
     assert build_args["ENGINE"] == "torchscript"  # production default: model.pt through libtorch
     runs = [c.value[0] for c in instructions("export", "RUN")]
     (build,) = [r for r in runs if "-m ssd300_build" in r]
