@@ -63,10 +63,10 @@ def cpu_detections(network, photos, selection):
         return outputs, module.select_detections(*outputs, **settings)
 
 
-def on_cuda_vs_cpu(module, photos, selection, cpu_detections, tolerance):
+def on_device_vs_cpu(device, module, photos, selection, cpu_detections, tolerance):
     selection_module, settings = selection
     with torch.inference_mode():
-        outputs = on_device(module, torch.device("cuda"))(photos.cuda())
+        outputs = on_device(module, torch.device(device))(photos.to(device))
         actual = selection_module.select_detections_gpu(*outputs, **settings)
     return detection_parity(cpu_detections[1], actual, tolerance)
 
@@ -92,7 +92,9 @@ def test_model_pt_on_cuda_matches_the_cpu_within_what_tf32_justifies(
     assert allowed == total > 0  # model.pt's convolutions run TF32 on the GPU
     floor = gpu_models.rounding_floor(network, gpu_models.tf32_emulated(network), photos)
     assert 0 < max(floor.values()) < 0.5  # TF32 rounding moves outputs, a little
-    parity = on_cuda_vs_cpu(served, photos, selection, cpu_detections, ROUNDING_MARGIN * max(floor.values()))
+    parity = on_device_vs_cpu(
+        device, served, photos, selection, cpu_detections, ROUNDING_MARGIN * max(floor.values())
+    )
     assert parity["compared"] > 0 and parity["unmatched"] == 0, parity
 
 
@@ -102,7 +104,7 @@ def test_fp32_trace_without_tf32_on_cuda_matches_the_cpu_strictly(
 ):
     strict = gpu_models.trace(network, allow_tf32=False)
     assert gpu_models.tf32_convolutions(strict)[0] == 0
-    parity = on_cuda_vs_cpu(strict, photos, selection, cpu_detections, STRICT_TOLERANCE)
+    parity = on_device_vs_cpu(device, strict, photos, selection, cpu_detections, STRICT_TOLERANCE)
     assert parity["compared"] > 0 and parity["unmatched"] == 0, parity
 
 
@@ -115,5 +117,7 @@ def test_fp16_network_on_cuda_stays_within_a_multiple_of_the_input_rounding_floo
     half = gpu_models.trace(network, "fp16", allow_tf32=True)
     assert all(p.dtype == torch.float16 for p in half.parameters() if p.dim() == 4)
     floor = gpu_models.rounding_floor(network, gpu_models.half_input_emulated(network), photos)
-    parity = on_cuda_vs_cpu(half, photos, selection, cpu_detections, ROUNDING_MARGIN * max(floor.values()))
+    parity = on_device_vs_cpu(
+        device, half, photos, selection, cpu_detections, ROUNDING_MARGIN * max(floor.values())
+    )
     assert parity["compared"] > 0 and parity["unmatched"] == 0, parity

@@ -1,4 +1,4 @@
-"""`make gpu-check` without a GPU: run as a lent GPU machine runs it (torch, numpy and Pillow,
+"""`make gpu-check` without a GPU: run as a lent GPU machine runs it (torch, torchvision, numpy and Pillow,
 no tritonclient, pytriton, protobuf or onnx), and its parts on inputs with known answers."""
 
 from __future__ import annotations
@@ -13,7 +13,7 @@ import pytest
 import torch
 from torch import nn
 
-from load_tests.benchmark import cuda_diagnosis, gpu_check, gpu_models
+from load_tests.benchmark import cuda_diagnosis, gpu_check, gpu_models, onnx_providers
 from ssd300_build import export
 
 REPO_ROOT = gpu_models.REPO_ROOT
@@ -47,7 +47,7 @@ def dry_run(tmp_path_factory):
 
 
 @pytest.mark.model  # traces a network (a few tens of seconds of CPU)
-def test_gpu_check_runs_with_only_torch_numpy_and_pillow(dry_run):
+def test_gpu_check_runs_with_only_torch_torchvision_numpy_and_pillow(dry_run):
     results, _ = dry_run
     assert results["model"] == "traced here from random weights (no model.pt built)"
     assert results["onnx"]["note"] == "onnxruntime is not installed"  # blocked, as on such a machine
@@ -162,7 +162,7 @@ def test_gpu_check_on_cuda_without_a_gpu_says_why_and_exits_2(capsys):
 
 
 class StandInSession:
-    """What gpu_check reads of an onnxruntime.InferenceSession: the providers it registered."""
+    """What onnx_providers reads of an onnxruntime.InferenceSession: the providers it registered."""
 
     def __init__(self, providers: list[str]):
         self.providers = providers
@@ -173,28 +173,28 @@ class StandInSession:
 
 def test_onnx_rows_are_labelled_by_the_provider_the_session_really_got():
     trt, cuda, cpu = "TensorrtExecutionProvider", "CUDAExecutionProvider", "CPUExecutionProvider"
-    assert gpu_check.provider_chain(trt, {"trt_fp16_enable": True}) == [
+    assert onnx_providers.provider_chain(trt, {"trt_fp16_enable": True}) == [
         (trt, {"trt_fp16_enable": True}),
         cuda,
         cpu,
     ]
-    assert gpu_check.provider_chain(cuda, {}) == [(cuda, {}), cpu]  # CUDA not listed twice
+    assert onnx_providers.provider_chain(cuda, {}) == [(cuda, {}), cpu]  # CUDA not listed twice
 
-    running = gpu_check.session_providers(trt, StandInSession([trt, cuda, cpu]))
+    running = onnx_providers.session_providers(trt, StandInSession([trt, cuda, cpu]))
     assert running["provider"] == trt and not running["fell_back"] and running["label"] == trt
     assert running["session_providers"] == [trt, cuda, cpu]
     # TensorRT could not start (its libraries missing, say): ONNX Runtime only warns and runs CUDA.
-    fallen = gpu_check.session_providers(trt, StandInSession([cuda, cpu]))
+    fallen = onnx_providers.session_providers(trt, StandInSession([cuda, cpu]))
     assert fallen["provider"] == cuda and fallen["fell_back"]
     assert fallen["label"] == f"{cuda} ({trt} requested: ONNX Runtime fell back)"
-    on_cpu = gpu_check.session_providers(cuda, StandInSession([cpu]))
+    on_cpu = onnx_providers.session_providers(cuda, StandInSession([cpu]))
     assert on_cpu["provider"] == cpu and on_cpu["fell_back"]
 
     rows = [
         {**running, "batch_size": 64, "images_per_s": 900.0, "first_call_s": 80.0},
         {**fallen, "batch_size": 64, "images_per_s": 400.0, "first_call_s": 2.0},
     ]
-    report = "\n".join(gpu_check.onnx_markdown({"available": [trt, cuda, cpu], "providers": rows}))
+    report = "\n".join(onnx_providers.onnx_markdown({"available": [trt, cuda, cpu], "providers": rows}))
     assert f"| ONNX Runtime img/s | {trt} (first call 80.0 s) | 64 | 900.0 |" in report
     assert f"| ONNX Runtime img/s | {cuda} ({trt} requested: ONNX Runtime fell back) (first call" in report
     assert f"{trt} requested: the session's providers were {cuda} > {cpu}." in report

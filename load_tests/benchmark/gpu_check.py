@@ -1,6 +1,6 @@
 """``make gpu-check``: the first checks and figures to take on a GPU, in one run of a few minutes.
 
-Runs with torch, numpy and Pillow only (``PYTHONPATH`` on client/, build/, serving/ and the
+Runs with torch, torchvision, numpy and Pillow only (``PYTHONPATH`` on client/, build/, serving/ and the
 repository root), as on a lent GPU machine without this project's venv; with no built
 ``model.pt`` it traces one from the build's random weights. Writes ``gpu_check.json`` and
 ``gpu_check.md`` into ``--out``:
@@ -33,12 +33,14 @@ import platform
 import statistics
 import sys
 import time
+import warnings
 from pathlib import Path
 
 import torch
 
 from load_tests.benchmark import gpu_models
 from load_tests.benchmark.cuda_diagnosis import why_no_cuda
+from load_tests.benchmark.onnx_providers import onnx_markdown, onnx_runtime
 from ssd300_build.detector import SSD300Detector, fp32_network_of
 from ssd300_serving.provenance import ENGINE_FILES
 
@@ -47,7 +49,6 @@ STRICT_TOLERANCE = 1e-3  # FP32 on both sides: differences of a few 1e-5 in prac
 # Allowed distance, as a multiple of the emulated rounding's own: a GPU rounds and sums in
 # another order than the emulation (tests/test_fp16.py holds FP16 to the same 4x on the CPU).
 ROUNDING_MARGIN = 4.0
-ONNX_FALLBACKS = ("CUDAExecutionProvider", "CPUExecutionProvider")
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
@@ -163,12 +164,6 @@ def detection_parity(expected, actual, tolerance: float) -> dict:
 def parity(graphs_, network, selection, settings, device) -> list[dict]:
     """Device against CPU for each graph, then the device's selection against the CPU's."""
     images = gpu_models.photos()
-    if device.type != "cuda":
-        reason = "--device cpu" + ("" if torch.cuda.is_available() else f"; {why_no_cuda()}")
-        checks = [f"{label} on CUDA vs FP32 on CPU" for label in graphs_] + [
-            "served selection on CUDA vs CPU"
-        ]
-        return [{"check": check, "verdict": "not run", "reason": reason} for check in checks]
     serve = selection.selection_for(device)
     floors = {
         "tf32": gpu_models.rounding_floor(network, gpu_models.tf32_emulated(network), images),
@@ -197,6 +192,13 @@ def parity(graphs_, network, selection, settings, device) -> list[dict]:
         }
     )
     return rows
+
+
+def parity_not_run(graphs_) -> list[dict]:
+    """The parity rows of a run on the CPU, saying why they did not run."""
+    reason = "--device cpu" + ("" if torch.cuda.is_available() else f"; {why_no_cuda()}")
+    checks = [f"{label} on CUDA vs FP32 on CPU" for label in graphs_] + ["served selection on CUDA vs CPU"]
+    return [{"check": check, "verdict": "not run", "reason": reason} for check in checks]
 
 
 def forward_throughput(graphs_, device, args) -> list[dict]:
@@ -273,86 +275,6 @@ def pipeline_throughput(served, selection, settings, device, args) -> dict:
     return {"batch_size": args.pipeline_batch, "images_per_s": args.pipeline_batch / seconds}
 
 
-def provider_chain(provider: str, options: dict) -> list:
-    """The providers a session is created with: ``provider`` first, then the fallbacks once each."""
-    return [(provider, options), *(p for p in ONNX_FALLBACKS if p != provider)]
-
-
-def session_providers(requested: str, session) -> dict:
-    """What an ONNX Runtime session runs on, against what it was asked for: a provider that
-    failed to start is absent from ``get_providers()``, so the first entry takes the graph."""
-    providers = list(session.get_providers())
-    active = providers[0] if providers else "none"
-    fell_back = active != requested
-    label = f"{active} ({requested} requested: ONNX Runtime fell back)" if fell_back else active
-    return {
-        "requested": requested,
-        "provider": active,
-        "session_providers": providers,
-        "fell_back": fell_back,
-        "label": label,
-    }
-
-
-def onnx_runtime(repository: Path, device, args) -> dict:
-    try:
-        import onnxruntime
-    except ImportError:
-        return {"available": [], "note": "onnxruntime is not installed"}
-    available = onnxruntime.get_available_providers()
-    result: dict = {"available": available, "providers": []}
-    path = repository / "ssd300" / "1" / ENGINE_FILES["onnx"]
-    wanted = [p for p in ("TensorrtExecutionProvider", "CUDAExecutionProvider") if p in available]
-    if not path.is_file():
-        result["note"] = f"{path} is missing: build it with `make model ENGINE=onnx`"
-    elif not wanted:
-        result["note"] = "no CUDA or TensorRT execution provider in this onnxruntime (see onnxruntime-gpu)"
-    elif device.type != "cuda":
-        result["note"] = "not run: --device is not CUDA"
-    if "note" in result:
-        return result
-    size = max(args.batch_sizes)
-    images = gpu_models.photos(size).numpy()
-    for provider in wanted:
-        options = {"trt_fp16_enable": True} if provider == "TensorrtExecutionProvider" else {}
-        session = onnxruntime.InferenceSession(str(path), providers=provider_chain(provider, options))
-        providers = session_providers(provider, session)
-        if providers["fell_back"]:
-            log.warning("ONNX Runtime: %s", providers["label"])
-        start = time.perf_counter()
-        session.run(None, {"images": images})  # TensorRT builds its engine here
-        first_s = time.perf_counter() - start
-        seconds = median_seconds(
-            lambda: session.run(None, {"images": images}),  # noqa: B023 (called at once)
-            device,
-            repeats=args.repeats,
-            warmup=1,
-        )
-        result["providers"].append(
-            {**providers, "batch_size": size, "images_per_s": size / seconds, "first_call_s": first_s}
-        )
-    return result
-
-
-def onnx_markdown(onnx: dict) -> list[str]:
-    """The ONNX Runtime rows of the report's table, and the notes under it."""
-    rows, notes = [], []
-    for row in onnx.get("providers", []):
-        rows.append(
-            f"| ONNX Runtime img/s | {row['label']} (first call {row['first_call_s']:.1f} s) | "
-            f"{row['batch_size']} | {row['images_per_s']:.1f} |"
-        )
-        notes.append(
-            f"ONNX Runtime, {row['requested']} requested: the session's providers were "
-            f"{' > '.join(row['session_providers']) or 'none'}."
-        )
-    if onnx.get("note"):
-        notes.append(
-            f"ONNX Runtime: {onnx['note']} (providers here: {', '.join(onnx['available']) or 'none'})."
-        )
-    return rows + ([""] if notes else []) + notes
-
-
 def parity_cell(row: dict) -> str:
     if row["verdict"] == "not run":
         return f"not run ({row['reason']})"
@@ -393,6 +315,8 @@ def markdown(results: dict) -> str:
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(message)s")
+    # torch.jit is what Triton's PyTorch backend runs: its deprecation notices do not apply here.
+    warnings.filterwarnings("ignore", category=FutureWarning, module=r"torch\.jit")
     device = torch.device(args.device)
     if device.type == "cuda" and not torch.cuda.is_available():
         print(f"error: no usable CUDA device: {why_no_cuda()}. (--device cpu dry-runs)", file=sys.stderr)
@@ -412,7 +336,9 @@ def main(argv: list[str] | None = None) -> int:
         "torch": torch.__version__,
         "torch_cuda": torch.version.cuda,
         "model": description,
-        "parity": parity(graphs_, network, selection, settings, device),
+        "parity": parity(graphs_, network, selection, settings, device)
+        if device.type == "cuda"
+        else parity_not_run(graphs_),
         "forward": forward_throughput(graphs_, device, args),
         "postprocess": postprocess_timing(served_on_device, selection, settings, device, args),
         "pipeline": pipeline_throughput(served_on_device, selection, settings, device, args),

@@ -1,4 +1,4 @@
-"""What ``make gpu-check`` and the ``gpu`` tests run, built from torch, numpy and Pillow alone.
+"""What ``make gpu-check`` and the ``gpu`` tests run, built from torch, torchvision, numpy and Pillow alone.
 
 A lent GPU machine has its own Python and a CUDA torch but none of this project's venv
 (no tritonclient, protobuf or onnx): so the served selection and the client's contract are
