@@ -15,6 +15,7 @@ from torch import nn
 
 from load_tests.benchmark import cuda_diagnosis, gpu_check, gpu_models, onnx_providers
 from ssd300_build import export
+from ssd300_build.detector import SSD300Detector
 
 REPO_ROOT = gpu_models.REPO_ROOT
 # Everything the venv has beyond torch, torchvision, numpy and Pillow that this code could reach.
@@ -110,6 +111,25 @@ def test_tf32_emulation_moves_a_convolutions_output_by_tf32s_rounding():
     assert torch.equal(conv(x).detach(), exact)  # the original convolution is left as it was
 
 
+def test_tf32_rounding_alone_stays_within_the_bound_model_pt_is_held_to(random_network):
+    """What gpu-check's model.pt row allows, checked against the CPU's TF32 emulation in place of
+    a GPU: rounding alone must not make it report a difference (NMS decisions that flip)."""
+    network = random_network[0]
+    images = gpu_models.photos()
+    floor = gpu_models.rounding_floor(network, gpu_models.tf32_emulated(network), images)
+    selection = gpu_models.selection_module()
+    settings = gpu_models.served_settings(selection)
+    with torch.inference_mode():
+        exact = selection.select_detections(*SSD300Detector(network)(images), **settings)
+        rounded = selection.select_detections(
+            *SSD300Detector(gpu_models.tf32_emulated(network))(images), **settings
+        )
+    parity = gpu_check.detection_parity(exact, rounded, gpu_check.ROUNDING_MARGIN * max(floor.values()))
+    assert parity["unmatched"] == 0 and parity["compared"] > 50, parity
+    # and the rounding is real: the same outputs held to FP32's tolerance differ
+    assert gpu_check.detection_parity(exact, rounded, gpu_check.STRICT_TOLERANCE)["unmatched"] > 0
+
+
 def detections(rows: list[tuple[int, float, list[float]]]):
     """One image's selection outputs from (label, score, box) rows, padded to 4."""
     boxes, scores, labels = torch.zeros(1, 4, 4), torch.zeros(1, 4), torch.zeros(1, 4, dtype=torch.int32)
@@ -124,7 +144,7 @@ def test_detection_parity_flags_a_box_moved_beyond_the_tolerance():
     far = [(1, 0.9, [0.1, 0.1, 0.4, 0.403]), *rows[1:]]
     same = gpu_check.detection_parity(detections(rows), detections(near), tolerance=1e-3)
     assert same["verdict"] == "equal" and same["unmatched"] == 0
-    # the cut is the last score (0.2) + 2e-3: both rows above it are compared, each way
+    # the cut is the lowest score (0.2) + the tolerance: both rows above it are compared, each way
     assert same["detections"] == 3 and same["compared"] == 2
     moved = gpu_check.detection_parity(detections(rows), detections(far), tolerance=1e-3)
     assert moved["verdict"] == "DIFFER" and moved["unmatched"] == 2  # missing on each side

@@ -131,9 +131,10 @@ def detection_rows(outputs, image: int) -> list[tuple[int, float, torch.Tensor]]
 
 
 def unmatched(expected, actual, tolerance: float) -> tuple[int, int]:
-    """(rows of ``expected`` above the lists' cut, those with no counterpart in ``actual``: same
-    label, score and box within ``tolerance``); rows near the cut may fall either side of it."""
-    cut = max([0.0, *(min(s for _, s, _ in r) for r in (expected, actual) if r)]) + 2 * tolerance
+    """(rows of ``expected`` above the cut, those with no counterpart in ``actual``: same label,
+    score and box within ``tolerance``). A row within ``tolerance`` of either list's lowest score
+    may be below it in the other list, and cut from it; rows above that must be in both."""
+    cut = max([0.0, *(min(s for _, s, _ in r) for r in (expected, actual) if r)]) + tolerance
     compared = [row for row in expected if row[1] > cut]
     missing = sum(
         not any(
