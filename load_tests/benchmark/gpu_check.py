@@ -1,9 +1,9 @@
 """``make gpu-check``: the first checks and figures to take on a GPU, in one run of a few minutes.
 
-Runs with torch, torchvision, numpy and Pillow only (``PYTHONPATH`` on client/, build/, serving/ and the
-repository root), as on a lent GPU machine without this project's venv; with no built
-``model.pt`` it traces one from the build's random weights. Writes ``gpu_check.json`` and
-``gpu_check.md`` into ``--out``:
+Runs with torch, torchvision, numpy and Pillow only (``PYTHONPATH`` on client/, build/,
+serving/ and the repository root), as on a lent GPU machine without this project's venv; with
+no built ``model.pt`` it traces one from the build's random weights. Writes ``gpu_check.json``
+and ``gpu_check.md`` into ``--out``:
 
 1. parity, detections after the served selection on the sample photos, device against CPU:
    model.pt (traced with TF32 allowed, export.CUDNN_FLAGS) within what TF32 justifies (a
@@ -45,7 +45,7 @@ from ssd300_build.detector import SSD300Detector, fp32_network_of
 from ssd300_serving.provenance import ENGINE_FILES
 
 log = logging.getLogger("load_tests.benchmark.gpu_check")
-STRICT_TOLERANCE = 1e-3  # FP32 on both sides: differences of a few 1e-5 in practice
+STRICT_TOLERANCE = 1e-3  # FP32 on both sides: summation order alone, a few 1e-5 expected
 # Allowed distance, as a multiple of the emulated rounding's own: a GPU rounds and sums in
 # another order than the emulation (tests/test_fp16.py holds FP16 to the same 4x on the CPU).
 ROUNDING_MARGIN = 4.0
