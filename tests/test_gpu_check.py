@@ -1,52 +1,188 @@
-"""`make gpu-check` on CUDA machines; here its CPU dry run, so the script cannot rot."""
+"""`make gpu-check` without a GPU: run as a lent GPU machine runs it (torch, torchvision, numpy and Pillow,
+no tritonclient, pytriton, protobuf or onnx), and its parts on inputs with known answers."""
 
 from __future__ import annotations
 
 import json
+import os
+import subprocess
+import sys
+import warnings
 
-from load_tests.benchmark import gpu_check
+import pytest
+import torch
+from torch import nn
+
+from load_tests.benchmark import cuda_diagnosis, gpu_check, gpu_models, onnx_providers
+from ssd300_build import export
+from ssd300_build.detector import SSD300Detector
+
+REPO_ROOT = gpu_models.REPO_ROOT
+# Everything the venv has beyond torch, torchvision, numpy and Pillow that this code could reach.
+BLOCKED = ("tritonclient", "pytriton", "tritonserver", "google", "grpc", "onnx", "onnxruntime", "onnxscript")
+# None in sys.modules: `import` raises ModuleNotFoundError and importlib.util.find_spec() answers
+# None, as for a module that is not installed (torch probes for some at import).
+BLOCKER = f"import runpy, sys\nsys.modules.update(dict.fromkeys({BLOCKED!r}))\n"
 
 
-def test_gpu_check_dry_run_on_cpu_writes_every_figure(built_repository, tmp_path):
-    out = tmp_path / "gpu_check"
-    code = gpu_check.main(
-        [
-            "--device", "cpu",
-            "--repository", str(built_repository),
-            "--out", str(out),
-            "--batch-sizes", "1", "2",
-            "--postprocess-batches", "2",
-            "--pipeline-batch", "2",
-            "--precisions", "fp32",
-            "--repeats", "1",
-            "--warmup", "0",
-        ]
-    )  # fmt: skip
-    results = json.loads((out / "gpu_check.json").read_text())
-    assert code == 0 and results["parity"]["equal"]
-    assert results["parity"]["images"] == 4 and all(
-        p["detections"] > 0 for p in results["parity"]["per_image"]
+def run_blocked(code: str, *args: str) -> subprocess.CompletedProcess:
+    paths = [REPO_ROOT / "client", REPO_ROOT / "build", REPO_ROOT / "serving", REPO_ROOT]
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(map(str, paths))}
+    command = [sys.executable, "-c", BLOCKER + code, *args]
+    return subprocess.run(command, env=env, cwd=REPO_ROOT, capture_output=True, text=True, timeout=600)
+
+
+@pytest.fixture(scope="module")
+def dry_run(tmp_path_factory):
+    """``python -m load_tests.benchmark.gpu_check --device cpu`` with the venv's extras blocked,
+    against a repository without model.pt (so it traces its own), at the smallest settings."""
+    repository, out = tmp_path_factory.mktemp("empty_repository"), tmp_path_factory.mktemp("gpu_check")
+    settings = ["--batch-sizes", "1", "--postprocess-batches", "1", "--pipeline-batch", "1"]
+    process = run_blocked(
+        "runpy.run_module('load_tests.benchmark.gpu_check', run_name='__main__')",
+        *["--device", "cpu", "--repository", str(repository), "--out", str(out), *settings],
+        *["--precisions", "fp32", "--repeats", "1", "--warmup", "0"],
     )
-    # TF32 is a CUDA setting: on a CPU only the plain FP32 rows exist
-    assert [(r["precision"], r["tf32"], r["batch_size"]) for r in results["forward"]] == [
-        ("fp32", False, 1),
-        ("fp32", False, 2),
+    assert process.returncode == 0, process.stderr[-3000:]
+    return json.loads((out / "gpu_check.json").read_text()), (out / "gpu_check.md").read_text()
+
+
+@pytest.mark.model  # traces a network (a few tens of seconds of CPU)
+def test_gpu_check_runs_with_only_torch_torchvision_numpy_and_pillow(dry_run):
+    results, _ = dry_run
+    assert results["model"] == "traced here from random weights (no model.pt built)"
+    assert results["onnx"]["note"] == "onnxruntime is not installed"  # blocked, as on such a machine
+    # the blocker works: the client package (whose __init__ imports tritonclient) does not import
+    refused = run_blocked("import ssd300_client")
+    assert refused.returncode != 0 and "No module named 'tritonclient" in refused.stderr
+
+
+@pytest.mark.model
+def test_gpu_check_on_a_cpu_reports_the_parity_rows_as_not_run(dry_run):
+    results, table = dry_run
+    assert [row["verdict"] for row in results["parity"]] == ["not run"] * 3
+    assert all(row["reason"].startswith("--device cpu") for row in results["parity"])
+    assert "| parity | served selection on CUDA vs CPU | 4 | not run (--device cpu" in table
+
+
+@pytest.mark.model
+def test_gpu_check_forward_rows_name_the_graph_they_time(dry_run):
+    results, _ = dry_run
+    modules = [row["module"] for row in results["forward"]]
+    assert modules == [
+        "model.pt (as served; TF32 allowed in 65/65 convolutions)",
+        "FP32 trace, TF32 disallowed (0/65 convolutions allow it)",
     ]
-    assert all(r["images_per_s"] > 0 for r in results["forward"])
-    functions = {r["function"] for r in results["postprocess"]}
-    assert {"select_detections", "torchvision batched_nms"} <= functions
-    assert results["pipeline"]["batch_size"] == 2 and results["pipeline"]["images_per_s"] > 0
-    assert (
-        "no CUDA or TensorRT execution provider" in results["onnx"]["note"]
-        or "missing" in results["onnx"]["note"]
+    assert all(row["images_per_s"] > 0 for row in results["forward"])
+    assert {row["function"] for row in results["postprocess"]} == {
+        "select_detections",
+        "select_detections_gpu",
+        "torchvision batched_nms",
+    }
+
+
+def test_model_pt_is_traced_with_the_builds_cudnn_flags(built_repository):
+    """gpu_models reads export.CUDNN_FLAGS from its source (importing export needs onnx); the
+    model.pt the build writes allows TF32 in every convolution."""
+    assert gpu_models.served_cudnn_flags() == export.CUDNN_FLAGS
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", FutureWarning)
+        served = torch.jit.load(str(built_repository / "ssd300" / "1" / "model.pt"))
+    allowed, total = gpu_models.tf32_convolutions(served)
+    assert allowed == total == 65  # ResNet-50 to layer3 (43), extra layers (10), heads (12)
+
+
+def test_tf32_round_keeps_ten_mantissa_bits():
+    ulp = 2.0**-10  # TF32's spacing just above 1.0
+    values = torch.tensor([1.0 + ulp / 4, 1.0 + 3 * ulp / 4, -(1.0 + 3 * ulp / 4), 1.0 + ulp, 3.0, 0.0])
+    expected = torch.tensor([1.0, 1.0 + ulp, -(1.0 + ulp), 1.0 + ulp, 3.0, 0.0])
+    torch.testing.assert_close(gpu_models.tf32_round(values), expected, rtol=0, atol=0)
+
+
+def test_tf32_emulation_moves_a_convolutions_output_by_tf32s_rounding():
+    torch.manual_seed(0)
+    conv = nn.Conv2d(16, 8, 3).eval()
+    x = torch.randn(1, 16, 12, 12)
+    with torch.no_grad():
+        exact, emulated = conv(x), gpu_models.tf32_emulated(conv)(x)
+    relative = float(((emulated - exact).abs() / exact.abs().clamp(min=1.0)).max())
+    # 144 products, each operand off by at most 2^-11 relative: far below 1e-2, far above FP32's 1e-7
+    assert 1e-5 < relative < 1e-2
+    assert torch.equal(conv(x).detach(), exact)  # the original convolution is left as it was
+
+
+def test_tf32_rounding_alone_stays_within_the_bound_model_pt_is_held_to(random_network):
+    """What gpu-check's model.pt row allows, checked against the CPU's TF32 emulation in place of
+    a GPU: rounding alone must not make it report a difference (NMS decisions that flip)."""
+    network = random_network[0]
+    images = gpu_models.photos()
+    floor = gpu_models.rounding_floor(network, gpu_models.tf32_emulated(network), images)
+    selection = gpu_models.selection_module()
+    settings = gpu_models.served_settings(selection)
+    with torch.inference_mode():
+        exact = selection.select_detections(*SSD300Detector(network)(images), **settings)
+        rounded = selection.select_detections(
+            *SSD300Detector(gpu_models.tf32_emulated(network))(images), **settings
+        )
+    parity = gpu_check.detection_parity(exact, rounded, gpu_check.ROUNDING_MARGIN * max(floor.values()))
+    assert parity["unmatched"] == 0 and parity["compared"] > 50, parity
+    # and the rounding is real: the same outputs held to FP32's tolerance differ
+    assert gpu_check.detection_parity(exact, rounded, gpu_check.STRICT_TOLERANCE)["unmatched"] > 0
+
+
+def detections(rows: list[tuple[int, float, list[float]]]):
+    """One image's selection outputs from (label, score, box) rows, padded to 4."""
+    boxes, scores, labels = torch.zeros(1, 4, 4), torch.zeros(1, 4), torch.zeros(1, 4, dtype=torch.int32)
+    for i, (label, score, box) in enumerate(rows):
+        boxes[0, i], scores[0, i], labels[0, i] = torch.tensor(box), score, label
+    return boxes, scores, labels, torch.tensor([[len(rows)]], dtype=torch.int32)
+
+
+def test_detection_parity_flags_a_box_moved_beyond_the_tolerance():
+    rows = [(1, 0.9, [0.1, 0.1, 0.4, 0.4]), (3, 0.7, [0.5, 0.5, 0.9, 0.8]), (2, 0.2, [0.0, 0.0, 1.0, 1.0])]
+    near = [(1, 0.9005, [0.1, 0.1, 0.4, 0.4005]), *rows[1:]]
+    far = [(1, 0.9, [0.1, 0.1, 0.4, 0.403]), *rows[1:]]
+    same = gpu_check.detection_parity(detections(rows), detections(near), tolerance=1e-3)
+    assert same["verdict"] == "equal" and same["unmatched"] == 0
+    # the cut is the lowest score (0.2) + the tolerance: both rows above it are compared, each way
+    assert same["detections"] == 3 and same["compared"] == 2
+    moved = gpu_check.detection_parity(detections(rows), detections(far), tolerance=1e-3)
+    assert moved["verdict"] == "DIFFER" and moved["unmatched"] == 2  # missing on each side
+    relabelled = gpu_check.detection_parity(
+        detections(rows), detections([(2, *rows[0][1:]), *rows[1:]]), 1e-3
     )
-    table = (out / "gpu_check.md").read_text()
-    assert "| model.pt cpu vs CPU, detections | 4 sample photos | 4 | equal (0 unmatched) |" in table
-    assert "torchvision batched_nms" in table and "pipeline img/s" in table
+    assert relabelled["unmatched"] == 2
+
+
+def test_the_cuda_diagnosis_names_the_torch_to_install_for_an_older_driver():
+    message = cuda_diagnosis.diagnosis("2.14.1+cu130", "13.0", 12080, "")
+    assert message == (
+        "the NVIDIA driver supports CUDA 12.8, but torch 2.14.1+cu130 is built for CUDA 13.0, which needs "
+        "a driver for CUDA 13 (R580 or newer): install a torch built for CUDA 12 (e.g. `pip install torch "
+        "--index-url https://download.pytorch.org/whl/cu126`), or update the driver"
+    )
+    # torch's own warning carries the driver's version when the driver library cannot be asked
+    warning = "CUDA initialization: The NVIDIA driver on your system is too old (found version 12040). Please"
+    assert "supports CUDA 12.4" in cuda_diagnosis.diagnosis("2.14.1+cu130", "13.0", None, warning)
+    # a driver new enough, a CPU-only torch, no driver at all: each told apart
+    assert cuda_diagnosis.diagnosis("2.11.0+cu130", "13.0", 13000, "") == (
+        "the driver supports CUDA 13.0, yet torch 2.11.0+cu130 sees no GPU (is CUDA_VISIBLE_DEVICES empty?)"
+    )
+    assert cuda_diagnosis.diagnosis("2.14.1+cu126", "12.6", 12040, "").startswith("the driver supports")
+    assert "CPU-only build" in cuda_diagnosis.diagnosis("2.14.1+cpu", None, None, "")
+    assert cuda_diagnosis.diagnosis("2.14.1+cu130", "13.0", None, "").startswith("no NVIDIA driver here")
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="checks the message of a machine without a GPU")
+def test_gpu_check_on_cuda_without_a_gpu_says_why_and_exits_2(capsys):
+    assert gpu_check.main(["--device", "cuda"]) == 2
+    assert capsys.readouterr().err == (
+        f"error: no usable CUDA device: {cuda_diagnosis.why_no_cuda()}. (--device cpu dry-runs)\n"
+    )
 
 
 class StandInSession:
-    """What gpu_check reads of an onnxruntime.InferenceSession: the providers it registered."""
+    """What onnx_providers reads of an onnxruntime.InferenceSession: the providers it registered."""
 
     def __init__(self, providers: list[str]):
         self.providers = providers
@@ -57,28 +193,28 @@ class StandInSession:
 
 def test_onnx_rows_are_labelled_by_the_provider_the_session_really_got():
     trt, cuda, cpu = "TensorrtExecutionProvider", "CUDAExecutionProvider", "CPUExecutionProvider"
-    assert gpu_check.provider_chain(trt, {"trt_fp16_enable": True}) == [
+    assert onnx_providers.provider_chain(trt, {"trt_fp16_enable": True}) == [
         (trt, {"trt_fp16_enable": True}),
         cuda,
         cpu,
     ]
-    assert gpu_check.provider_chain(cuda, {}) == [(cuda, {}), cpu]  # CUDA not listed twice
+    assert onnx_providers.provider_chain(cuda, {}) == [(cuda, {}), cpu]  # CUDA not listed twice
 
-    running = gpu_check.session_providers(trt, StandInSession([trt, cuda, cpu]))
+    running = onnx_providers.session_providers(trt, StandInSession([trt, cuda, cpu]))
     assert running["provider"] == trt and not running["fell_back"] and running["label"] == trt
     assert running["session_providers"] == [trt, cuda, cpu]
     # TensorRT could not start (its libraries missing, say): ONNX Runtime only warns and runs CUDA.
-    fallen = gpu_check.session_providers(trt, StandInSession([cuda, cpu]))
+    fallen = onnx_providers.session_providers(trt, StandInSession([cuda, cpu]))
     assert fallen["provider"] == cuda and fallen["fell_back"]
     assert fallen["label"] == f"{cuda} ({trt} requested: ONNX Runtime fell back)"
-    on_cpu = gpu_check.session_providers(cuda, StandInSession([cpu]))
+    on_cpu = onnx_providers.session_providers(cuda, StandInSession([cpu]))
     assert on_cpu["provider"] == cpu and on_cpu["fell_back"]
 
     rows = [
         {**running, "batch_size": 64, "images_per_s": 900.0, "first_call_s": 80.0},
         {**fallen, "batch_size": 64, "images_per_s": 400.0, "first_call_s": 2.0},
     ]
-    report = "\n".join(gpu_check.onnx_markdown({"available": [trt, cuda, cpu], "providers": rows}))
+    report = "\n".join(onnx_providers.onnx_markdown({"available": [trt, cuda, cpu], "providers": rows}))
     assert f"| ONNX Runtime img/s | {trt} (first call 80.0 s) | 64 | 900.0 |" in report
     assert f"| ONNX Runtime img/s | {cuda} ({trt} requested: ONNX Runtime fell back) (first call" in report
     assert f"{trt} requested: the session's providers were {cuda} > {cpu}." in report
