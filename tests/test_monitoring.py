@@ -62,6 +62,8 @@ FIRING_VALUES = {
 NEEDS_GPU_OR_CLUSTER = re.compile(r"\b(nv_gpu_\w+|kube_\w+)\b")
 GRAFANA_VARIABLES = {"$namespace": NAMESPACE, "$job": RELEASE, "$pod": ".*", "$__rate_interval": "1m"}
 LOAD_S = 20.0
+# The load runs in a fixture, which pytest-timeout does not bound (timeout_func_only).
+LOAD_REQUEST_TIMEOUT_S = 120
 
 
 def dashboard_from(docs: list[dict]) -> dict:
@@ -478,7 +480,7 @@ def run_load(server, seconds: float) -> dict[str, int]:
             tensor = grpcclient.InferInput(contract.IMAGES_INPUT, [2, 300, 300, 3], contract.IMAGES_DATATYPE)
             tensor.set_data_from_numpy(samples.pixel_batch(2, index))
             while time.monotonic() < stop_at:
-                client.infer(contract.DETECTOR_MODEL, [tensor])
+                client.infer(contract.DETECTOR_MODEL, [tensor], client_timeout=LOAD_REQUEST_TIMEOUT_S)
                 count("ok")
 
     def images() -> None:
@@ -490,10 +492,10 @@ def run_load(server, seconds: float) -> dict[str, int]:
             bad = grpcclient.InferInput(contract.ENCODED_IMAGE_INPUT, [1, 1], contract.ENCODED_IMAGE_DATATYPE)
             bad.set_data_from_numpy(np.array([[b"not an image"]], dtype=object))
             while time.monotonic() < stop_at:
-                client.infer(contract.IMAGE_MODEL, [good])
+                client.infer(contract.IMAGE_MODEL, [good], client_timeout=LOAD_REQUEST_TIMEOUT_S)
                 count("ok")
                 try:
-                    client.infer(contract.IMAGE_MODEL, [bad])
+                    client.infer(contract.IMAGE_MODEL, [bad], client_timeout=LOAD_REQUEST_TIMEOUT_S)
                 except InferenceServerException:
                     count("failed")
 
