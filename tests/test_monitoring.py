@@ -617,10 +617,10 @@ def test_dashboard_figures_show_the_load(scraped, monitoring_docs):
     failed = {model for (model, _), rate in failures.items() if rate > 0}
     assert contract.IMAGE_MODEL in failed, failures
     assert contract.DETECTOR_MODEL not in failed, failures
-    # Images per execution by tritonserver's own count: above 1 since requests carry 2 images
-    # (a panel dividing the wrong way, or counting requests, would show 1 or less).
+    # Images per execution by tritonserver's own count: above 1, since the detector's requests
+    # carry 2 images (a panel dividing the wrong way would show less than 1).
     expected = scraped.load.inferences / scraped.load.executions
-    assert expected > 1.5, scraped.load
+    assert expected > 1.0, scraped.load
     (batch,) = prometheus.query(exprs["ssd300 average executed batch / A"], at=scraped.at)
     assert float(batch["value"][1]) == pytest.approx(expected, rel=0.1), scraped.load
     (pods,) = prometheus.query(exprs["Pods / A"])
