@@ -53,6 +53,8 @@ ALL_MODELS = (
 IMAGE_SHAPE = [1, 300, 300, 3]
 # Failover: requests through Detector([a, b]); server a is killed after KILL_AFTER answers.
 FAILOVER_REQUESTS, FAILOVER_THREADS, KILL_AFTER = 24, 4, 6
+# At most this many requests in flight at SIGTERM: fewer on a machine so slow that they could
+# not all finish within a quarter of the exit timeout one after another.
 SIGTERM_IN_FLIGHT = 8
 
 
@@ -190,6 +192,11 @@ def test_sigterm_under_load_finishes_in_flight_requests_refuses_new_ones_and_exi
         warm_up_started = time.monotonic()
         client.infer(DETECTOR, pixels_request(), client_timeout=120)
         warm_up_s = time.monotonic() - warm_up_started
+        inference_started = time.monotonic()
+        client.infer(DETECTOR, pixels_request(), client_timeout=120)
+        sent = max(
+            2, min(SIGTERM_IN_FLIGHT, int(EXIT_TIMEOUT_S / 4 / (time.monotonic() - inference_started)))
+        )
         finished: dict[int, tuple[str, float]] = {}
 
         def on_answer(index: int):
@@ -201,12 +208,15 @@ def test_sigterm_under_load_finishes_in_flight_requests_refuses_new_ones_and_exi
 
             return callback
 
-        for index in range(SIGTERM_IN_FLIGHT):
+        for index in range(sent):
             client.async_infer(
                 DETECTOR, pixels_request(), on_answer(index), client_timeout=2 * EXIT_TIMEOUT_S + 30
             )
-        time.sleep(0.5)  # received and queued by the server
-        in_flight = SIGTERM_IN_FLIGHT - len(finished)
+        # Received and queued by the server: 8 requests sent this way showed in ssd300's pending
+        # count within 20 ms here. Not polled: with all of them in one batch that count is 0
+        # while they run, and nothing else the server reports tells them apart from finished.
+        time.sleep(0.5)
+        in_flight = sent - len(finished)
         terminated = time.monotonic()
         launcher.process.send_signal(signal.SIGTERM)
 
@@ -238,7 +248,7 @@ def test_sigterm_under_load_finishes_in_flight_requests_refuses_new_ones_and_exi
     shm_left = list(Path("/dev/shm").glob(f"{launcher.shm_prefix}*"))
     reliability_figures.section(
         "sigterm",
-        in_flight=SIGTERM_IN_FLIGHT,
+        in_flight=sent,
         in_flight_completed=len(completed),
         exit_timeout_s=EXIT_TIMEOUT_S,
         drain_s=max((at for _, at in finished.values()), default=terminated) - terminated,
@@ -253,8 +263,8 @@ def test_sigterm_under_load_finishes_in_flight_requests_refuses_new_ones_and_exi
         shm_files_left=len(shm_left),
     )
     assert in_flight > 0  # the signal did arrive under load
-    assert sorted(finished) == list(range(SIGTERM_IN_FLIGHT)), finished
-    assert len(completed) == SIGTERM_IN_FLIGHT, finished
+    assert sorted(finished) == list(range(sent)), finished
+    assert len(completed) == sent, finished
     assert all(at - terminated <= EXIT_TIMEOUT_S for _, at in finished.values())
     assert refused == len(new_answers), new_answers
     # Refused at once: faster than one inference (the warm-up) took in this run.
