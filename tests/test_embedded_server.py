@@ -89,7 +89,10 @@ def test_ctrl_c_while_starting_stops_the_launcher_and_tritonserver_promptly(buil
         servers = _wait_for(lambda: _children(launcher.pid), timeout_s=60)
         assert servers, f"no tritonserver was started:\n{output.read_text()}"
         (server,) = servers
-        time.sleep(1.0)  # models are loading now: readiness takes tens of seconds on CPU
+        # Polled, not slept: tritonserver has begun loading models (readiness takes tens of
+        # seconds on CPU), so the signal arrives mid-start whatever the machine's load.
+        loading = _wait_for(lambda: '"loading: ' in output.read_text(errors="replace"), timeout_s=120)
+        assert loading, f"tritonserver never began loading models:\n{output.read_text()}"
         assert launcher.poll() is None, output.read_text()
         interrupted = time.monotonic()
         launcher.send_signal(signal.SIGINT)

@@ -3,13 +3,21 @@
 from __future__ import annotations
 
 import json
+import shutil
 
 import numpy as np
 import pytest
 from PIL import Image
 
-from ssd300_client import Detections, label_for_category_id
-from ssd300_client.evaluation import SUMMARY_NAMES, DatasetError, coco_summary, find_images, main
+from ssd300_client import Detections, Detector, label_for_category_id
+from ssd300_client.evaluation import (
+    EVALUATION_SETTINGS,
+    SUMMARY_NAMES,
+    DatasetError,
+    coco_summary,
+    find_images,
+    main,
+)
 
 # Real COCO category ids: around the gaps (11 | 12 unused | 13, 25 | 26 unused | 27) and above
 # 80 (88 teddy bear, 90 toothbrush), where a label/category-id mix-up would show.
@@ -70,15 +78,55 @@ def test_ground_truth_fed_back_as_detections_scores_ap_1(tiny_coco):
     assert summary["AP50"] == pytest.approx(1.0)
 
 
-def test_eval_runs_end_to_end_against_the_server(tiny_coco, triton_server, tmp_path, capsys):
-    code = main(["--coco", str(tiny_coco), "--url", triton_server.grpc_url, "--out", str(tmp_path)])
+def served_ground_truth(tiny_coco, server_url, root):
+    """``tiny_coco``'s images with, as ground truth, each image's three most confident
+    detections under the evaluation settings, read through the client from the server."""
+    shutil.copytree(tiny_coco, root)
+    document = json.loads((root / "annotations" / "instances_val2017.json").read_text())
+    annotations = []
+    with Detector(server_url, parameters=EVALUATION_SETTINGS) as detector:
+        for image in document["images"]:
+            detections = detector.detect(root / "val2017" / image["file_name"])
+            for result in sorted(detections.to_coco(image["id"]), key=lambda r: -r["score"])[:3]:
+                x, y, w, h = result["bbox"]
+                annotations.append(
+                    {
+                        "id": len(annotations) + 1,
+                        "image_id": image["id"],
+                        "category_id": result["category_id"],
+                        "bbox": [x, y, w, h],
+                        "area": w * h,
+                        "iscrowd": 0,
+                    }
+                )
+    categories = sorted({a["category_id"] for a in annotations})
+    document["annotations"] = annotations
+    document["categories"] = [{"id": c, "name": str(c), "supercategory": "thing"} for c in categories]
+    (root / "annotations" / "instances_val2017.json").write_text(json.dumps(document))
+    return annotations
+
+
+@pytest.mark.filterwarnings("ignore::ssd300_client.RandomWeightsWarning")
+def test_eval_finds_every_served_detection_taken_as_ground_truth(tiny_coco, triton_server, tmp_path, capsys):
+    """With random weights precision means nothing, but recall does: ground truth made of the
+    server's own detections must all be found again (AR = 1) through `make eval`'s path, which
+    needs image ids, category ids and [x, y, w, h] pixel boxes all mapped correctly."""
+    annotations = served_ground_truth(tiny_coco, triton_server.grpc_url, tmp_path / "coco")
+    assert len(annotations) == 12, "each photo should give at least three detections"
+    out = tmp_path / "out"
+    code = main(["--coco", str(tmp_path / "coco"), "--url", triton_server.grpc_url, "--out", str(out)])
     assert code == 0
-    report = json.loads((tmp_path / "summary.json").read_text())
-    assert list(report["summary"]) == list(SUMMARY_NAMES)
-    assert all(-1.0 <= value <= 1.0 for value in report["summary"].values())  # -1: no objects of that size
-    assert report["images"] == 4 and report["server_settings"]["nms_iou_threshold"] == 0.5
-    detections = json.loads((tmp_path / "detections.json").read_text())
-    assert {d["image_id"] for d in detections} <= {1000, 1007, 1014, 1021}
+    report = json.loads((out / "summary.json").read_text())
+    summary = report["summary"]
+    assert list(summary) == list(SUMMARY_NAMES)
+    assert summary["AR_10"] == pytest.approx(1.0) and summary["AR_100"] == pytest.approx(1.0), summary
+    # COCO's size ranges (area in pixels²): -1 exactly where the ground truth has no object.
+    for size, (low, high) in {"small": (0, 32**2), "medium": (32**2, 96**2), "large": (96**2, 1e10)}.items():
+        present = any(low <= a["area"] < high for a in annotations)
+        assert summary[f"AR_{size}"] == (pytest.approx(1.0) if present else -1.0), (size, summary)
+    assert report["images"] == 4 and report["server_settings"] == EVALUATION_SETTINGS
+    detections = json.loads((out / "detections.json").read_text())
+    assert {d["image_id"] for d in detections} == {1000, 1007, 1014, 1021}
     assert all(len(d["bbox"]) == 4 and d["score"] > 0.05 for d in detections)
     assert "Average Precision  (AP) @[ IoU=0.50:0.95" in capsys.readouterr().out
 

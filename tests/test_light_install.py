@@ -9,6 +9,8 @@ from pathlib import Path
 
 import tomllib
 
+from ssd300_client import samples as client_samples
+
 REPO_ROOT = Path(__file__).resolve().parents[1]
 
 # A meta-path finder that refuses the extras' packages, as an environment without them would.
@@ -47,24 +49,21 @@ def test_the_blocker_really_blocks():
     assert result.returncode != 0 and "blocked by the test" in result.stderr
 
 
-def test_a_video_without_pyav_is_a_clear_error_not_a_traceback(tmp_path):
+def test_a_video_without_pyav_is_skipped_naming_the_extra_not_a_traceback(tmp_path, triton_server):
+    """Against the session's server, so the run really reaches the video: it is skipped (exit 1)
+    with the install hint, and the image beside it is still detected."""
     clip = tmp_path / "clip.mp4"
     clip.write_bytes(b"x")
+    photo = client_samples.paths()[0]
     result = run_blocked(
         "from ssd300_client.cli import main\n"
-        f"sys.exit(main([{str(clip)!r}, '--url', '127.0.0.1:1', '--retries', '0']))\n"
+        f"sys.exit(main([{str(photo)!r}, {str(clip)!r}, '--url', {triton_server.grpc_url!r}, '--print']))\n"
     )
-    # No server there: the run stops at the server check (exit 2) before touching the video;
-    # the video reader itself is checked below.
+    assert result.returncode == 1, result.stderr
     assert "Traceback" not in result.stderr
-    result = run_blocked(
-        "from ssd300_client.video import VideoError, VideoReader\n"
-        "try:\n"
-        f"    VideoReader({str(clip)!r})\n"
-        "except VideoError as exc:\n"
-        "    print(exc)\n"
-    )
-    assert result.returncode == 0 and "pip install 'ssd300-triton[video]'" in result.stdout
+    assert f"skipped {clip}" in result.stderr and "pip install 'ssd300-triton[video]'" in result.stderr
+    assert result.stdout.startswith(f"{photo}: ")
+    assert result.stderr.rstrip().endswith("; 1 skipped") and "1 image, " in result.stderr
 
 
 def test_the_package_declares_no_torch_and_ships_its_type_marker():

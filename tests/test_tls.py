@@ -6,10 +6,12 @@ from __future__ import annotations
 
 import asyncio
 import json
+import re
 import ssl
 import subprocess
 import sys
 import threading
+import time
 from pathlib import Path
 
 import pytest
@@ -125,28 +127,72 @@ def test_grpcs_with_the_ca_and_a_client_certificate_detects(tls_server, certific
     assert detections.image_size[0] > 0 and len(detections) > 0
 
 
-def test_plaintext_grpc_to_the_tls_port_fails_as_unavailable(tls_server, sample_paths):
-    with Detector(tls_server.grpc_url, retries=0, timeout_s=10) as detector:
-        with pytest.raises(ServerUnavailableError):
-            detector.detect(sample_paths[0])
+# The client's own verification failing, as gRPC's error carries it to the client.
+UNTRUSTED_SERVER = r"(?i)handshake failed.*CERTIFICATE_VERIFY_FAILED"
 
 
-def test_a_certificate_from_another_ca_is_not_trusted(tls_server, certificates, sample_paths):
+class HandshakeLog:
+    """The TLS server's handshake failures. gRPC tells a client the server refused it only as
+    "Socket closed"; the reason is what tritonserver's gRPC core logs (OpenSSL's own words):
+    ``Handshake failed with fatal error SSL_ERROR_SSL: error:...:SSL routines::<reason>``."""
+
+    def __init__(self, server: EmbeddedServer) -> None:
+        self.path = server.log_path
+        self.start = self.path.stat().st_size
+
+    def failure(self, reason: str, timeout_s: float = 30) -> str:
+        """The first handshake failure logged since this object was made; asserts its reason."""
+        deadline = time.monotonic() + timeout_s
+        while True:
+            with self.path.open("rb") as log:
+                log.seek(self.start)
+                new = log.read().decode(errors="replace")
+            failures = re.findall(r"Handshake failed with fatal error (.*)", new)
+            if failures:
+                assert reason in failures[0], failures
+                return failures[0]
+            assert time.monotonic() < deadline, f"no handshake failure logged; the log gained:\n{new}"
+            time.sleep(0.1)
+
+
+def _refused(server: EmbeddedServer, url: str, tls: TLS | None, photo: Path, reason: str) -> None:
+    """One detection over ``tls`` fails as unavailable, and the server logs ``reason`` for it."""
+    log = HandshakeLog(server)
+    with Detector(url, tls=tls, retries=0, timeout_s=10) as detector:
+        with pytest.raises(ServerUnavailableError, match="Socket closed"):
+            detector.detect(photo)
+    log.failure(reason)
+
+
+def test_plaintext_grpc_to_the_tls_port_is_refused_by_the_handshake(tls_server, sample_paths):
+    _refused(tls_server, tls_server.grpc_url, None, sample_paths[0], "wrong version number")
+
+
+def test_a_server_certificate_from_another_ca_is_not_trusted(tls_server, certificates, sample_paths):
     tls = TLS(
         ca_cert=str(certificates.other_ca_cert),
         client_cert=str(certificates.client_cert),
         client_key=str(certificates.client_key),
     )
     with Detector(tls_server.grpc_url, tls=tls, retries=0, timeout_s=10) as detector:
-        with pytest.raises(ServerUnavailableError):
+        with pytest.raises(ServerUnavailableError, match=UNTRUSTED_SERVER):
             detector.detect(sample_paths[0])
+
+
+def test_mutual_tls_refuses_a_client_certificate_signed_by_another_ca(tls_server, certificates, sample_paths):
+    """The client trusts the server, but its own certificate was signed by a CA that the
+    server's --grpc-root-cert is not: the server refuses it (what mutual TLS is for)."""
+    tls = TLS(
+        ca_cert=str(certificates.ca_cert),
+        client_cert=str(certificates.foreign_client_cert),
+        client_key=str(certificates.foreign_client_key),
+    )
+    _refused(tls_server, tls_server.grpc_url, tls, sample_paths[0], "certificate verify failed")
 
 
 def test_without_a_client_certificate_mutual_tls_refuses(tls_server, certificates, sample_paths):
     tls = TLS(ca_cert=str(certificates.ca_cert))
-    with Detector(tls_server.grpc_url, tls=tls, retries=0, timeout_s=10) as detector:
-        with pytest.raises(ServerUnavailableError):
-            detector.detect(sample_paths[0])
+    _refused(tls_server, tls_server.grpc_url, tls, sample_paths[0], "peer did not return a certificate")
 
 
 def test_the_cli_takes_grpcs_urls_and_certificate_files(tls_server, certificates, sample_paths, capsys):
@@ -154,8 +200,10 @@ def test_the_cli_takes_grpcs_urls_and_certificate_files(tls_server, certificates
     files = ["--ca-cert", str(certificates.ca_cert), "--client-cert", str(certificates.client_cert)]
     assert main([*common, *files, "--client-key", str(certificates.client_key)]) == 0
     assert capsys.readouterr().out.startswith(f"{sample_paths[0]}: ")
+    log = HandshakeLog(tls_server)
     assert main([*common, "--ca-cert", str(certificates.ca_cert)]) == 2  # no client certificate
-    assert "error:" in capsys.readouterr().err
+    assert capsys.readouterr().err.startswith("error: ")
+    log.failure("peer did not return a certificate")
 
 
 def test_the_async_client_speaks_grpcs(tls_server, certificates, sample_paths):
@@ -192,9 +240,9 @@ def test_the_async_client_speaks_https(https_proxy, certificates, sample_paths):
     assert len(asyncio.run(detect())) > 0
 
 
-def test_https_without_trusting_the_ca_fails_as_unavailable(https_proxy, sample_paths):
+def test_https_without_trusting_the_ca_fails_naming_the_certificate(https_proxy, sample_paths):
     with Detector(f"https://{https_proxy}", protocol="http", retries=0, timeout_s=10) as detector:
-        with pytest.raises(ServerUnavailableError):
+        with pytest.raises(ServerUnavailableError, match=r"CERTIFICATE_VERIFY_FAILED"):
             detector.detect(sample_paths[0])
 
 
@@ -234,7 +282,7 @@ client.infer(contract.DETECTOR_MODEL, contract.IMAGES_INPUT, pixels, contract.IM
 client.close()
 print(json.dumps([
     {"type": e["request_type"], "name": e["name"], "length": e["response_length"],
-     "exception": None if e["exception"] is None else repr(e["exception"])}
+     "exception": None if e["exception"] is None else str(e["exception"])}
     for e in fired
 ]), flush=True)
 os._exit(0)  # a failed TLS channel can keep gRPC's gevent threads from letting the process end
@@ -267,3 +315,4 @@ def test_the_locust_user_client_without_the_ca_reports_a_failure(tls_server, cer
         f"grpcs://{tls_server.grpc_url}", "", str(certificates.client_cert), str(certificates.client_key)
     )
     assert event["exception"] is not None and event["length"] == 0
+    assert re.search(UNTRUSTED_SERVER, event["exception"]), event

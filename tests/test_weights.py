@@ -62,32 +62,37 @@ def test_bare_state_dict_loads(tmp_path, state):
     assert_same_weights(read_state_dict(path), state)
 
 
-def test_nvidia_weights_come_from_the_torch_hub_cache_without_network(tmp_path, monkeypatch, state):
-    monkeypatch.setenv("TORCH_HOME", str(tmp_path))
+@pytest.fixture
+def hub_dir(tmp_path, monkeypatch):
+    """torch.hub's folder moved to ``tmp_path/hub`` for one test. ``set_dir`` has no counterpart
+    that reads the raw setting (usually None: derived from $TORCH_HOME on each call), so the
+    module global it sets is restored by monkeypatch; the next test sees the hub it expects."""
+    monkeypatch.setattr(torch.hub, "_hub_dir", torch.hub._hub_dir)
     torch.hub.set_dir(str(tmp_path / "hub"))
+    return tmp_path / "hub"
+
+
+def test_nvidia_weights_come_from_the_torch_hub_cache_without_network(hub_dir, monkeypatch, state):
+    monkeypatch.setenv("TORCH_HOME", str(hub_dir.parent))
     monkeypatch.setattr(weights_module, "NGC_CHECKPOINT_URL", "http://127.0.0.1:9/unreachable")
-    try:
-        cached = weights_module.hub_checkpoint_path()
-        cached.parent.mkdir(parents=True)
-        torch.save(ngc_checkpoint(state), cached)
-        network, metadata = load_network("nvidia")
-        assert metadata["weights"] == "nvidia" and metadata["sha256"] == sha256_of(cached)
-        assert_same_weights(network.state_dict(), state)
-    finally:
-        torch.hub.set_dir(str(torch.hub._get_torch_home()) + "/hub")
+    cached = weights_module.hub_checkpoint_path()
+    assert cached.is_relative_to(hub_dir)
+    cached.parent.mkdir(parents=True)
+    torch.save(ngc_checkpoint(state), cached)
+    network, metadata = load_network("nvidia")
+    assert metadata["weights"] == "nvidia" and metadata["sha256"] == sha256_of(cached)
+    assert_same_weights(network.state_dict(), state)
 
 
-def test_offline_nvidia_download_fails_with_advice(tmp_path, monkeypatch):
-    torch.hub.set_dir(str(tmp_path / "hub"))
+def test_offline_nvidia_download_fails_with_advice(hub_dir, monkeypatch):
     monkeypatch.setattr(weights_module, "NGC_CHECKPOINT_URL", "http://127.0.0.1:9/unreachable")
     with pytest.raises(CheckpointUnavailable, match="WEIGHTS=") as error:
         weights_module.fetch_nvidia_checkpoint(timeout_s=2, progress=False)
     assert str(weights_module.hub_checkpoint_path()) in str(error.value)
-    assert not list((tmp_path / "hub" / "checkpoints").glob("*.partial"))
+    assert not list((hub_dir / "checkpoints").glob("*.partial"))
 
 
-def test_auto_falls_back_to_random_weights_with_a_warning(tmp_path, monkeypatch, caplog):
-    torch.hub.set_dir(str(tmp_path / "hub"))
+def test_auto_falls_back_to_random_weights_with_a_warning(hub_dir, monkeypatch, caplog):
     monkeypatch.setattr(weights_module, "NGC_CHECKPOINT_URL", "http://127.0.0.1:9/unreachable")
     with caplog.at_level(logging.WARNING):
         _, metadata = load_network("auto")

@@ -20,11 +20,12 @@ class VideoError(Exception):
     """A video could not be opened, decoded or written, or PyAV is not installed."""
 
 
-def _av() -> Any:
+def _av(path: str | Path) -> Any:
+    """PyAV, or a VideoError naming ``path`` (the CLI reports it as that input skipped)."""
     try:
         import av
     except ImportError:
-        raise VideoError("video needs PyAV: pip install 'ssd300-triton[video]' (or av)") from None
+        raise VideoError(f"{path}: video needs PyAV: pip install 'ssd300-triton[video]' (or av)") from None
     return av
 
 
@@ -39,7 +40,7 @@ class VideoReader:
     """The frames of a video's first video stream, decoded lazily."""
 
     def __init__(self, path: str | Path) -> None:
-        av = _av()
+        av = _av(path)
         try:
             self._container = av.open(str(path))
             self._stream = self._container.streams.video[0]
@@ -54,7 +55,7 @@ class VideoReader:
 
     def frames(self, *, every: int = 1) -> Iterator[Frame]:
         """Every ``every``-th frame (0, every, 2 × every, …)."""
-        av = _av()
+        av = _av(self.path)
         try:
             for index, frame in enumerate(self._container.decode(self._stream)):
                 if index % every:
@@ -81,7 +82,7 @@ class VideoWriter:
     loses its last column or row."""
 
     def __init__(self, path: str | Path, *, fps: float, width: int, height: int) -> None:
-        av = _av()
+        av = _av(path)
         self.path = Path(path)
         try:
             self._container = av.open(str(path), mode="w")

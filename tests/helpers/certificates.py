@@ -1,5 +1,6 @@
-"""A throwaway certificate authority for the TLS tests: a CA, a server certificate for
-127.0.0.1/localhost and a client certificate, all signed by the CA, as PEM files."""
+"""Throwaway certificate authorities for the TLS tests, as PEM files: a CA signing a server
+certificate for 127.0.0.1/localhost and a client certificate, and another CA signing a client
+certificate of its own (which a server trusting only the first CA must refuse)."""
 
 from __future__ import annotations
 
@@ -21,7 +22,9 @@ class Certificates:
     server_key: Path
     client_cert: Path
     client_key: Path
-    other_ca_cert: Path  # a CA that signed nothing here: trusting it must fail
+    other_ca_cert: Path  # trusting it instead of ca_cert must fail: it did not sign the server's
+    foreign_client_cert: Path  # a valid client certificate, but signed by the other CA
+    foreign_client_key: Path
 
 
 def _key() -> ec.EllipticCurvePrivateKey:
@@ -97,7 +100,10 @@ def make_certificates(folder: Path) -> Certificates:
     ca_key, ca_cert = _authority("ssd300 test CA")
     server_key, server_cert = _leaf("127.0.0.1", ca_key, ca_cert, ExtendedKeyUsageOID.SERVER_AUTH)
     client_key, client_cert = _leaf("ssd300 test client", ca_key, ca_cert, ExtendedKeyUsageOID.CLIENT_AUTH)
-    _, other_ca = _authority("some other CA")
+    other_ca_key, other_ca = _authority("some other CA")
+    foreign_key, foreign_cert = _leaf(
+        "ssd300 foreign client", other_ca_key, other_ca, ExtendedKeyUsageOID.CLIENT_AUTH
+    )
     return Certificates(
         ca_cert=_write(folder, "ca.pem", ca_cert),
         server_cert=_write(folder, "server.pem", server_cert),
@@ -105,4 +111,6 @@ def make_certificates(folder: Path) -> Certificates:
         client_cert=_write(folder, "client.pem", client_cert),
         client_key=_write(folder, "client.key", client_key),
         other_ca_cert=_write(folder, "other-ca.pem", other_ca),
+        foreign_client_cert=_write(folder, "foreign-client.pem", foreign_cert),
+        foreign_client_key=_write(folder, "foreign-client.key", foreign_key),
     )
