@@ -102,6 +102,9 @@ def profile_command(config: Path, repository: Path, reports: Path) -> list[str]:
     """Prepares ``reports/work`` (inputs, repository view, launcher) and returns the command."""
     work = reports / "work"
     write_input_data(SampleImages(), work / "inputs")
+    # A checkpoint left by an earlier run would be resumed, its measurements reused as they were
+    # (another build, another config); `model-analyzer report` reads the one this run leaves.
+    shutil.rmtree(work / "checkpoints", ignore_errors=True)
     http, grpc, metrics = (embedded_server.free_port() for _ in range(3))
     return [
         str(install_model_analyzer()),
