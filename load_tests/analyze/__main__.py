@@ -22,6 +22,7 @@ from pathlib import Path
 
 from load_tests.payloads import SampleImages
 from load_tests.perf.inputs import write_input_data
+from ssd300_client.contract import NETWORK_MODEL
 from ssd300_serving import embedded_server
 from ssd300_serving.provenance import read_provenance, stamp_weights
 from tools.external_tools import TOOLS_DIR, install_perf_analyzer
@@ -67,7 +68,7 @@ def cpu_repository(repository: Path, into: Path) -> Path:
         cpu = model / "configs" / "cpu.pbtxt"
         text = (cpu if cpu.is_file() else model / "config.pbtxt").read_text()
         (into / model.name / "config.pbtxt").write_text(
-            stamp_weights(text, provenance) if model.name == "ssd300" else text
+            stamp_weights(text, provenance) if model.name == NETWORK_MODEL else text
         )
     return into
 
@@ -78,11 +79,11 @@ def write_launcher(repository: Path, into: Path) -> Path:
     shutil.rmtree(into, ignore_errors=True)
     into.mkdir(parents=True)
     binary, backends = embedded_server._runtime_tree(into)
-    server = embedded_server.EmbeddedServer(repository)
-    env = server.environment()
+    env = embedded_server.EmbeddedServer(repository).environment()
     flags = [
         *(f"--{kind}-address=127.0.0.1" for kind in ("http", "grpc", "metrics")),
-        *(arg for arg in server.command(binary, backends, repository) if "shm-" in arg and "-size=" in arg),
+        f"--backend-config=python,shm-default-byte-size={embedded_server.PYTHON_SHM_DEFAULT_BYTES}",
+        f"--backend-config=python,shm-growth-byte-size={embedded_server.PYTHON_SHM_GROWTH_BYTES}",
     ]
     launcher = into / "tritonserver"
     launcher.write_text(
