@@ -54,7 +54,7 @@ IMAGE_WEIGHTS ?= nvidia
 # `--model-config-name=onnx`); `make deploy` sets the chart's model.engine to match.
 IMAGE_ENGINE ?= torchscript
 
-.PHONY: help setup model serve demo test lint bench load eval reliability clean image image-loadtest push deploy perf tools gpu-check python-env stock-torch
+.PHONY: help setup model serve demo test lint bench load eval reliability clean image image-loadtest push deploy perf tools gpu-check python-env stock-torch analyze
 
 help:
 	@echo "make demo     build the model (WEIGHTS=auto), serve it, detect objects in sample images"
@@ -70,6 +70,7 @@ help:
 	@echo "make gpu-check  on a CUDA machine: parity, forward/postprocess/pipeline figures into reports/gpu_check/"
 	@echo "make load     Locust load test against the embedded server"
 	@echo "make perf     Triton's perf_analyzer against the embedded server; section in load_tests/BENCHMARK.md"
+	@echo "make analyze  Triton Model Analyzer 1.45 (.tools/) profiles the CPU configs; reports into reports/analyze/"
 	@echo "make tools    unpack perf_analyzer 2.51 and Prometheus 2.42 into .tools/ (make perf/test do it too)"
 	@echo "make eval     COCO mAP through the running server (COCO=<dir> [LIMIT=N])"
 	@echo "make reliability  bad input, overload, faults, security; figures into docs/reliability.md"
@@ -152,6 +153,11 @@ tools: setup
 # Without a built model, serves a temporary copy with random weights (as make bench does).
 perf: setup $(IMAGING)
 	$(PY) -m load_tests.perf
+
+# Model Analyzer (its own venv in .tools/) drives the bundled server through a generated launcher
+# with load_tests/analyze/cpu.yaml; a few minutes on 2 cores. docs/model-analyzer.md.
+analyze: setup $(MODEL) $(IMAGING)
+	$(PY) -m load_tests.analyze --reports reports/analyze
 
 load: setup $(MODEL) $(IMAGING)
 	$(PY) -m load_tests.run --http-url 127.0.0.1:$(HTTP_PORT) --grpc-url 127.0.0.1:$(GRPC_PORT) --run-time $(LOAD_TIME) --users $(LOAD_USERS)
