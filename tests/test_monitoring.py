@@ -170,6 +170,15 @@ def series(metric: str, labels: str, values: str) -> dict:
     return {"series": f"{metric}{{{labels}}}", "values": values}
 
 
+def available_replicas(values: str) -> dict:
+    """kube-state-metrics' ready replicas of this release's Deployment, as a promtool series."""
+    return series(
+        "kube_deployment_status_replicas_available",
+        f'namespace="{NAMESPACE}", deployment="{RELEASE}"',
+        values,
+    )
+
+
 def firing(rules: dict[str, dict], alert: str, labels: dict[str, str], **filled: str) -> dict:
     """An expected alert: its rule's labels plus ``labels``, and its annotations with the
     template fragments Prometheus would fill (``value``, ``model``, ...) given here as text."""
@@ -261,11 +270,7 @@ def alert_unit_tests(rules: dict[str, dict]) -> list[dict]:
             "interval": "1m",
             "input_series": [
                 series("up", OURS, "1x10"),
-                series(
-                    "kube_deployment_status_replicas_available",
-                    f'namespace="{NAMESPACE}", deployment="{RELEASE}"',
-                    "1 1 0 0 0 0 0 0",
-                ),
+                available_replicas("1 1 0 0 0 0 0 0"),
             ],
             "alert_rule_test": [
                 {"eval_time": "1m", "alertname": "SSD300NoReadyPods", "exp_alerts": []},
@@ -294,11 +299,7 @@ def alert_unit_tests(rules: dict[str, dict]) -> list[dict]:
             "interval": "1m",
             "input_series": [
                 series("up", OURS, "1x10"),
-                series(
-                    "kube_deployment_status_replicas_available",
-                    f'namespace="{NAMESPACE}", deployment="{RELEASE}"',
-                    "1x10",
-                ),
+                available_replicas("1x10"),
             ],
             "alert_rule_test": [{"eval_time": "8m", "alertname": "SSD300NoReadyPods", "exp_alerts": []}],
         },
