@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from ssd300_build.__main__ import _sample_photos
+from ssd300_build.calibration import sample_photos
 from ssd300_build.export import write_model
 from ssd300_build.sources import load_network
 from ssd300_client import samples
@@ -52,7 +52,7 @@ def sample_paths() -> list[Path]:
 def random_network():
     """SSD300 with calibrated random weights (docs/testing.md), eval mode; what the test server serves."""
     torch.manual_seed(SEED)
-    network, metadata = load_network("random", seed=SEED, calibration_photos=_sample_photos())
+    network, metadata = load_network("random", seed=SEED, calibration_photos=sample_photos())
     return network, metadata
 
 

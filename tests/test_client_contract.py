@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import importlib.util
 from pathlib import Path
 
 import pytest
@@ -12,6 +11,7 @@ from tritonclient.grpc import model_config_pb2 as mc
 from ssd300_client import contract
 from ssd300_client.imaging import MODEL_INPUT_SIZE
 from ssd300_serving import health
+from ssd300_serving.served_code import load_selection
 
 REPOSITORY = Path(__file__).resolve().parents[1] / "model_repository"
 
@@ -83,10 +83,7 @@ def test_postprocess_defaults_are_the_parameters_of_both_configs(variant):
 
 def test_the_postprocess_model_reads_exactly_the_contracts_parameters_with_their_types():
     """detection_selection.SETTINGS is the table the served model (and the benchmark) use."""
-    path = REPOSITORY / contract.POSTPROCESS_MODEL / "1" / "detection_selection.py"
-    spec = importlib.util.spec_from_file_location("detection_selection", path)
-    selection = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(selection)
+    selection = load_selection(REPOSITORY)
     assert set(selection.SETTINGS) == set(contract.POSTPROCESS_DEFAULTS)
     for name, (_, cast) in selection.SETTINGS.items():
         assert cast is type(contract.POSTPROCESS_DEFAULTS[name]), name

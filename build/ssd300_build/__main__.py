@@ -7,27 +7,13 @@ import logging
 import sys
 from pathlib import Path
 
-import numpy as np
-import torch
-
-from .client_files import sample_photo_paths
+from .calibration import sample_photos
 from .detector import PRECISIONS
 from .export import ENGINES, check_build_options, read_metadata, stamp_config, write_imaging, write_model
 from .sources import DEFAULT_SEED, RANDOM_WEIGHTS_WARNING, load_network
 from .weights import CheckpointError
 
 log = logging.getLogger("ssd300_build")
-
-
-def _sample_photos() -> torch.Tensor | None:
-    """The client's sample photos at the model's input size; they temper random weights."""
-    from PIL import Image
-
-    paths = sample_photo_paths()
-    if not paths:
-        return None
-    arrays = [np.asarray(Image.open(p).convert("RGB").resize((300, 300), Image.BILINEAR)) for p in paths]
-    return torch.from_numpy(np.stack(arrays))
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -88,7 +74,7 @@ def main(argv: list[str] | None = None) -> int:
 
     try:
         network, metadata = load_network(
-            args.weights, seed=args.seed, calibration_photos=_sample_photos(), expected_sha256=args.sha256
+            args.weights, seed=args.seed, calibration_photos=sample_photos(), expected_sha256=args.sha256
         )
     except CheckpointError as exc:
         print(f"error: {exc}", file=sys.stderr)

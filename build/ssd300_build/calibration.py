@@ -9,9 +9,11 @@ from __future__ import annotations
 
 import logging
 
+import numpy as np
 import torch
 from torch import nn
 
+from .client_files import sample_photo_paths
 from .detector import SSD300Detector
 from .model import SSD300
 
@@ -66,3 +68,14 @@ def _temper(heads: nn.ModuleList, maps: list[torch.Tensor], target_std: float) -
     for head in heads:
         head.weight.mul_(scale)
         head.bias.mul_(scale)
+
+
+def sample_photos() -> torch.Tensor | None:
+    """The client's sample photos at the model's input size; they temper random weights."""
+    from PIL import Image
+
+    paths = sample_photo_paths()
+    if not paths:
+        return None
+    arrays = [np.asarray(Image.open(p).convert("RGB").resize((300, 300), Image.BILINEAR)) for p in paths]
+    return torch.from_numpy(np.stack(arrays))

@@ -161,7 +161,7 @@ def table(results: dict) -> list[str]:
 
 def main(argv: list[str] | None = None) -> int:
     from load_tests.benchmark.inprocess import load_selection_module, served_selection_options
-    from ssd300_build.__main__ import _sample_photos
+    from ssd300_build.calibration import sample_photos
     from ssd300_build.sources import load_network
 
     parser = argparse.ArgumentParser(
@@ -172,7 +172,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--repeats", type=int, default=1, help="timed calls per figure (median)")
     parser.add_argument("--seed", type=int, default=0, help="random-weights seed (make bench uses 0)")
     args = parser.parse_args(argv)
-    network, _ = load_network("random", seed=args.seed, calibration_photos=_sample_photos())
+    network, _ = load_network("random", seed=args.seed, calibration_photos=sample_photos())
     outputs = realistic_outputs(network, tuple(args.batch_sizes))
     selection = load_selection_module()
     results = measure(selection, served_selection_options(selection), outputs, repeats=args.repeats)

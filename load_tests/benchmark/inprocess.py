@@ -3,7 +3,6 @@ the eager network's throughput with and without the reference decode."""
 
 from __future__ import annotations
 
-import importlib.util
 import statistics
 import time
 from pathlib import Path
@@ -17,18 +16,14 @@ from ssd300_build.default_boxes import dboxes300_coco, decode_boxes
 from ssd300_build.detector import SSD300Detector, top_candidates
 from ssd300_build.reference import decode_batch
 from ssd300_client.contract import POSTPROCESS_MODEL
+from ssd300_serving.served_code import load_selection
 
 POSTPROCESS_DIR = Path(__file__).resolve().parents[2] / "model_repository" / POSTPROCESS_MODEL
 SCORE_TOLERANCE = 1e-5
 
 
 def load_selection_module() -> ModuleType:
-    """detection_selection.py runs inside tritonserver, so it is a file, not a package module."""
-    path = POSTPROCESS_DIR / "1" / "detection_selection.py"
-    spec = importlib.util.spec_from_file_location("detection_selection", path)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_selection()
 
 
 def served_selection_options(selection: ModuleType) -> dict:

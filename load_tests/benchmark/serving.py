@@ -24,10 +24,10 @@ RANDOM_SEED = 0
 
 def random_network():
     """(network, metadata): the calibrated random SSD300 of ``make model WEIGHTS=random``."""
-    from ssd300_build.__main__ import _sample_photos
+    from ssd300_build.calibration import sample_photos
     from ssd300_build.sources import load_network
 
-    return load_network("random", seed=RANDOM_SEED, calibration_photos=_sample_photos())
+    return load_network("random", seed=RANDOM_SEED, calibration_photos=sample_photos())
 
 
 def link_tree(source: Path, target: Path, *, real: tuple[str, ...] = ()) -> None:

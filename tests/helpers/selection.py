@@ -9,20 +9,13 @@ make elsewhere: the selection's ``candidates_per_class`` then makes the referenc
 
 from __future__ import annotations
 
-import importlib.util
-from pathlib import Path
-
 import torch
 
 from ssd300_build.detector import top_candidates
 from ssd300_client import contract
+from ssd300_serving.served_code import load_selection
 
-SELECTION_FILE = (
-    Path(__file__).resolve().parents[2] / "model_repository/ssd300_postprocess/1/detection_selection.py"
-)
-spec = importlib.util.spec_from_file_location("detection_selection", SELECTION_FILE)
-selection = importlib.util.module_from_spec(spec)
-spec.loader.exec_module(selection)
+selection = load_selection()
 
 # The served defaults as select_detections arguments.
 DEFAULTS = {
