@@ -1,9 +1,9 @@
 """The user docs point at things that exist, and the README stays a door.
 
 Docs rot silently when a file, a module or a make target is renamed: every relative link (and
-its #anchor), every backticked path under one of the repository's top-level folders, every
-`python -m` module of the project and every `make` target the README and the docs name must
-resolve in this checkout.
+its #anchor), every path under one of the repository's top-level folders (in prose or code),
+every `python -m` module of the project and every `make` target the README and the docs name
+must resolve in this checkout (a gitignored path counts: it names a build output).
 """
 
 from __future__ import annotations
@@ -15,12 +15,9 @@ from pathlib import Path
 import pytest
 
 REPO = Path(__file__).resolve().parents[1]
-DOCS = sorted(
-    [REPO / "README.md", REPO / "deploy" / "README.md", REPO / "load_tests" / "README.md"]
-    + list((REPO / "docs").glob("*.md"))
-)
-TOP_LEVEL = ("build", "client", "common", "deploy", "docs", "load_tests", "model_repository", "serving")
-TOP_LEVEL += ("tests", "tools")
+READMES = ("README.md", "deploy/README.md", "load_tests/README.md")
+DOCS = sorted([*(REPO / name for name in READMES), *(REPO / "docs").glob("*.md")])
+TOP_LEVEL = "build|client|common|deploy|docs|load_tests|model_repository|serving|tests|tools"
 # Where `python -m` finds the project's packages (pyproject's dev-mode-dirs, and the root).
 MODULE_ROOTS = (".", "build", "client", "common", "serving")
 PROJECT_MODULES = re.compile(r"^(ssd300_\w+|load_tests|tools|tests)(\.\w+)*$")
@@ -29,7 +26,7 @@ FENCE = re.compile(r"^```.*?^```", re.S | re.M)
 LINK = re.compile(r"\]\(([^)\s]+)\)")
 # A repository path anywhere, prose or code: a top-level folder, a slash, then path characters
 # (a placeholder such as <model> ends it, and what follows the placeholder is not checked).
-PATH = re.compile(rf"(?<![\w./$-])((?:{'|'.join(TOP_LEVEL)})/[\w./*-]*)")
+PATH = re.compile(rf"(?<![\w./$-])((?:{TOP_LEVEL})/[\w./*-]*)")
 
 
 def ids(paths: list[Path]) -> list[str]:
