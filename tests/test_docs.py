@@ -86,6 +86,9 @@ def problems(path: Path) -> list[str]:
     for token in PATH.findall(text):
         if not path_exists(token):
             found.append(f"path {token}: not in the repository")
+    for name in re.findall(r"`(test_\w+\.py)`", prose):  # test modules named without tests/
+        if not (REPO / "tests" / name).is_file():
+            found.append(f"test module {name}: not in tests/")
     for name in re.findall(r"python3? -m ([\w.]+)", text):
         if PROJECT_MODULES.match(name) and not module_exists(name):
             found.append(f"module {name}: not found")
@@ -104,12 +107,14 @@ def test_the_checker_sees_a_broken_link_a_missing_path_module_and_target(tmp_pat
     page = tmp_path / "page.md"
     page.write_text(
         "# Title\n[a](missing.md) [b](#title) [c](#nowhere) `tools/no_such.py` `make no-such`\n"
+        "`test_no_such.py`\n"
         "```\npython -m tools.no_such\n```\n"
     )
     assert problems(page) == [
         "link missing.md: no such file",
         "link #nowhere: no such heading",
         "path tools/no_such.py: not in the repository",
+        "test module test_no_such.py: not in tests/",
         "module tools.no_such: not found",
         "make no-such: no such target",
     ]
