@@ -8,8 +8,8 @@ import pytest
 from google.protobuf import text_format
 from tritonclient.grpc import model_config_pb2 as mc
 
-from ssd300_client import contract
-from ssd300_client.imaging import MODEL_INPUT_SIZE
+from ssd300_common import contract
+from ssd300_common.imaging import MODEL_INPUT_SIZE
 from ssd300_serving import health
 from ssd300_serving.served_code import load_selection
 

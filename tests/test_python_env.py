@@ -35,7 +35,7 @@ from packaging.utils import canonicalize_name, parse_wheel_filename
 from tritonclient.grpc import model_config_pb2
 
 from ssd300_build import python_env
-from ssd300_client import contract
+from ssd300_common import contract
 from ssd300_serving.embedded_server import EmbeddedServer
 
 from .helpers.images import photo_batch
