@@ -108,7 +108,7 @@ demo: setup $(MODEL)
 test: setup
 	$(PY) -m pytest -q -ra -m "not slow"
 
-# ruff (lint + format check) over the whole tree, mypy over the client library.
+# ruff (lint + format check) over the whole tree, mypy over the shared core and the client library.
 lint: setup
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
