@@ -10,8 +10,6 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.setup-done
 REPOSITORY := model_repository
 MODEL := $(REPOSITORY)/ssd300/1/model.pt
-# The server-side decode model's copy of the client's imaging code, written by the model build.
-IMAGING := $(REPOSITORY)/ssd300_image_preprocess/1/imaging.py
 
 WEIGHTS ?= auto
 # ENGINE=onnx also writes model.onnx and the embedded server runs it with ONNX Runtime: the
@@ -29,8 +27,9 @@ PORTS := --http-port $(HTTP_PORT) --grpc-port $(GRPC_PORT) --metrics-port $(METR
 # own exit status in the pipeline.)
 PIP_QUIET := { grep -v -e "is ignored: it is neither a file nor a directory" || true; }
 
-# make python-env: the packed environment of the Python-backend models (EXECUTION_ENV_PATH), for
-# the server's Python (3.10 in the 24.10 container; 3.11 for the bundled server here). cuda:
+# make python-env: the packed environment of the Python-backend models (EXECUTION_ENV_PATH: the
+# pinned wheels and common/ssd300_common), for the server's Python (3.10 in the 24.10 container;
+# 3.11 for the bundled server here). cuda:
 # PyPI's CUDA torch (GPU serving); cpu: PyTorch's CPU build (its index, or TORCH_INDEX_URL).
 # TORCH_VERSION overrides the pin in build/ssd300_build/python_env.txt. The serving image builds
 # the same environment as a folder used in place (--unpacked, deploy/Dockerfile): no unpacking.
@@ -94,26 +93,22 @@ model: setup
 $(MODEL): | $(STAMP)
 	$(PY) -m ssd300_build $(BUILD_OPTIONS) --repository $(REPOSITORY)
 
-# After an edit of the client's imaging code, only the server's copy is rewritten.
-$(IMAGING): client/ssd300_client/imaging.py | $(STAMP)
-	$(PY) -m ssd300_build --imaging-only --repository $(REPOSITORY)
-
 # Always rebuilds: PYTHON_ENV_VERSION or TORCH_VARIANT may have changed.
 python-env: setup
 	$(PY) -m ssd300_build.python_env --python-version $(PYTHON_ENV_VERSION) --torch-variant $(TORCH_VARIANT) \
 	  --output $(PYTHON_ENV) $(if $(TORCH_VERSION),--torch-version $(TORCH_VERSION)) \
 	  $(if $(TORCH_INDEX_URL),--torch-index-url $(TORCH_INDEX_URL))
 
-serve: setup $(MODEL) $(IMAGING)
+serve: setup $(MODEL)
 	$(PY) -m ssd300_serving.embedded_server --repository $(REPOSITORY) $(PORTS)
 
-demo: setup $(MODEL) $(IMAGING)
+demo: setup $(MODEL)
 	$(PY) -m tools.demo --repository $(REPOSITORY) --out out/demo
 
 test: setup
 	$(PY) -m pytest -q -ra -m "not slow"
 
-# ruff (lint + format check) over the whole tree, mypy over the client library.
+# ruff (lint + format check) over the whole tree, mypy over the shared core and the client library.
 lint: setup
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
@@ -142,7 +137,7 @@ gpu-check: setup $(MODEL)
 # model.pt is traced by the development torch; the stock 24.10 container loads it with libtorch
 # 2.5 and runs the postprocess with the packed environment's torch: check both on the sample
 # photos (installs that torch into .tools/; see tools/stock_torch.py).
-stock-torch: setup $(IMAGING)
+stock-torch: setup
 	$(PY) -m tools.stock_torch
 
 # perf_analyzer from the tritonclient 2.51.0 wheel (+ libb64, libcudart) and Debian's
@@ -151,19 +146,19 @@ tools: setup
 	$(PY) -m tools.external_tools perf_analyzer prometheus
 
 # Without a built model, serves a temporary copy with random weights (as make bench does).
-perf: setup $(IMAGING)
+perf: setup
 	$(PY) -m load_tests.perf
 
 # Model Analyzer (its own venv in .tools/) drives the bundled server through a generated launcher
 # with load_tests/analyze/cpu.yaml; a few minutes on 2 cores. docs/model-analyzer.md.
-analyze: setup $(MODEL) $(IMAGING)
+analyze: setup $(MODEL)
 	$(PY) -m load_tests.analyze --reports reports/analyze
 
-load: setup $(MODEL) $(IMAGING)
+load: setup $(MODEL)
 	$(PY) -m load_tests.run --http-url 127.0.0.1:$(HTTP_PORT) --grpc-url 127.0.0.1:$(GRPC_PORT) --run-time $(LOAD_TIME) --users $(LOAD_USERS)
 
 clean:
-	rm -rf reports out $(MODEL) $(REPOSITORY)/ssd300/1/model.onnx $(REPOSITORY)/ssd300/1/weights.json $(IMAGING) $(PYTHON_ENV)
+	rm -rf reports out $(MODEL) $(REPOSITORY)/ssd300/1/model.onnx $(REPOSITORY)/ssd300/1/weights.json $(PYTHON_ENV)
 
 image:
 	docker build -f deploy/Dockerfile --build-arg WEIGHTS=$(IMAGE_WEIGHTS) --build-arg ENGINE=$(IMAGE_ENGINE) \

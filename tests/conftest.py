@@ -19,7 +19,7 @@ import torch
 from ssd300_build.calibration import sample_photos
 from ssd300_build.export import write_model
 from ssd300_build.sources import load_network
-from ssd300_client import samples
+from ssd300_common import samples
 from ssd300_serving.embedded_server import EmbeddedServer
 from tools.reliability_report import FIGURES_ENV
 
@@ -64,7 +64,7 @@ def built_repository(tmp_path_factory, random_network) -> Path:
         REPO_ROOT / "model_repository",
         repository,
         ignore=shutil.ignore_patterns(
-            "model.pt", "weights.json", "imaging.py", "python_env.tar.gz*", "__pycache__"
+            "model.pt", "model.onnx", "weights.json", "python_env.tar.gz*", "__pycache__"
         ),
     )
     network, metadata = random_network

@@ -8,12 +8,13 @@ import shutil
 import pytest
 from PIL import Image
 
-from ssd300_client import COCO_CATEGORY_IDS, contract
+from ssd300_client import COCO_CATEGORY_IDS
 from ssd300_client.cli import build_parser, main, request_parameters
 from ssd300_client.cli_inputs import collect_inputs
 from ssd300_client.cli_outputs import OutputNames, output_suffix, yolo_lines
 from ssd300_client.cli_run import coco_image_ids, format_detections
 from ssd300_client.drawing import draw_banner
+from ssd300_common import contract
 from ssd300_serving.embedded_server import free_port
 
 # ----- without a server -----

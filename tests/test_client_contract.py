@@ -1,4 +1,4 @@
-"""The client's mirror of tensor and model names agrees with the model repository's configs."""
+"""The contract module's tensor, model and file names agree with the model repository's configs."""
 
 from __future__ import annotations
 
@@ -8,8 +8,8 @@ import pytest
 from google.protobuf import text_format
 from tritonclient.grpc import model_config_pb2 as mc
 
-from ssd300_client import contract
-from ssd300_client.imaging import MODEL_INPUT_SIZE
+from ssd300_common import contract
+from ssd300_common.imaging import MODEL_INPUT_SIZE
 from ssd300_serving import health
 from ssd300_serving.served_code import load_selection
 
@@ -114,3 +114,21 @@ def test_the_weights_parameter_is_the_one_the_server_stamps_into_the_network_con
     stamped = stamp_weights(f'name: "{contract.NETWORK_MODEL}"', {"weights": contract.RANDOM_WEIGHTS})
     config = text_format.Parse(stamped, mc.ModelConfig())
     assert config.parameters[contract.WEIGHTS_PARAMETER].string_value == contract.RANDOM_WEIGHTS
+
+
+# The file Triton's backend loads from a version folder when the config names none
+# (default_model_filename unset): model.pt for libtorch, model.onnx for ONNX Runtime.
+TRITON_DEFAULT_MODEL_FILES = {"pytorch_libtorch": "model.pt", "onnxruntime_onnx": "model.onnx"}
+
+
+def test_the_engine_files_are_the_ones_the_production_configs_load():
+    configs = {
+        "torchscript": load_config(contract.NETWORK_MODEL),
+        "onnx": text_format.Parse(
+            (REPOSITORY / contract.NETWORK_MODEL / "configs" / "onnx.pbtxt").read_text(), mc.ModelConfig()
+        ),
+    }
+    assert set(contract.ENGINE_FILES) == set(configs)
+    for engine, config in configs.items():
+        assert not config.default_model_filename, engine
+        assert contract.ENGINE_FILES[engine] == TRITON_DEFAULT_MODEL_FILES[config.platform], engine

@@ -18,9 +18,9 @@ from ssd300_client import (
     InvalidInputError,
     ModelNotReadyError,
     ServerUnavailableError,
-    contract,
     retry,
 )
+from ssd300_common import contract
 from ssd300_serving.embedded_server import free_port
 
 from .helpers.comparisons import assert_same_detections

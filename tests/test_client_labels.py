@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from ssd300_client import COCO_CATEGORY_IDS, COCO_NAMES, class_name, coco_category_id, label_for_category_id
-from ssd300_client.labels import coco_category_ids
+from ssd300_common.labels import coco_category_ids
 
 UNUSED_CATEGORY_IDS = {12, 26, 29, 30, 45, 66, 68, 69, 71, 83}
 

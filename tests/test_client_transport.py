@@ -16,12 +16,12 @@ from ssd300_client import (
     InvalidInputError,
     ModelNotReadyError,
     ServerUnavailableError,
-    contract,
 )
 from ssd300_client.endpoints import is_loopback, normalise_url, split_urls
 from ssd300_client.retry import backoff_delays_s
 from ssd300_client.shared_memory import SharedMemoryPool
 from ssd300_client.transport import Endpoint, Operation, translate_error, translated_errors
+from ssd300_common import contract
 
 # ----- addresses -----
 

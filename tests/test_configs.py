@@ -8,14 +8,13 @@ facts the ensembles depend on are cross-checked.
 from __future__ import annotations
 
 import shutil
-import subprocess
 from pathlib import Path
 
 import pytest
 from google.protobuf import text_format
 from tritonclient.grpc import model_config_pb2 as mc
 
-from ssd300_client import contract
+from ssd300_common import contract
 
 REPOSITORY = Path(__file__).resolve().parents[1] / "model_repository"
 ENSEMBLES = contract.PUBLIC_MODELS
@@ -208,50 +207,38 @@ def test_ensemble_steps_wire_tensors_of_matching_type_and_shape(ensemble, varian
         assert available[output.name] == (output.data_type, tuple(output.dims)), output.name
 
 
-def test_the_build_writes_the_clients_imaging_module_into_the_decode_model(tmp_path):
-    """The server-side decode model imports ``imaging``; the build generates it from the client's."""
+def shared_core_imports() -> dict[str, set[str]]:
+    """``{model: modules}`` of ssd300_common the Python-backend models import, each name checked
+    to exist there."""
     import ast
-    import sys
+    import importlib
 
-    from ssd300_build.export import GENERATED_HEADER, PREPROCESS_IMAGING
+    imported: dict[str, set[str]] = {}
+    for path in sorted(REPOSITORY.glob("*/1/*.py")):
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.ImportFrom) and (node.module or "").startswith("ssd300_common"):
+                module = importlib.import_module(node.module)
+                missing = [alias.name for alias in node.names if not hasattr(module, alias.name)]
+                assert not missing, f"{path}: {node.module} has no {missing}"
+                imported.setdefault(path.parents[1].name, set()).add(node.module)
+    return imported
 
-    repository = tmp_path / "model_repository"
-    shutil.copytree(REPOSITORY, repository, ignore=shutil.ignore_patterns("model.pt", "imaging.py"))
-    done = subprocess.run(
-        [sys.executable, "-m", "ssd300_build", "--imaging-only", "--repository", str(repository)],
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
-    assert done.returncode == 0, done.stderr
-    client_source = (REPOSITORY.parent / "client" / "ssd300_client" / "imaging.py").read_text()
-    generated = (repository / PREPROCESS_IMAGING).read_text()
-    assert generated == GENERATED_HEADER + client_source
-    # Everything the decode model imports from it is defined there.
-    model_source = ast.parse((repository / "ssd300_image_preprocess" / "1" / "model.py").read_text())
-    (imported,) = [
-        node
-        for node in ast.walk(model_source)
-        if isinstance(node, ast.ImportFrom) and node.module == "imaging"
-    ]
-    defined = {
-        node.name for node in ast.parse(generated).body if isinstance(node, (ast.ClassDef, ast.FunctionDef))
+
+def test_the_python_models_import_the_shared_core_and_hold_no_copy_of_it():
+    """One source: the decode model decodes with the client's ssd300_common.imaging and the CPU
+    runner loads the engine files contract.py names, both from the models' Python environment.
+    No model folder keeps a copy of one of the core's modules: a second source would drift."""
+    import ssd300_common
+
+    assert shared_core_imports() == {
+        "ssd300": {"ssd300_common.contract"},
+        "ssd300_image_preprocess": {"ssd300_common.imaging"},
     }
-    assert {alias.name for alias in imported.names} <= defined
-
-
-def test_the_generated_imaging_module_is_not_committed():
-    """One source: the client's module. The repository's copy exists only once built."""
-    from ssd300_build.export import PREPROCESS_IMAGING
-
-    root = REPOSITORY.parent
-    if not (root / ".git").exists():
-        pytest.skip("not a git checkout")
-    generated = f"model_repository/{PREPROCESS_IMAGING.as_posix()}"
-    tracked = subprocess.run(["git", "ls-files", "--", generated], cwd=root, capture_output=True, text=True)
-    assert tracked.stdout.strip() == ""
-    ignored = subprocess.run(["git", "check-ignore", "--no-index", "-q", generated], cwd=root)
-    assert ignored.returncode == 0, f"{generated} is not gitignored"
+    shared = {path.name for path in Path(ssd300_common.__file__).parent.glob("*.py")} - {"__init__.py"}
+    copies = [path for path in REPOSITORY.glob("*/1/*.py") if path.name in shared]
+    assert copies == [], (
+        f"copies of ssd300_common's modules (left by an earlier build? delete them): {copies}"
+    )
 
 
 @pytest.mark.parametrize("variant", [None, "cpu", "onnx"])
@@ -268,7 +255,6 @@ def test_stamped_network_config_still_parses_and_names_its_weights(variant):
 
 
 def test_production_stamp_leaves_the_engine_to_the_config_and_the_onnx_precision_to_tensorrt(tmp_path):
-    import shutil
 
     from ssd300_build.export import stamp_config
 
@@ -288,22 +274,6 @@ def test_network_queue_is_bounded_and_refuses_explicitly(variant):
     assert policy.max_queue_size > 0
     assert policy.timeout_action == mc.ModelQueuePolicy.REJECT
     assert policy.default_timeout_microseconds > 0
-
-
-def test_cpu_runner_loads_the_files_the_build_and_server_name_per_engine():
-    """model.py runs inside tritonserver and cannot import the serving package: its copy of the
-    engine → file table must equal the one the embedded server checks."""
-    import ast
-
-    from ssd300_serving.provenance import ENGINE_FILES
-
-    tree = ast.parse((REPOSITORY / "ssd300" / "1" / "model.py").read_text())
-    (runner_files,) = (
-        ast.literal_eval(node.value)
-        for node in tree.body
-        if isinstance(node, ast.Assign) and getattr(node.targets[0], "id", None) == "ENGINE_FILES"
-    )
-    assert runner_files == ENGINE_FILES
 
 
 # --- production completeness (issue 12) -------------------------------------------------------

@@ -30,12 +30,13 @@ import helm_python as helm
 import jsonschema
 import kubernetes_validate
 import pytest
+import tomllib
 import yaml
 from google.protobuf import text_format
 from tritonclient.grpc import model_config_pb2
 
-from ssd300_client import contract
 from ssd300_client.detector_base import DEFAULT_BATCH_SIZE
+from ssd300_common import contract
 from ssd300_serving import health
 
 from .helpers.chart import (
@@ -749,9 +750,13 @@ def test_image_builds_both_stages_from_one_ngc_release():
     assert "-m ssd300_build.python_env" in build.value[0] and "sys.version_info" in build.value[0]
     # As a folder used in place, activated at build time; the import check runs as the stubs do.
     assert '--unpacked --output "${PYTHON_ENV_DIR}"' in build.value[0]
-    assert (
-        "source '${PYTHON_ENV_DIR}/bin/activate' && python3 -c 'import numpy, PIL, torch'" in build.value[0]
-    )
+    imports = "import numpy, PIL, torch, ssd300_common.imaging"
+    assert f"source '${{PYTHON_ENV_DIR}}/bin/activate' && python3 -c '{imports}'" in build.value[0]
+    # The builder copies the shared core in from where it imports it.
+    assert ("common/ssd300_common/", "common/ssd300_common/") in [
+        c.value for c in instructions("python-env", "COPY")
+    ]
+    assert "PYTHONPATH=/src/build:/src/common python3 -m ssd300_build.python_env" in build.value[0]
     assert not instructions("serve", "RUN")
 
 
@@ -859,6 +864,11 @@ def test_loadtest_image_ships_the_locustfile_and_the_pinned_locust():
     (workdir,) = instructions("loadtest", "WORKDIR")
     copies = [c.value for c in instructions("loadtest", "COPY")]
     assert ("load_tests/", "load_tests/") in copies
+    # `pip install .` builds the wheel: every package folder it lists must be in the image.
+    wheel = tomllib.loads((REPO / "pyproject.toml").read_text())["tool"]["hatch"]["build"]["targets"]["wheel"]
+    copied = [source for *sources, _ in copies for source in sources]
+    for package in wheel["packages"]:
+        assert any(f"{package}/".startswith(folder) for folder in copied), package
     assert values["loadTest"]["locustfile"] == f"{workdir.value[0]}/load_tests/locustfile.py"
     # The image installs the requirements.txt lines its grep selects: Locust and the client must be
     # among them.

@@ -20,9 +20,7 @@ REPO_ROOT = Path(__file__).resolve().parents[1]
 @pytest.mark.parametrize("missing", GENERATED_FILES)
 def test_a_repository_without_the_builds_output_names_make_model(tmp_path, missing):
     repository = tmp_path / "model_repository"
-    shutil.copytree(
-        REPO_ROOT / "model_repository", repository, ignore=shutil.ignore_patterns("model.pt", "imaging.py")
-    )
+    shutil.copytree(REPO_ROOT / "model_repository", repository, ignore=shutil.ignore_patterns("model.pt"))
     for generated in GENERATED_FILES:
         if generated != missing:
             (repository / generated).write_text("# stands in for the build's output\n")

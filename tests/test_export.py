@@ -11,8 +11,9 @@ from torch.testing import assert_close
 
 from ssd300_build.default_boxes import dboxes300_coco
 from ssd300_build.detector import SSD300Detector
-from ssd300_build.export import METADATA_FILE, read_metadata
 from ssd300_build.reference import decode_batch
+from ssd300_common.contract import METADATA_FILE
+from ssd300_serving.provenance import read_provenance
 
 from .helpers.images import photo_batch
 
@@ -52,7 +53,7 @@ def test_graph_decode_matches_the_reference_decode_of_raw_outputs(scripted, rand
 
 
 def test_model_carries_its_weights_metadata(built_repository):
-    metadata = read_metadata(built_repository)
+    metadata = read_provenance(built_repository)
     assert metadata["weights"] == "random" and metadata["torch_version"] == torch.__version__
     extra = {METADATA_FILE: ""}
     with warnings.catch_warnings():

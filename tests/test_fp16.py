@@ -14,9 +14,11 @@ import torch
 import tritonclient.grpc as grpcclient
 
 from ssd300_build.detector import SSD300Detector, fp32_network_of
-from ssd300_build.export import METADATA_FILE, read_metadata, write_model
-from ssd300_client import contract
+from ssd300_build.export import write_model
+from ssd300_common import contract
+from ssd300_common.contract import METADATA_FILE
 from ssd300_serving.embedded_server import EmbeddedServer
+from ssd300_serving.provenance import read_provenance
 
 from .helpers.engines import (
     assert_rows_match,
@@ -89,7 +91,7 @@ def test_fp16_model_runs_a_half_network_behind_the_fp32_contract(
     assert boxes.dtype == scores.dtype == torch.float32
     assert boxes.shape == (1, 80, 200, 4) and scores.shape == (1, 80, 200)
     metadata = json.loads(extra[METADATA_FILE])
-    assert metadata == read_metadata(fp16_repository)
+    assert metadata == read_provenance(fp16_repository)
     assert metadata["precision"] == "fp16" and metadata["weights"] == "random"
     # the session's FP32 network was copied, not converted
     assert all(p.dtype == torch.float32 for p in random_network[0].parameters())

@@ -1,5 +1,6 @@
 """``pip install .`` is the client and CLI without torch: guarded by importing them with torch
-(and the other extras) made unimportable, in a fresh interpreter."""
+(and the other extras) made unimportable, in a fresh interpreter. The shared core
+(ssd300_common) goes further: numpy and Pillow are all it may import."""
 
 from __future__ import annotations
 
@@ -9,7 +10,7 @@ from pathlib import Path
 
 import tomllib
 
-from ssd300_client import samples as client_samples
+from ssd300_common import samples
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 
@@ -44,6 +45,39 @@ def test_the_client_and_cli_import_and_run_without_torch():
     assert result.stdout.startswith("ssd300-detect ")
 
 
+def imported_beyond_the_standard_library(code: str) -> list[str]:
+    """The top-level modules outside the standard library that ``code`` imports in a fresh
+    interpreter (those loaded from a file: Cython's runtime registers a few that are not)."""
+    script = (
+        "import sys\n"
+        "before = set(sys.modules)\n"
+        f"{code}\n"
+        "new = {name.split('.')[0] for name in set(sys.modules) - before}\n"
+        "new = {name for name in new if getattr(sys.modules.get(name), '__file__', None)}\n"
+        "print(' '.join(sorted(new - set(sys.stdlib_module_names))))\n"
+    )
+    result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=60)
+    assert result.returncode == 0, result.stderr
+    return result.stdout.split()
+
+
+def test_the_shared_core_imports_nothing_but_the_standard_library_numpy_and_pillow():
+    """What the models' environment and the image's export stage can import: no tritonclient,
+    no torch, nothing of the client."""
+    imported = imported_beyond_the_standard_library(
+        "import ssd300_common.contract, ssd300_common.imaging, ssd300_common.labels, ssd300_common.samples\n"
+        "assert ssd300_common.samples.paths()"
+    )
+    assert imported == ["PIL", "numpy", "ssd300_common"]
+
+
+def test_importing_the_shared_core_package_alone_imports_neither_numpy_nor_its_modules():
+    """python_env.py imports it to find its folder, where numpy may be missing (the image's stage)."""
+    assert imported_beyond_the_standard_library("import ssd300_common") == ["ssd300_common"]
+    code = "import sys, ssd300_common\nassert not [m for m in sys.modules if m.startswith('ssd300_common.')]"
+    assert imported_beyond_the_standard_library(code) == ["ssd300_common"]
+
+
 def test_the_blocker_really_blocks():
     result = run_blocked("import torch")
     assert result.returncode != 0 and "blocked by the test" in result.stderr
@@ -54,7 +88,7 @@ def test_a_video_without_pyav_is_skipped_naming_the_extra_not_a_traceback(tmp_pa
     with the install hint, and the image beside it is still detected."""
     clip = tmp_path / "clip.mp4"
     clip.write_bytes(b"x")
-    photo = client_samples.paths()[0]
+    photo = samples.paths()[0]
     result = run_blocked(
         "from ssd300_client.cli import main\n"
         f"sys.exit(main([{str(photo)!r}, {str(clip)!r}, '--url', {triton_server.grpc_url!r}, '--print']))\n"

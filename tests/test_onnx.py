@@ -14,12 +14,13 @@ import tritonclient.grpc as grpcclient
 
 from ssd300_build.default_boxes import dboxes300_coco
 from ssd300_build.detector import SSD300Detector
-from ssd300_build.export import read_metadata, write_model
+from ssd300_build.export import write_model
 from ssd300_build.onnx_export import ONNX_FILE, OPSET, OUTPUT_NAMES, read_onnx_metadata
 from ssd300_build.reference import decode_batch
 from ssd300_build.sources import load_network
-from ssd300_client import contract
+from ssd300_common import contract
 from ssd300_serving.embedded_server import EmbeddedServer
+from ssd300_serving.provenance import read_provenance
 
 from .helpers.engines import (
     BOX_TOLERANCE,
@@ -101,7 +102,7 @@ def test_onnx_graph_is_one_tensorrt_10_5_can_build(onnx_repository):
 
 
 def test_onnx_model_carries_the_builds_metadata(onnx_repository):
-    metadata = read_metadata(onnx_repository)
+    metadata = read_provenance(onnx_repository)
     assert metadata["engine"] == "onnx" and metadata["precision"] == "fp32"
     assert (
         json.loads(read_onnx_metadata(onnx_repository / contract.NETWORK_MODEL / "1" / ONNX_FILE)) == metadata
@@ -140,7 +141,7 @@ def test_onnx_detections_equal_torchscript_for_an_nvidia_format_checkpoint(
     network, metadata = load_network(str(path))
     repository = copy_repository(tmp_path_factory, "onnx_checkpoint")
     write_model(network, repository, metadata, engine="onnx")
-    assert read_metadata(repository)["weights"] == "file"
+    assert read_provenance(repository)["weights"] == "file"
     images = photo_batch(sample_paths, 2)
     assert_same_detections(
         run_torchscript(repository, images),
@@ -158,7 +159,7 @@ def test_torchscript_build_removes_an_onnx_model_of_earlier_weights(tmp_path_fac
     from ssd300_build.model import SSD300
 
     write_model(SSD300().eval(), repository, {"weights": "random"})
-    assert not (version / ONNX_FILE).exists() and read_metadata(repository)["engine"] == "torchscript"
+    assert not (version / ONNX_FILE).exists() and read_provenance(repository)["engine"] == "torchscript"
 
 
 @pytest.mark.parametrize(

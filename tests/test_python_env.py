@@ -34,8 +34,9 @@ from packaging.tags import compatible_tags, cpython_tags
 from packaging.utils import canonicalize_name, parse_wheel_filename
 from tritonclient.grpc import model_config_pb2
 
+import ssd300_common
 from ssd300_build import python_env
-from ssd300_client import contract
+from ssd300_common import contract
 from ssd300_serving.embedded_server import EmbeddedServer
 
 from .helpers.images import photo_batch
@@ -180,6 +181,60 @@ def test_packing_puts_activate_at_the_top_of_the_archive(tmp_path):
         assert {member.uid for member in tar.getmembers()} == {0}
     assert f"lib/python{PYTHON_VERSION}/site-packages" in names
     assert not list(archive.parent.glob("*.partial"))
+
+
+# A stand-in for pip (python -c PIP_STAND_IN <pip arguments>): its resolution report lists
+# nothing and its install installs nothing, so install() runs all its own steps in a moment.
+PIP_STAND_IN = """
+import json, sys
+args = sys.argv[1:]
+if "--report" in args:
+    open(args[args.index("--report") + 1], "w").write(json.dumps({"install": []}))
+"""
+
+
+def test_the_environment_carries_the_shared_core_the_models_import(tmp_path, monkeypatch):
+    """What install() puts beside the wheels: ssd300_common's sources, as they are, where the
+    stubs' Python looks (the decode model imports ssd300_common.imaging from there); not the
+    bytecode of the interpreter that built it (a staged copy of the package has some)."""
+    source = Path(ssd300_common.__file__).parent
+    assert (source,) == python_env.PROJECT_PACKAGES
+    staged = tmp_path / "checkout" / "ssd300_common"
+    shutil.copytree(source, staged)
+    (staged / "__pycache__").mkdir(exist_ok=True)
+    (staged / "__pycache__" / "imaging.cpython-311.pyc").write_bytes(b"bytecode")
+    monkeypatch.setattr(python_env, "PROJECT_PACKAGES", (staged,))
+    site_packages = python_env.install(
+        tmp_path / "env",
+        python_version="3.10",
+        pins=python_env.requirements(python_version="3.10"),
+        pip=(sys.executable, "-c", PIP_STAND_IN),
+    )
+    assert site_packages == tmp_path / "env" / "lib" / "python3.10" / "site-packages"
+
+    def files(root: Path) -> list[Path]:
+        return sorted(
+            p.relative_to(root) for p in root.rglob("*") if p.is_file() and "__pycache__" not in p.parts
+        )
+
+    copied = site_packages / "ssd300_common"
+    assert files(copied) == files(source) and Path("imaging.py") in files(copied)
+    assert not list(copied.rglob("__pycache__")) and not list(copied.rglob("*.pyc"))
+    assert (copied / "imaging.py").read_bytes() == (source / "imaging.py").read_bytes()
+    # Importable from there as a package, ahead of this checkout's copy.
+    found = subprocess.run(
+        [
+            sys.executable,
+            "-I",
+            "-c",
+            f"import sys; sys.path.insert(0, {str(site_packages)!r}); "
+            "import ssd300_common.imaging as m; print(m.__file__)",
+        ],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout.strip()
+    assert found == str(copied / "imaging.py")
 
 
 # --- what pip resolves for each pin set (fast; PyPI) --------------------------------------------

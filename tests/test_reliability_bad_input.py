@@ -25,7 +25,7 @@ import tritonclient.grpc as grpcclient
 from PIL import Image
 
 from ssd300_client import Detector, InvalidImageError, InvalidInputError
-from ssd300_client.contract import (
+from ssd300_common.contract import (
     BOXES_OUTPUT,
     COUNT_OUTPUT,
     ENCODED_IMAGE_DATATYPE,
@@ -36,7 +36,7 @@ from ssd300_client.contract import (
     IMAGES_INPUT,
     POSTPROCESS_MODEL,
 )
-from ssd300_client.contract import DETECTOR_MODEL as DETECTOR
+from ssd300_common.contract import DETECTOR_MODEL as DETECTOR
 from ssd300_serving.embedded_server import EmbeddedServer
 
 from .helpers.images import (

@@ -24,8 +24,8 @@ import tritonclient.grpc as grpcclient
 from tritonclient.utils import InferenceServerException
 
 from ssd300_client import Detector
-from ssd300_client.contract import DETECTOR_MODEL as DETECTOR
-from ssd300_client.contract import (
+from ssd300_common.contract import DETECTOR_MODEL as DETECTOR
+from ssd300_common.contract import (
     IMAGE_MODEL,
     IMAGES_DATATYPE,
     IMAGES_INPUT,

@@ -16,9 +16,9 @@ import tritonclient.grpc as grpcclient
 from tritonclient.utils import InferenceServerException
 
 from ssd300_client import ServerBusyError, ServerUnavailableError
-from ssd300_client.contract import DETECTOR_MODEL as DETECTOR
-from ssd300_client.contract import IMAGES_DATATYPE, IMAGES_INPUT, NETWORK_MODEL
 from ssd300_client.transport import translate_error
+from ssd300_common.contract import DETECTOR_MODEL as DETECTOR
+from ssd300_common.contract import IMAGES_DATATYPE, IMAGES_INPUT, NETWORK_MODEL
 from ssd300_serving import health
 
 from .helpers.processes import process_tree_rss

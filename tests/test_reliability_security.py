@@ -20,8 +20,8 @@ import tritonclient.utils.shared_memory as shared_memory
 from tritonclient.utils import InferenceServerException
 
 from ssd300_client import AccessDeniedError, Detector, ServerUnavailableError
-from ssd300_client.contract import DETECTOR_MODEL as DETECTOR
 from ssd300_client.transport import translate_error
+from ssd300_common.contract import DETECTOR_MODEL as DETECTOR
 from ssd300_serving import health
 from ssd300_serving.embedded_server import EmbeddedServer
 

@@ -18,7 +18,7 @@ from tritonclient.utils import InferenceServerException
 from ssd300_build.default_boxes import dboxes300_coco
 from ssd300_build.detector import SSD300Detector
 from ssd300_build.reference import decode_batch
-from ssd300_client import contract
+from ssd300_common import contract
 
 from .helpers.comparisons import as_set
 from .helpers.images import photo_batch
@@ -130,7 +130,7 @@ def test_detector_equals_the_in_process_reference(grpc, random_network, sample_p
 
 
 def test_image_ensemble_gives_the_tensor_paths_detections_in_pixels(grpc, sample_paths):
-    from ssd300_client.imaging import decode_image, resize_for_model
+    from ssd300_common.imaging import decode_image, resize_for_model
 
     path = sample_paths[2]  # coffee.jpg, 600 x 400
     decoded = decode_image(path.read_bytes())

@@ -7,9 +7,11 @@ import logging
 import sys
 from pathlib import Path
 
+from ssd300_serving.provenance import read_provenance
+
 from .calibration import sample_photos
 from .detector import PRECISIONS
-from .export import ENGINES, check_build_options, read_metadata, stamp_config, write_imaging, write_model
+from .export import ENGINES, check_build_options, stamp_config, write_model
 from .sources import DEFAULT_SEED, RANDOM_WEIGHTS_WARNING, load_network
 from .weights import CheckpointError
 
@@ -56,16 +58,8 @@ def main(argv: list[str] | None = None) -> int:
         help=f"precision of model.pt's network: {' or '.join(PRECISIONS)} (fp16 is meant for GPUs; "
         "input and outputs stay uint8 / FP32; default: %(default)s)",
     )
-    parser.add_argument(
-        "--imaging-only",
-        action="store_true",
-        help="only rewrite the preprocess model's imaging.py from the client's (after editing it)",
-    )
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
-    if args.imaging_only:
-        write_imaging(args.repository)
-        return 0
     try:
         check_build_options(args.engine, args.precision)
     except ValueError as exc:  # before loading anything: a typo should not cost a calibration
@@ -81,7 +75,7 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     write_model(network, args.repository, metadata, engine=args.engine, precision=args.precision)
     if args.stamp_config:
-        for path in stamp_config(args.repository, read_metadata(args.repository)):
+        for path in stamp_config(args.repository, read_provenance(args.repository)):
             log.info("stamped %s", path)
     if metadata["weights"] == "random":
         log.warning(RANDOM_WEIGHTS_WARNING)

@@ -13,7 +13,9 @@ import numpy as np
 import torch
 from torch import nn
 
-from .client_files import sample_photo_paths
+from ssd300_common import samples
+from ssd300_common.imaging import decode_image, resize_for_model
+
 from .detector import SSD300Detector
 from .model import SSD300
 
@@ -71,11 +73,10 @@ def _temper(heads: nn.ModuleList, maps: list[torch.Tensor], target_std: float) -
 
 
 def sample_photos() -> torch.Tensor | None:
-    """The client's sample photos at the model's input size; they temper random weights."""
-    from PIL import Image
-
-    paths = sample_photo_paths()
+    """The sample photos (ssd300_common.samples), decoded and resized as the client sends them;
+    they temper random weights."""
+    paths = samples.paths()
     if not paths:
         return None
-    arrays = [np.asarray(Image.open(p).convert("RGB").resize((300, 300), Image.BILINEAR)) for p in paths]
+    arrays = [resize_for_model(decode_image(path.read_bytes(), name=path.name)) for path in paths]
     return torch.from_numpy(np.stack(arrays))

@@ -12,7 +12,8 @@ stub's embedded interpreter finds its ``sys.prefix`` through the first ``python3
 and honours a ``pyvenv.cfg`` beside it, like a virtual environment's interpreter; a
 ``PYTHONPATH`` alone does not reach it. So ``activate`` links the server's own ``python3.X``
 into the environment's ``bin/``, writes ``pyvenv.cfg`` next to it, and puts that ``bin/`` first
-on ``PATH``. Versions come from ``python_env.txt`` beside this file.
+on ``PATH``. Versions come from ``python_env.txt`` beside this file; the project's shared core
+(``ssd300_common``, pure Python, which the decode model imports) is copied in as it is.
 
 ``EXECUTION_ENV_PATH`` may also name a folder, which the backend uses in place (r24.10
 ``src/pb_env.cc``:261-273): ``--unpacked`` writes one, activated once so that a read-only copy
@@ -40,6 +41,8 @@ from pathlib import Path
 from packaging.requirements import Requirement
 from packaging.utils import canonicalize_name
 
+import ssd300_common
+
 log = logging.getLogger(__name__)
 
 PINS_FILE = Path(__file__).with_name("python_env.txt")
@@ -61,6 +64,9 @@ PLATFORMS = (
 # torch 2.5.1), a dependency of PyPI's CUDA torch; torch imports it only when inductor compiles,
 # which no model does (torch.utils._triton.has_triton() finds it missing and does without).
 EXCLUDED = frozenset({"triton"})
+# The project's own packages the models import: pure Python, so the source folder serves any
+# server Python as it is (importing ssd300_common itself imports nothing).
+PROJECT_PACKAGES = (Path(ssd300_common.__file__).parent,)
 # Fast compression: most of the bytes are shared libraries that compress little at any level.
 COMPRESS_LEVEL = 1
 
@@ -244,8 +250,8 @@ def install(
     """Install ``pins`` and their dependencies for ``python_version`` into ``target`` (an environment folder).
 
     Only binary wheels for that Python and manylinux x86_64, so the running interpreter may be
-    any version. Resolved first, then installed without the packages of ``EXCLUDED``. Returns
-    the ``site-packages`` folder.
+    any version. Resolved first, then installed without the packages of ``EXCLUDED``; the
+    ``PROJECT_PACKAGES`` are copied beside them. Returns the ``site-packages`` folder.
     """
     resolved = resolve(pins, python_version=python_version, index_urls=index_urls, pip=pip)
     exact = [
@@ -278,6 +284,11 @@ def install(
     # torch's C++ headers only serve to compile extensions, which no model does; they are over
     # half of the files Triton unpacks at start and deletes file by file when it stops.
     shutil.rmtree(site_packages / "torch" / "include", ignore_errors=True)
+    for package in PROJECT_PACKAGES:
+        # Sources only: bytecode compiled here would be for this interpreter (as --no-compile).
+        shutil.copytree(
+            package, site_packages / package.name, ignore=shutil.ignore_patterns("__pycache__", "*.pyc")
+        )
     return site_packages
 
 

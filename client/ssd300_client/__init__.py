@@ -12,6 +12,14 @@
 or call ``.filter()`` for display. Boxes are in pixels of the original, EXIF-upright image.
 """
 
+from ssd300_common.labels import (
+    COCO_CATEGORY_IDS,
+    COCO_NAMES,
+    class_name,
+    coco_category_id,
+    label_for_category_id,
+)
+
 from .async_detector import AsyncDetector
 from .detector import Detector
 from .detector_base import DEFAULT_BATCH_SIZE, DEFAULT_CONCURRENCY, DEFAULT_TIMEOUT_S
@@ -27,7 +35,6 @@ from .errors import (
     ServerUnavailableError,
     SSD300Error,
 )
-from .labels import COCO_CATEGORY_IDS, COCO_NAMES, class_name, coco_category_id, label_for_category_id
 from .preprocess import boxes_to_pixels, load_image
 from .results import DEFAULT_DISPLAY_THRESHOLD, Detection, Detections
 from .tls import TLS

@@ -15,7 +15,9 @@ from typing import Any
 
 from tqdm.contrib.logging import logging_redirect_tqdm
 
-from . import contract
+from ssd300_common import contract
+from ssd300_common.labels import parse_classes
+
 from .cli_inputs import DEFAULT_MAX_DOWNLOAD_MB, collect_inputs
 from .cli_outputs import OUTPUT_FORMATS, OutputError, prepare_file, prepare_folder
 from .cli_run import Run
@@ -23,7 +25,6 @@ from .detector import Detector
 from .detector_base import DEFAULT_BATCH_SIZE, DEFAULT_CONCURRENCY, DEFAULT_TIMEOUT_S
 from .endpoints import DEFAULT_PORTS, scheme_protocol, split_urls
 from .errors import ModelNotReadyError, RandomWeightsWarning, ServerUnavailableError, SSD300Error
-from .labels import parse_classes
 from .results import DEFAULT_DISPLAY_THRESHOLD
 from .retry import DEFAULT_RETRIES
 from .tls import TLS
@@ -62,7 +63,7 @@ exit status:
     request), no inputs found, or the server unreachable / model not ready.
 
 examples:
-  ssd300-detect client/ssd300_client/samples --out out/
+  ssd300-detect common/ssd300_common/samples --out out/
   ssd300-detect "val2017/*.jpg" --json results.json --batch-size 32 --concurrency 8
   ssd300-detect clip.mp4 --out out/ --every 5 --classes person,car
   ssd300-detect https://example.com/photo.jpg --print --url grpcs://triton.example.com:443

@@ -10,7 +10,8 @@ from pathlib import Path
 
 from PIL import Image
 
-from .labels import COCO_CATEGORIES
+from ssd300_common.labels import COCO_CATEGORIES
+
 from .results import Detections
 
 # --format choices → file suffix. Other inputs (GIF, unknown suffixes, URLs without one) → PNG.

@@ -15,7 +15,8 @@ from typing import Any, TextIO
 import numpy as np
 from tqdm import tqdm
 
-from . import contract
+from ssd300_common import contract
+
 from .cli_inputs import DownloadError, download, is_url, stem, suffix
 from .cli_outputs import (
     OutputError,

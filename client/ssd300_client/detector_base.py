@@ -20,7 +20,8 @@ from collections.abc import Callable, Iterable, Iterator, Mapping
 from types import FrameType
 from typing import Any, ClassVar, TypeVar
 
-from . import contract
+from ssd300_common import contract
+
 from .endpoints import check_protocol, is_loopback, parse_url, split_urls
 from .errors import (
     InvalidImageError,

@@ -23,7 +23,8 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from . import contract
+from ssd300_common import contract
+
 from .errors import SSD300Error
 
 log = logging.getLogger(__name__)

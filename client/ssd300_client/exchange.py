@@ -7,9 +7,10 @@ import re
 
 import numpy as np
 
-from . import contract
+from ssd300_common import contract
+from ssd300_common.imaging import MODEL_INPUT_SIZE
+
 from .errors import InvalidImageError, InvalidInputError
-from .imaging import MODEL_INPUT_SIZE
 from .preprocess import PreparedImage, boxes_to_pixels
 from .results import Detections
 from .shared_memory import Region

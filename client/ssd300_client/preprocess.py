@@ -3,7 +3,7 @@
 Accepted images: a file path (``str`` or ``os.PathLike``), the file's bytes, a PIL image, or a
 numpy ``uint8`` array (``[H, W, 3]`` RGB, ``[H, W, 4]`` RGBA or ``[H, W]`` / ``[H, W, 1]``
 grayscale). Decoding, EXIF orientation, mode conversion and the 300×300 resize are
-:mod:`ssd300_client.imaging`, the module the server-side decode model runs too (docs/reference-semantics.md:
+:mod:`ssd300_common.imaging`, the module the server-side decode model runs too (docs/reference-semantics.md:
 NVIDIA's evaluation preprocessing, aspect ratio not kept). Pillow's decompression-bomb limit
 (``PIL.Image.MAX_IMAGE_PIXELS``) is left as it is.
 """
@@ -18,8 +18,9 @@ from typing import Union
 import numpy as np
 from PIL import Image
 
+from ssd300_common.imaging import ImageDecodeError, decode_image, resize_for_model, to_rgb
+
 from .errors import InvalidImageError
-from .imaging import ImageDecodeError, decode_image, resize_for_model, to_rgb
 
 ImageInput = Union[str, "os.PathLike[str]", bytes, bytearray, memoryview, Image.Image, np.ndarray]
 

@@ -1,7 +1,7 @@
 """Detections of one image, in pixels of the original (EXIF-upright) image.
 
 What the server sends is kept whole: every detection scoring above the server's 0.05
-(:data:`~ssd300_client.contract.SERVER_SCORE_THRESHOLD`, what COCO mAP evaluation wants).
+(:data:`~ssd300_common.contract.SERVER_SCORE_THRESHOLD`, what COCO mAP evaluation wants).
 Showing them is another matter: :data:`DEFAULT_DISPLAY_THRESHOLD` is for drawing and printing.
 """
 
@@ -14,8 +14,9 @@ from typing import NamedTuple
 import numpy as np
 from PIL import Image
 
+from ssd300_common.labels import COCO_NAMES, coco_category_id, coco_category_ids
+
 from .drawing import draw_boxes
-from .labels import COCO_NAMES, coco_category_id, coco_category_ids
 from .preprocess import ImageInput, load_image
 
 # The torch.hub notebook keeps detections above 0.40 (`utils.pick_best(results, 0.40)`) for display.

@@ -26,10 +26,10 @@ import urllib.error
 import urllib.request
 from pathlib import Path
 
-from ssd300_client.contract import PUBLIC_MODELS
+from ssd300_common.contract import ENGINE_FILES, NETWORK_MODEL, PUBLIC_MODELS
 
 from . import health
-from .provenance import ENGINE_FILES, read_provenance, stamp_weights
+from .provenance import read_provenance, stamp_weights
 
 log = logging.getLogger(__name__)
 
@@ -40,8 +40,8 @@ DEFAULT_START_TIMEOUT_S = 180.0
 PYTHON_SHM_DEFAULT_BYTES = 32 * 1024 * 1024
 PYTHON_SHM_GROWTH_BYTES = 16 * 1024 * 1024
 EXIT_TIMEOUT_S = 30
-# What the model build writes into the repository (neither is committed).
-GENERATED_FILES = ("ssd300/1/model.pt", "ssd300_image_preprocess/1/imaging.py")
+# What the model build writes into the repository (not committed) and every engine needs.
+GENERATED_FILES = (f"{NETWORK_MODEL}/1/{ENGINE_FILES['torchscript']}",)
 # Ensemble states while an unload waits for the requests already inside it.
 _DRAINING_STATES = {"READY", "UNLOADING"}
 
@@ -97,11 +97,11 @@ def _repository_view(repository: Path, workdir: Path, config_name: str) -> Path:
     # ($$TRITON_MODEL_DIRECTORY/../python_env.tar.gz), when it has been built.
     for item in sorted(p for p in repository.iterdir() if p.is_file() and p.name.endswith(".tar.gz")):
         (view / item.name).symlink_to(item.resolve())
-    network = repository / "ssd300"
+    network = repository / NETWORK_MODEL
     metadata = read_provenance(repository)
     if metadata:
-        (view / "ssd300").unlink()
-        stamped = view / "ssd300"
+        (view / NETWORK_MODEL).unlink()
+        stamped = view / NETWORK_MODEL
         stamped.mkdir()
         for item in network.resolve().iterdir():
             if item.name != "configs":
@@ -190,7 +190,8 @@ class EmbeddedServer:
             str(_pytriton_server_dir().parent.parent / "nvidia_pytriton.libs"),
         ]
         env["LD_LIBRARY_PATH"] = os.pathsep.join(filter(None, [*libs, env.get("LD_LIBRARY_PATH", "")]))
-        # The Python stub runs `python3` models with whatever site-packages PATH leads to: ours.
+        # The Python stub runs `python3` models with whatever site-packages PATH leads to: ours,
+        # where the project is installed (ssd300_common too). The stub ignores PYTHONPATH.
         env["PATH"] = os.pathsep.join([str(Path(sys.executable).parent), env.get("PATH", "")])
         return env
 
@@ -230,7 +231,7 @@ class EmbeddedServer:
     def _check_engine_file(self) -> None:
         """The engine the build chose (weights.json) must have its model file."""
         engine = (read_provenance(self.repository) or {}).get("engine", "torchscript")
-        path = self.repository / "ssd300" / "1" / ENGINE_FILES.get(engine, "?")
+        path = self.repository / NETWORK_MODEL / "1" / ENGINE_FILES.get(engine, "?")
         if not path.is_file():
             raise ServerError(
                 f"{path} is missing although the build chose ENGINE={engine}: "

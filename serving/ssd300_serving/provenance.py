@@ -1,4 +1,5 @@
-"""The build's provenance as parameters of the ``ssd300`` model config (standard library only).
+"""The build's provenance as parameters of the ``ssd300`` model config (no dependency beyond
+ssd300_common's contract).
 
 The model build writes ``ssd300/1/weights.json`` beside ``model.pt``; the server reports its
 ``weights`` ("random", "nvidia" or "file"), ``weights_sha256``, ``precision`` (of model.pt's
@@ -13,21 +14,23 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-# Config parameter ← weights.json key. tests/test_client_contract.py checks that the first is
-# the parameter the client reads (ssd300_client.contract.WEIGHTS_PARAMETER).
+# ENGINE_FILES is imported from here by onnx_export.py and load_tests (contract.py defines it).
+from ssd300_common.contract import ENGINE_FILES, METADATA_FILE, NETWORK_MODEL, WEIGHTS_PARAMETER
+
+__all__ = ["ENGINE_FILES", "STAMPED_PARAMETERS", "read_provenance", "stamp_weights"]
+
+# Config parameter ← weights.json key; the first is the parameter the client reads.
 STAMPED_PARAMETERS = (
-    ("weights", "weights"),
+    (WEIGHTS_PARAMETER, "weights"),
     ("weights_sha256", "sha256"),
     ("precision", "precision"),
     ("engine", "engine"),
 )
-# The file each engine of the CPU runner loads from ssd300/1/.
-ENGINE_FILES = {"torchscript": "model.pt", "onnx": "model.onnx"}
 
 
 def read_provenance(repository: Path) -> dict | None:
     """The built model's weights.json, or None when no model has been built."""
-    path = Path(repository) / "ssd300" / "1" / "weights.json"
+    path = Path(repository) / NETWORK_MODEL / "1" / METADATA_FILE
     return json.loads(path.read_text()) if path.is_file() else None
 
 

@@ -15,7 +15,7 @@ from PIL import Image
 
 def photo_batch(sample_paths, size):
     """``size`` real-looking uint8 images: the sample photos, then mirrored and shifted copies."""
-    from ssd300_client.imaging import decode_image, resize_for_model
+    from ssd300_common.imaging import decode_image, resize_for_model
 
     photos = [torch.tensor(resize_for_model(decode_image(p.read_bytes()))) for p in sample_paths]
     variants = photos + [p.flip(1) for p in photos] + [p.roll(37, dims=0) for p in photos]

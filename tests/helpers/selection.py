@@ -12,7 +12,7 @@ from __future__ import annotations
 import torch
 
 from ssd300_build.detector import top_candidates
-from ssd300_client import contract
+from ssd300_common import contract
 from ssd300_serving.served_code import load_selection
 
 selection = load_selection()

@@ -11,8 +11,8 @@ import numpy as np
 import tritonclient.grpc as grpcclient
 from tritonclient.utils import InferenceServerException
 
-from ssd300_client import contract
-from ssd300_client.contract import ENCODED_IMAGE_INPUT
+from ssd300_common import contract
+from ssd300_common.contract import ENCODED_IMAGE_INPUT
 from ssd300_serving import health
 
 

@@ -14,8 +14,7 @@ from pathlib import Path
 import numpy as np
 import triton_python_backend_utils as pb_utils
 
-METADATA_FILE = "weights.json"
-ENGINE_FILES = {"torchscript": "model.pt", "onnx": "model.onnx"}
+from ssd300_common.contract import ENGINE_FILES, METADATA_FILE
 
 
 class TorchScriptEngine:

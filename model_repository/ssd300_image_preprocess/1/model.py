@@ -1,7 +1,8 @@
 """ssd300_image_preprocess: encoded image bytes → uint8 [300, 300, 3] and the original size.
 
-A bad item fails its own request with a message naming the problem; the rest of the batch
-goes on.
+Decoding and resizing are the client's own code (ssd300_common.imaging, from the models' Python
+environment), so both sides send the network the same pixels. A bad item fails its own request
+with a message naming the problem; the rest of the batch goes on.
 """
 
 import base64
@@ -9,7 +10,8 @@ import binascii
 
 import numpy as np
 import triton_python_backend_utils as pb_utils
-from imaging import ImageDecodeError, decode_image, resize_for_model
+
+from ssd300_common.imaging import ImageDecodeError, decode_image, resize_for_model
 
 # Encoded images start with a binary signature; text made only of these bytes may be base64.
 BASE64_ALPHABET = frozenset(b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/=\n\r")

@@ -22,7 +22,7 @@ from __future__ import annotations
 import torch
 
 # Config / request parameter of ssd300_postprocess -> (select_detections argument, type). The
-# names are the client's contract (ssd300_client/contract.py; tests/test_client_contract.py).
+# names are the contract's (ssd300_common/contract.py; tests/test_client_contract.py).
 SETTINGS = {
     "score_threshold": ("score_threshold", float),
     "candidates_per_class": ("candidates_per_class", int),

@@ -1,9 +1,8 @@
 """Image decoding and resizing for SSD300, shared by the client and the server-side decode model.
 
-The model build (``make model``) copies this file into
-``model_repository/ssd300_image_preprocess/1/imaging.py`` (generated, not committed), so the
-server decodes exactly as the client does. It may only import the standard library, numpy and
-Pillow.
+``ssd300_image_preprocess`` imports this module too (from the models' Python environment), so
+the server decodes exactly as the client does. It may only import the standard library, numpy
+and Pillow.
 
 Preprocessing follows NVIDIA's COCO evaluation, which the published accuracy refers to: resize
 the whole image to 300×300 with bilinear filtering, aspect ratio not kept. Normalisation

@@ -1,7 +1,8 @@
-"""Names and sizes the server's model repository defines, mirrored for the client.
+"""Names and sizes the server's model repository defines, written out once for every side.
 
 The ``config.pbtxt`` files under ``model_repository/`` are the source of truth;
-``tests/test_client_contract.py`` asserts that every value here agrees with them.
+``tests/test_client_contract.py`` asserts that every value here agrees with them. The client,
+the model build, the serving helpers, the load tests and the models import these names.
 """
 
 from __future__ import annotations
@@ -45,6 +46,11 @@ POSTPROCESS_DEFAULTS: dict[str, float | int] = {
     MAX_DETECTIONS_PARAMETER: MAX_DETECTIONS,
 }
 SERVER_SCORE_THRESHOLD = POSTPROCESS_DEFAULTS[SCORE_THRESHOLD_PARAMETER]
+
+# Files the model build writes into NETWORK_MODEL's version folder (none is committed): the
+# engine each one is for, and the build's provenance (also inside model.pt and model.onnx).
+ENGINE_FILES = {"torchscript": "model.pt", "onnx": "model.onnx"}
+METADATA_FILE = "weights.json"
 
 # Parameter the embedded server stamps into ssd300's config: "random", "nvidia" or "file".
 WEIGHTS_PARAMETER = "weights"

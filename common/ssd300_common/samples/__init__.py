@@ -1,7 +1,7 @@
 """Freely licensed sample photographs (credits in LICENSE.md), shipped as package data.
 
-The demo, the load tests and the model build (random weights are calibrated on them) read
-them from the installed package, wherever it lives.
+The demo, the load tests, the tests and the model build (random weights are calibrated on
+them) read them from the installed package, wherever it lives.
 """
 
 from __future__ import annotations
@@ -16,7 +16,7 @@ def folder() -> Path:
     """The folder holding the photos (a real directory: the package is installed unzipped)."""
     location = resources.files(__name__)
     if not isinstance(location, Path):
-        raise RuntimeError(f"ssd300_client is installed as an archive ({location}); install it unpacked")
+        raise RuntimeError(f"ssd300_common is installed as an archive ({location}); install it unpacked")
     return location
 
 
