@@ -1,5 +1,6 @@
-"""``make tools``: install perf_analyzer and Prometheus into ``.tools/<name>/``, not the system
-or the venv; a stamp names what was installed, so a second run with the same pins does nothing.
+"""``make tools``: install perf_analyzer and Prometheus (and, for ``make analyze``, Model Analyzer)
+into ``.tools/<name>/``, not the system or the venv; a stamp names what was installed, so a
+second run with the same pins does nothing.
 
 perf_analyzer 2.51 (the bundled tritonserver's release) ships inside the ``tritonclient==2.51.0``
 manylinux wheel (PyPI's ``perf-analyzer`` is a placeholder); it links ``libb64.so.0d`` (Debian
@@ -12,7 +13,6 @@ from __future__ import annotations
 
 import hashlib
 import os
-import platform
 import shutil
 import subprocess
 import sys
@@ -38,6 +38,9 @@ CUDA_RUNTIME_WHEEL = (
     "lib/libcudart.so.12",
 )
 PERF_ANALYZER_VERSION = "2.51.0"
+# 1.45.0, tritonserver 2.51's release, is not on PyPI; 1.44.0 is its code (docs/model-analyzer.md).
+# Its tritonclient requirement is unpinned: the client of the server's release keeps them in step.
+MODEL_ANALYZER = ("triton-model-analyzer==1.44.0", "tritonclient[all]==2.51.0")
 WRAPPER = """#!/bin/sh
 # perf_analyzer from the tritonclient wheel, with the libraries it links beside it.
 home=$(dirname "$(readlink -f "$0")")/..
@@ -92,14 +95,11 @@ def _unpack_deb(package: str, scratch: Path) -> Path:
 
 
 def _installed(home: Path, stamp: str, paths: list[Path]) -> bool:
-    """True when ``home`` holds the build ``stamp`` names; else it is emptied for a fresh install."""
+    """True when ``home`` holds the build ``stamp`` names; else it is emptied for a fresh install.
+    Only linux x86_64 builds are pinned: elsewhere the version check after unpacking fails."""
     stamped = home / ".installed"
     if stamped.is_file() and stamped.read_text() == stamp and all(path.is_file() for path in paths):
         return True
-    if sys.platform != "linux" or platform.machine() != "x86_64":
-        raise ToolInstallError(
-            f"only linux x86_64 builds are pinned, not {sys.platform} {platform.machine()}"
-        )
     shutil.rmtree(home, ignore_errors=True)
     return False
 
@@ -145,6 +145,18 @@ def install_prometheus(root: Path = TOOLS_DIR) -> tuple[Path, Path]:
             _check_version(path, "version 2.42.")
         (home / ".installed").write_text(stamp)
     return binaries[0], binaries[1]
+
+
+def install_model_analyzer(root: Path = TOOLS_DIR) -> Path:
+    """Model Analyzer's command, in a venv of its own: it pins optuna, numba and gevent."""
+    home = root / "model-analyzer"
+    command, stamp = home / "bin" / "model-analyzer", " ".join(MODEL_ANALYZER)
+    if not _installed(home, stamp, [command]):
+        _run([sys.executable, "-m", "venv", str(home)], what="creating Model Analyzer's venv")
+        pip = [str(home / "bin" / "python"), "-m", "pip", "install", "--quiet", "--disable-pip-version-check"]
+        _run([*pip, *MODEL_ANALYZER], what=f"installing {stamp}")
+        (home / ".installed").write_text(stamp)
+    return command
 
 
 if __name__ == "__main__":

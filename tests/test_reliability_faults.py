@@ -249,7 +249,7 @@ def test_sigterm_under_load_finishes_in_flight_requests_refuses_new_ones_and_exi
     refused = sum(answer in ("NOT_FOUND", "UNAVAILABLE") for answer, _ in new_answers)
     stubs_left = processes_mentioning(launcher.shm_prefix)
     shm_left = list(Path("/dev/shm").glob(f"{launcher.shm_prefix}*"))
-    row = partial(reliability_figures.row, "SIGTERM (make serve launcher)")
+    row = partial(reliability_figures.row, "SIGTERM (launcher)")
     drain_s = max((at for _, at in finished.values()), default=terminated) - terminated
     row(
         "in flight at SIGTERM, completed",

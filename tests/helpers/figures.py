@@ -13,7 +13,7 @@ import threading
 from collections import Counter
 from pathlib import Path
 
-from .triton_calls import server_version
+from .triton_calls import brief, server_version
 
 REPO = Path(__file__).resolve().parents[2]
 BAD_INPUT = "Bad input"
@@ -62,7 +62,7 @@ class Figures:
                     "side": side,
                     "via": via,
                     "answer": answer,
-                    "message": message,
+                    "message": brief(message, 110),
                     "healthy_after": healthy_after,
                     "non_finite": non_finite,
                 }
