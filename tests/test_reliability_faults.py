@@ -170,7 +170,7 @@ def test_a_killed_python_stub_keeps_readiness_green_but_fails_the_canary(faults,
         text=True,
         timeout=60,
     )
-    row = partial(reliability_figures.row, "Python stub killed")
+    row = partial(reliability_figures.row, "Stub killed")
     row("stub", model)
     row(
         "readiness endpoints still answering 200 (server behaviour)",

@@ -48,7 +48,7 @@ def test_recorded_figures_become_the_report_and_missing_areas_read_not_measured(
         "| Overload | lost (no answer by the deadline) | 0 |",
         "| Failover (kill -9) | all figures | not measured |",
         "| SIGTERM (launcher) | all figures | not measured |",
-        "| Python stub killed | all figures | not measured |",
+        "| Stub killed | all figures | not measured |",
         "| Security | files scanned | 115, findings 0 |",
         "| Kind | Sent as | Answer | Message |",
         "| --- | --- | --- | --- |",

@@ -18,14 +18,7 @@ from pathlib import Path
 FIGURES_ENV = "SSD300_RELIABILITY_FIGURES"
 DEFAULT_FIGURES = Path("reports") / "reliability" / "figures.json"
 DEFAULT_OUT = Path("docs") / "reliability-figures.md"
-AREAS = (
-    "Bad input",
-    "Overload",
-    "Failover (kill -9)",
-    "SIGTERM (launcher)",
-    "Python stub killed",
-    "Security",
-)
+AREAS = ("Bad input", "Overload", "Failover (kill -9)", "SIGTERM (launcher)", "Stub killed", "Security")
 NOT_MEASURED = "not measured"
 
 
