@@ -72,7 +72,7 @@ help:
 	@echo "make analyze  Triton Model Analyzer 1.45 (.tools/) profiles the CPU configs; reports into reports/analyze/"
 	@echo "make tools    unpack perf_analyzer 2.51 and Prometheus 2.42 into .tools/ (make perf/test do it too)"
 	@echo "make eval     COCO mAP through the running server (COCO=<dir> [LIMIT=N])"
-	@echo "make reliability  bad input, overload, faults, security; figures into docs/reliability.md"
+	@echo "make reliability  bad input, overload, faults, security; figures into docs/reliability-figures.md"
 	@echo "make image    build the serving image (Docker; IMAGE_WEIGHTS=nvidia IMAGE_ENGINE=torchscript|onnx)"
 	@echo "make deploy   helm upgrade --install the chart (REGISTRY=… NAMESPACE=…)"
 
@@ -124,7 +124,7 @@ eval: setup
 RELIABILITY_FIGURES := reports/reliability/figures.json
 reliability: setup
 	SSD300_RELIABILITY_FIGURES=$(RELIABILITY_FIGURES) $(PY) -m pytest tests/test_reliability_*.py -q -ra
-	$(PY) -m tools.reliability_report --figures $(RELIABILITY_FIGURES) --readme docs/reliability.md
+	$(PY) -m tools.reliability_report --figures $(RELIABILITY_FIGURES) --out docs/reliability-figures.md
 
 # Without a built model, the benchmark serves a temporary copy with random weights.
 bench: setup
@@ -143,7 +143,7 @@ stock-torch: setup
 # perf_analyzer from the tritonclient 2.51.0 wheel (+ libb64, libcudart) and Debian's
 # Prometheus/promtool, unpacked into .tools/ (nothing installed into the system); idempotent.
 tools: setup
-	$(PY) -m tools.external_tools perf_analyzer prometheus
+	$(PY) -m load_tests.external_tools
 
 # Without a built model, serves a temporary copy with random weights (as make bench does).
 perf: setup

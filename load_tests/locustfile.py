@@ -1,16 +1,12 @@
-"""Locust load test for SSD300 on Triton: gRPC, HTTP and server-side-decode users.
+"""Locust load test for SSD300 on Triton: gRPC and HTTP users of ``ssd300_detector`` (uint8
+tensors) and ``ssd300_image`` (encoded files, decoded by the server).
 
     locust -f load_tests/locustfile.py --headless -u 8 -r 8 -t 60s --host 127.0.0.1:8001 \
         --http-url 127.0.0.1:8000 --csv reports/load/ssd300 --html reports/load/ssd300.html
 
-``--host`` picks the protocol (``host:port`` = gRPC, ``http://host:port`` = HTTP, as the Helm
-chart passes it); ``--grpc-url`` / ``--http-url`` add the other protocol. Users run on every
-protocol that has an endpoint; ``--detector-weight`` / ``--image-weight`` set the mix between
-tensor requests (``ssd300_detector``) and encoded-image requests (``ssd300_image``). Every
-option below also reads an environment variable (the chart's ``loadTest.env``).
-
-At the end the run is judged (failure ratio, p95 latency, thresholds.py); a violated threshold
-makes the exit code 1, so a CI job or the chart's Job fails.
+``--host`` picks the protocol as the Helm chart passes it (endpoints.py); users run on every
+protocol that has an endpoint. At the end the run is judged (thresholds.py): a violated threshold
+makes the exit code 1, so a CI job or the chart's Job fails. load_tests/README.md lists the options.
 """
 
 from __future__ import annotations
@@ -28,133 +24,57 @@ if _PROJECT_ROOT not in sys.path:
     sys.path.insert(0, _PROJECT_ROOT)
 
 # First: initialises gRPC's gevent support before anything imports tritonclient.grpc.
-from load_tests.triton_user import TritonGrpcUser, TritonHttpUser  # isort: skip
+from load_tests.triton_user import DETECTOR, IMAGE, TritonUser  # isort: skip
 
-from locust import events, task
+from locust import events
 from locust.runners import WorkerRunner
 
-from load_tests.endpoints import resolve_endpoints
-from load_tests.thresholds import DEFAULT_MAX_FAILURE_RATIO, DEFAULT_MAX_P95_MS, Thresholds
+from load_tests.endpoints import GRPC, HTTP, resolve_endpoints
+from load_tests.thresholds import DEFAULT_MAX_FAILURE_RATIO, DEFAULT_MAX_P95_MS, violations
 
 log = logging.getLogger("ssd300.load")
 
 
-class GrpcDetectorUser(TritonGrpcUser):
-    @task
-    def detect(self):
-        self.detect_pixels()
+class GrpcDetectorUser(TritonUser):
+    protocol, request = GRPC, DETECTOR
 
 
-class HttpDetectorUser(TritonHttpUser):
-    @task
-    def detect(self):
-        self.detect_pixels()
+class HttpDetectorUser(TritonUser):
+    protocol, request = HTTP, DETECTOR
 
 
-class GrpcImageUser(TritonGrpcUser):
-    @task
-    def detect(self):
-        self.detect_encoded()
+class GrpcImageUser(TritonUser):
+    protocol, request = GRPC, IMAGE
 
 
-class HttpImageUser(TritonHttpUser):
-    @task
-    def detect(self):
-        self.detect_encoded()
+class HttpImageUser(TritonUser):
+    protocol, request = HTTP, IMAGE
+
+
+# (option, type, default, help); each also reads SSD300_<OPTION> (the chart's loadTest.env).
+OPTIONS = (
+    ("--grpc-url", str, "", "gRPC endpoint [grpc[s]://]host:port (default: --host if it is one)"),
+    ("--http-url", str, "", "HTTP endpoint [http[s]://]host:port (default: --host if it is one)"),
+    ("--ca-cert", str, "", "TLS: CA bundle (PEM) that signed the server's certificate"),
+    ("--client-cert", str, "", "TLS: client certificate (PEM)"),
+    ("--client-key", str, "", "TLS: the client certificate's key"),
+    ("--detector-weight", int, 3, "weight of ssd300_detector users (uint8 tensors in)"),
+    ("--image-weight", int, 1, "weight of ssd300_image users (encoded files in)"),
+    ("--batch-size", int, 1, "images per ssd300_detector request"),
+    ("--image-batch-size", int, 1, "images per ssd300_image request"),
+    ("--think-time-s", float, 0.0, "pause between a user's requests"),
+    ("--request-timeout-s", float, 60.0, "client timeout per request"),
+    ("--max-failure-ratio", float, DEFAULT_MAX_FAILURE_RATIO, "fail the run above this"),
+    ("--max-p95-ms", float, DEFAULT_MAX_P95_MS, "fail the run above this p95 (0: no limit)"),
+)
 
 
 @events.init_command_line_parser.add_listener
 def add_options(parser):
     group = parser.add_argument_group("SSD300", "Options of load_tests/locustfile.py")
-    group.add_argument(
-        "--grpc-url",
-        env_var="SSD300_GRPC_URL",
-        default="",
-        help="gRPC endpoint [grpc[s]://]host:port (default: --host if it is one)",
-    )
-    group.add_argument(
-        "--http-url",
-        env_var="SSD300_HTTP_URL",
-        default="",
-        help="HTTP endpoint [http://]host:port (default: --host if it is one)",
-    )
-    group.add_argument(
-        "--ca-cert",
-        env_var="SSD300_CA_CERT",
-        default="",
-        help="TLS: CA bundle (PEM) that signed the server's certificate (grpcs:// or https:// URLs)",
-    )
-    group.add_argument(
-        "--client-cert", env_var="SSD300_CLIENT_CERT", default="", help="TLS: client certificate (PEM)"
-    )
-    group.add_argument(
-        "--client-key", env_var="SSD300_CLIENT_KEY", default="", help="TLS: the client certificate's key"
-    )
-    group.add_argument(
-        "--detector-weight",
-        env_var="SSD300_DETECTOR_WEIGHT",
-        type=int,
-        default=3,
-        help="weight of ssd300_detector users (uint8 tensors in)",
-    )
-    group.add_argument(
-        "--image-weight",
-        env_var="SSD300_IMAGE_WEIGHT",
-        type=int,
-        default=1,
-        help="weight of ssd300_image users (encoded files in)",
-    )
-    group.add_argument(
-        "--batch-size",
-        env_var="SSD300_BATCH_SIZE",
-        type=int,
-        default=1,
-        help="images per ssd300_detector request",
-    )
-    group.add_argument(
-        "--image-batch-size",
-        env_var="SSD300_IMAGE_BATCH_SIZE",
-        type=int,
-        default=1,
-        help="images per ssd300_image request",
-    )
-    group.add_argument(
-        "--think-time-s",
-        env_var="SSD300_THINK_TIME_S",
-        type=float,
-        default=0.0,
-        help="pause between a user's requests",
-    )
-    group.add_argument(
-        "--request-timeout-s",
-        env_var="SSD300_REQUEST_TIMEOUT_S",
-        type=float,
-        default=60.0,
-        help="client timeout per request",
-    )
-    group.add_argument(
-        "--max-failure-ratio",
-        env_var="SSD300_MAX_FAILURE_RATIO",
-        type=float,
-        default=DEFAULT_MAX_FAILURE_RATIO,
-        help="fail the run above this",
-    )
-    group.add_argument(
-        "--max-p95-ms",
-        env_var="SSD300_MAX_P95_MS",
-        type=float,
-        default=DEFAULT_MAX_P95_MS,
-        help="fail the run above this p95 (0: no limit)",
-    )
-
-
-def user_weights(options) -> dict[type, int]:
-    return {
-        GrpcDetectorUser: options.detector_weight,
-        HttpDetectorUser: options.detector_weight,
-        GrpcImageUser: options.image_weight,
-        HttpImageUser: options.image_weight,
-    }
+    for option, kind, default, text in OPTIONS:
+        env_var = "SSD300_" + option[2:].replace("-", "_").upper()
+        group.add_argument(option, env_var=env_var, type=kind, default=default, help=text)
 
 
 @events.init.add_listener
@@ -176,17 +96,13 @@ def choose_users(environment, **_kwargs):
             "no endpoint: pass --host (host:port for gRPC, http://host:port for HTTP) "
             "or --grpc-url/--http-url"
         )
-    weights = user_weights(options)
-    for user_class in environment.user_classes:
-        user_class.weight = (
-            weights.get(user_class, user_class.weight) if user_class.protocol in endpoints else 0
-        )
-    environment.user_classes[:] = [
-        user_class for user_class in environment.user_classes if user_class.weight > 0
-    ]
+    weights = {DETECTOR: options.detector_weight, IMAGE: options.image_weight}
+    for user in environment.user_classes:
+        user.weight = weights[user.request] if user.protocol in endpoints else 0
+    environment.user_classes[:] = [user for user in environment.user_classes if user.weight > 0]
     if not environment.user_classes:
         raise ValueError("every user weight is 0 for the protocols given")
-    mix = ", ".join(f"{user_class.__name__}={user_class.weight}" for user_class in environment.user_classes)
+    mix = ", ".join(f"{user.__name__}={user.weight}" for user in environment.user_classes)
     log.info("endpoints %s; users %s", {p: e.address for p, e in endpoints.items()}, mix)
 
 
@@ -195,20 +111,17 @@ def judge_run(environment, **_kwargs):
     """The verdict on the whole run becomes the process exit code (workers leave it to the master)."""
     if isinstance(environment.runner, WorkerRunner):
         return
-    options = environment.parsed_options
-    thresholds = Thresholds(max_failure_ratio=options.max_failure_ratio, max_p95_ms=options.max_p95_ms)
-    total = environment.stats.total
-    problems = thresholds.violations(
+    options, total = environment.parsed_options, environment.stats.total
+    p95_ms = total.get_response_time_percentile(0.95) or 0.0
+    problems = violations(
         requests=total.num_requests,
         failures=total.num_failures,
-        p95_ms=total.get_response_time_percentile(0.95) or 0.0,
+        p95_ms=p95_ms,
+        max_failure_ratio=options.max_failure_ratio,
+        max_p95_ms=options.max_p95_ms,
     )
     for problem in problems:
         log.error("threshold violated: %s", problem)
     if not problems:
-        log.info(
-            "thresholds met: failure ratio %.2f%%, p95 %.0f ms",
-            100 * total.fail_ratio,
-            total.get_response_time_percentile(0.95),
-        )
+        log.info("thresholds met: failure ratio %.2f%%, p95 %.0f ms", 100 * total.fail_ratio, p95_ms)
     environment.process_exit_code = 1 if problems else 0

@@ -23,18 +23,13 @@ from ssd300_client.imaging import decode_image, resize_for_model
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".webp")
 
 
-def samples_dir() -> Path:
-    """SSD300_SAMPLES_DIR (e.g. a folder of your own images), else the client's sample photos
-    (package data, so also inside the load-test image, which installs the client)."""
-    configured = os.environ.get("SSD300_SAMPLES_DIR")
-    return Path(configured) if configured else samples.folder()
-
-
 class SampleImages:
-    """The photos of a folder as model inputs and as encoded files, served round-robin."""
+    """The photos of a folder as model inputs and as encoded files, served round-robin: by
+    default $SSD300_SAMPLES_DIR (e.g. your own images), else the client's sample photos (package
+    data, so also inside the load-test image, which installs the client)."""
 
     def __init__(self, folder: Path | None = None) -> None:
-        folder = folder or samples_dir()
+        folder = folder or Path(os.environ.get("SSD300_SAMPLES_DIR") or samples.folder())
         self.paths = sorted(p for p in folder.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
         if not self.paths:
             raise FileNotFoundError(f"no images ({', '.join(IMAGE_SUFFIXES)}) in {folder}")
@@ -46,12 +41,8 @@ class SampleImages:
     @cached_property
     def pixels(self) -> np.ndarray:
         """uint8 [n, 300, 300, 3]: each photo, then each photo mirrored (twice the variety)."""
-        photos = np.stack(
-            [
-                resize_for_model(decode_image(data, name=str(path)))
-                for path, data in zip(self.paths, self.encoded)
-            ]
-        )
+        decoded = (decode_image(data, name=str(path)) for path, data in zip(self.paths, self.encoded))
+        photos = np.stack([resize_for_model(image) for image in decoded])
         return np.concatenate([photos, photos[:, :, ::-1]])
 
     def pixel_batch(self, size: int, start: int = 0) -> np.ndarray:

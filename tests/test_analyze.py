@@ -20,6 +20,7 @@ from google.protobuf import text_format
 from tritonclient.grpc import model_config_pb2 as mc
 
 from load_tests.analyze import __main__ as analyze
+from load_tests.external_tools import install_model_analyzer
 from load_tests.payloads import SampleImages
 from load_tests.perf.inputs import write_input_data
 from ssd300_client import contract
@@ -60,7 +61,7 @@ print(json.dumps({
 @pytest.fixture(scope="session")
 def model_analyzer() -> Path:
     try:
-        return analyze.install_model_analyzer()
+        return install_model_analyzer()
     except (RuntimeError, OSError, subprocess.CalledProcessError) as error:
         pytest.skip(f"Model Analyzer cannot be installed here: {error}")
 

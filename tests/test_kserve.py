@@ -1,7 +1,7 @@
 """deploy/kserve/ validated offline against KServe's own CRD schemas, and against the chart.
 
 The schemas are the ``openAPIV3Schema`` of KServe v0.20.0's CRDs (tests/data/kserve/, written
-by ``python -m tools.kserve_schemas``; each file names its source and commit). Validation is
+by ``python -m tests.helpers.kserve_schemas``; each file names its source and commit). Validation is
 what the API server does with strict field validation: JSON-schema types, enums, patterns and
 required fields, and no field the schema does not know.
 """

@@ -13,7 +13,7 @@ import pytest
 import tritonclient.grpc as grpcclient
 
 from load_tests.endpoints import GRPC, HTTP, Endpoint, parse_endpoint, resolve_endpoints
-from load_tests.thresholds import Thresholds
+from load_tests.thresholds import violations
 from ssd300_client import contract
 from ssd300_serving.embedded_server import free_port
 
@@ -32,6 +32,7 @@ SMOKE_SECONDS = 15
         ("grpc://127.0.0.1:8001", Endpoint(GRPC, "127.0.0.1:8001")),
         ("http://ssd300.ml.svc:8000", Endpoint(HTTP, "ssd300.ml.svc:8000")),
         ("http://ssd300.ml.svc:8000/", Endpoint(HTTP, "ssd300.ml.svc:8000")),
+        ("http://ssd300.ml.svc", Endpoint(HTTP, "ssd300.ml.svc:8000")),  # Triton's default port
         ("https://triton.example.com:443", Endpoint(HTTP, "triton.example.com:443", ssl=True)),
         ("grpcs://triton.example.com:443", Endpoint(GRPC, "triton.example.com:443", ssl=True)),
     ],
@@ -41,7 +42,12 @@ def test_the_host_form_selects_the_protocol(host, expected):
 
 
 @pytest.mark.parametrize(
-    "host, message", [("ftp://h:21", "scheme"), ("http://h", "host:port"), ("http://h:8000/v2", "no path")]
+    "host, message",
+    [
+        ("ftp://h:21", "expected a server address"),
+        ("http://h:8000/v2", "expected a server address"),
+        ("h:99999", "bad port"),
+    ],
 )
 def test_malformed_hosts_are_refused_with_the_reason(host, message):
     with pytest.raises(ValueError, match=message):
@@ -54,7 +60,7 @@ def test_explicit_urls_add_the_other_protocol():
 
 
 def test_a_url_of_the_wrong_protocol_is_refused():
-    with pytest.raises(ValueError, match="names a http endpoint"):
+    with pytest.raises(ValueError, match="is a http address, but the protocol is grpc"):
         resolve_endpoints(None, grpc_url="http://127.0.0.1:8000")
 
 
@@ -62,27 +68,20 @@ def test_a_url_of_the_wrong_protocol_is_refused():
 
 
 def test_a_run_within_thresholds_passes():
-    assert (
-        Thresholds(max_failure_ratio=0.01, max_p95_ms=500).violations(requests=200, failures=2, p95_ms=499)
-        == []
-    )
+    assert violations(requests=200, failures=2, p95_ms=499, max_failure_ratio=0.01, max_p95_ms=500) == []
 
 
 def test_each_violated_threshold_is_reported():
-    problems = Thresholds(max_failure_ratio=0.01, max_p95_ms=500).violations(
-        requests=100, failures=5, p95_ms=800
-    )
+    problems = violations(requests=100, failures=5, p95_ms=800, max_failure_ratio=0.01, max_p95_ms=500)
     assert problems == ["failure ratio 5.00% > 1.00% (5 of 100)", "p95 latency 800 ms > 500 ms"]
 
 
 def test_a_zero_latency_limit_disables_the_latency_check():
-    assert (
-        Thresholds(max_failure_ratio=0.0, max_p95_ms=0).violations(requests=10, failures=0, p95_ms=1e6) == []
-    )
+    assert violations(requests=10, failures=0, p95_ms=1e6, max_failure_ratio=0.0, max_p95_ms=0) == []
 
 
 def test_a_run_without_requests_fails():
-    assert Thresholds().violations(requests=0, failures=0, p95_ms=0) == ["no request was made"]
+    assert violations(requests=0, failures=0, p95_ms=0) == ["no request was made"]
 
 
 # --- real runs ----------------------------------------------------------------------------------

@@ -1,6 +1,6 @@
 """The chart's Grafana dashboard and PrometheusRule, offline and against a real Prometheus.
 
-Debian's Prometheus 2.42 (unpacked into .tools/ by tools/external_tools.py) scrapes the test
+Debian's Prometheus 2.42 (unpacked into .tools/ by load_tests/external_tools.py) scrapes the test
 session's tritonserver on loopback while a short load runs, then every PromQL expression of
 the dashboard, of the alert rules and of the prometheus-adapter rule is evaluated through its
 HTTP API. Series carry the labels a ServiceMonitor scrape gives them (job = the Service's
@@ -27,10 +27,10 @@ import tritonclient.grpc as grpcclient
 import yaml
 from tritonclient.utils import InferenceServerException
 
+from load_tests.external_tools import ToolInstallError, install_prometheus
 from load_tests.payloads import SampleImages
 from ssd300_client import contract
 from ssd300_serving.embedded_server import free_port
-from tools.external_tools import ToolInstallError, install_prometheus
 
 from .helpers.chart import (
     ADAPTER_VALUES,

@@ -1,6 +1,6 @@
 """perf_analyzer (Triton's own load generator, 2.51) against the test session's server.
 
-The binary comes out of the tritonclient 2.51.0 wheel (tools/external_tools.py). Each scenario
+The binary comes out of the tritonclient 2.51.0 wheel (load_tests/external_tools.py). Each scenario
 of ``make perf`` runs briefly, in windows of a few requests: the point is that the command
 lines, the ``--input-data`` files and the CSV parsing work, and that every request perf_analyzer
 sends is one the server answers, not the figures (``make perf`` measures).
@@ -17,10 +17,10 @@ import numpy as np
 import pytest
 import tritonclient.grpc as grpcclient
 
+from load_tests.external_tools import ToolInstallError, install_perf_analyzer
 from load_tests.payloads import SampleImages
 from load_tests.perf import analyzer, inputs
 from ssd300_client import contract
-from tools.external_tools import ToolInstallError, install_perf_analyzer
 
 # Windows of two requests, and a stability bound no window misses: on a shared machine two
 # windows of two requests can differ several-fold, and this test checks the plumbing, not figures.

@@ -16,6 +16,7 @@ import sys
 import time
 from concurrent.futures import ThreadPoolExecutor, wait
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 
 import numpy as np
@@ -36,6 +37,7 @@ from ssd300_serving import health
 from ssd300_serving.embedded_server import EXIT_TIMEOUT_S, EmbeddedServer
 
 from .helpers.comparisons import assert_same_detections
+from .helpers.figures import seconds, tally
 from .helpers.processes import kill_hard, processes_mentioning, shm_prefix, stub_pid
 from .helpers.servers import Launcher
 from .helpers.triton_calls import brief, grpc_answer, http_answer_raw, tensor
@@ -125,14 +127,14 @@ def test_a_detector_with_two_servers_completes_every_request_when_one_is_killed(
             done, pending = wait(futures, timeout=300)
     outcomes = [future.result() for future in futures if future in done]
     served_by_survivor = successes(survivor.grpc_url, DETECTOR) - served_before
-    reliability_figures.section(
-        "failover",
-        requests=FAILOVER_REQUESTS,
-        killed_after=answered_before_kill,
-        in_flight_at_kill=in_flight,
-        completed=len(outcomes),
-        served_by_survivor=served_by_survivor,
-        slowest_s=max((latency for _, latency, _ in outcomes), default=0.0),
+    row = partial(reliability_figures.row, "Failover (kill -9)")
+    row("requests through Detector([a, b])", FAILOVER_REQUESTS)
+    row("server a killed (SIGKILL) after", f"{answered_before_kill} answers, {in_flight} in flight")
+    row("completed with correct detections", f"{len(outcomes)}/{FAILOVER_REQUESTS}")
+    row("answered by server b", served_by_survivor)
+    row(
+        "slowest request (includes the failover)",
+        seconds(max((latency for _, latency, _ in outcomes), default=0.0)),
     )
     assert not pending and len(outcomes) == FAILOVER_REQUESTS
     for detections, _, _ in outcomes:
@@ -168,12 +170,16 @@ def test_a_killed_python_stub_keeps_readiness_green_but_fails_the_canary(faults,
         text=True,
         timeout=60,
     )
-    reliability_figures.section(
-        "stub_crash",
-        model=model,
-        readiness=readiness,
-        inference=brief(f"{answer}: {message}"),
-        canary=("healthy: " if canary[0] else "UNHEALTHY: ") + brief(canary[1]),
+    row = partial(reliability_figures.row, "Stub killed")
+    row("stub", model)
+    row(
+        "readiness endpoints still answering 200 (server behaviour)",
+        f"{sum(status == 200 for status in readiness.values())}/{len(readiness)}",
+    )
+    row("inference answer", brief(f"{answer}: {message}"))
+    row(
+        "canary health check (chart readiness/liveness)",
+        ("healthy: " if canary[0] else "UNHEALTHY: ") + brief(canary[1]),
     )
     assert all(status == 200 for status in readiness.values()), readiness  # the server's blind spot
     assert answer == "INTERNAL" and f"Stub process '{model}_0_0' is not healthy" in message
@@ -240,28 +246,23 @@ def test_sigterm_under_load_finishes_in_flight_requests_refuses_new_ones_and_exi
         exited = time.monotonic()
 
     completed = [index for index, (answer, _) in finished.items() if answer == "ok"]
-    answers: dict[str, int] = {}
-    for answer, _ in new_answers:
-        answers[answer] = answers.get(answer, 0) + 1
     refused = sum(answer in ("NOT_FOUND", "UNAVAILABLE") for answer, _ in new_answers)
     stubs_left = processes_mentioning(launcher.shm_prefix)
     shm_left = list(Path("/dev/shm").glob(f"{launcher.shm_prefix}*"))
-    reliability_figures.section(
-        "sigterm",
-        in_flight=sent,
-        in_flight_completed=len(completed),
-        exit_timeout_s=EXIT_TIMEOUT_S,
-        drain_s=max((at for _, at in finished.values()), default=terminated) - terminated,
-        new_requests=len(new_answers),
-        new_refused=refused,
-        new_answers=answers,
-        slowest_refusal_s=max((latency for _, latency in new_answers), default=0.0),
-        warm_up_s=warm_up_s,
-        exit_code=exit_code,
-        exit_s=exited - terminated,
-        stubs_left=len(stubs_left),
-        shm_files_left=len(shm_left),
+    row = partial(reliability_figures.row, "SIGTERM (launcher)")
+    drain_s = max((at for _, at in finished.values()), default=terminated) - terminated
+    row(
+        "in flight at SIGTERM, completed",
+        f"{len(completed)}/{sent} (last {seconds(drain_s)} after SIGTERM; "
+        f"exit timeout {seconds(EXIT_TIMEOUT_S)})",
     )
+    row(
+        "new requests after draining began, refused cleanly",
+        f"{refused}/{len(new_answers)}: {tally([answer for answer, _ in new_answers])} "
+        f"(slowest {seconds(max((latency for _, latency in new_answers), default=0.0))})",
+    )
+    row("launcher exit code", f"{exit_code} after {seconds(exited - terminated)}")
+    row("stub processes / shared-memory files left", f"{len(stubs_left)} / {len(shm_left)}")
     assert in_flight > 0  # the signal did arrive under load
     assert sorted(finished) == list(range(sent)), finished
     assert len(completed) == sent, finished

@@ -9,6 +9,7 @@ import math
 import statistics
 import threading
 import time
+from functools import partial
 
 import numpy as np
 import pytest
@@ -21,6 +22,7 @@ from ssd300_common.contract import DETECTOR_MODEL as DETECTOR
 from ssd300_common.contract import IMAGES_DATATYPE, IMAGES_INPUT, NETWORK_MODEL
 from ssd300_serving import health
 
+from .helpers.figures import mib, seconds
 from .helpers.processes import process_tree_rss
 from .helpers.triton_calls import brief, non_finite_values, outputs_of, still_serving, tensor
 
@@ -209,36 +211,58 @@ def test_overload_ends_every_request_in_an_answer_and_the_server_recovers(overlo
     latencies = {
         kind: [latency for k, latency, _ in outcomes.values() if k == kind] for kind in ("ok", "busy")
     }
-    reliability_figures.section(
-        "overload",
-        factor=rate / capacity,
-        capacity_samples=CAPACITY_SAMPLES,
-        after_samples=AFTER_SAMPLES,
-        batching=batching,
-        capacity_per_s=capacity,
-        baseline_latency_s=baseline,
-        rate_per_s=rate,
-        duration_s=duration,
-        sent=count,
-        succeeded=kinds.count("ok"),
-        refused=kinds.count("busy"),
-        other_errors=len(kinds) - kinds.count("ok") - kinds.count("busy"),
-        slowest_success_s=max(latencies["ok"], default=0.0),
-        slowest_refusal_s=max(latencies["busy"], default=0.0),
-        drain_s=drained - last_sent,
-        deadline_s=drain_deadline_s,
-        rss_idle_bytes=rss_idle,
-        rss_peak_bytes=max(rss_samples),
-        rss_bound_bytes=rss_idle + RSS_HEADROOM_BYTES,
-        canary_during=("healthy: " if canary_answer[0] else "UNHEALTHY: ") + brief(canary_answer[1]),
-        canary_latency_s=canary.get("latency_s", 0.0),
-        recovery_s=recovery_s if recovery_s is not None else float("nan"),
-        latency_after_s=latency_after,
-        largest_batch=max((size for size, n in batches.items() if n > 0), default=0),
+    largest_batch = max((size for size, n in batches.items() if n > 0), default=0)
+    preferred = max(batching["preferred_batch_sizes"], default=0)
+    lost = count - len(outcomes)
+    row = partial(reliability_figures.row, "Overload")
+    row(
+        f"capacity measured (fastest of {CAPACITY_SAMPLES} sequential 1-image requests)",
+        f"{capacity:.2f} images/s ({seconds(baseline)} per request)",
     )
-    assert len(outcomes) == count, (
-        f"{count - len(outcomes)} requests got no answer within {drain_deadline_s:.0f} s"
+    row("offered load", f"{rate / capacity:.1f}× capacity = {rate:.1f} requests/s for {seconds(duration)}")
+    row(
+        "ssd300 batching, as the server loaded it",
+        f"max_batch_size {batching['max_batch_size']}, preferred_batch_size "
+        f"{batching['preferred_batch_sizes'] or 'none'}, queue of {queue_size} requests, "
+        f"queue timeout {seconds(queue_timeout_s)}",
     )
+    row("requests sent", count)
+    row("succeeded", f"{kinds.count('ok')} (slowest {seconds(max(latencies['ok'], default=0.0))})")
+    row(
+        "refused explicitly (UNAVAILABLE: queue full / queue timeout)",
+        f"{kinds.count('busy')} (slowest refusal {seconds(max(latencies['busy'], default=0.0))})",
+    )
+    row("other errors", len(kinds) - kinds.count("ok") - kinds.count("busy"))
+    row("lost (no answer by the deadline)", lost)
+    row(
+        "last answer after the last request",
+        f"{seconds(drained - last_sent)} (deadline {seconds(drain_deadline_s)})",
+    )
+    row(
+        "server memory (RSS, tritonserver + stubs)",
+        f"{mib(rss_idle)} idle → {mib(max(rss_samples))} peak (bound {mib(rss_idle + RSS_HEADROOM_BYTES)})",
+    )
+    canary_text = ("healthy: " if canary_answer[0] else "UNHEALTHY: ") + brief(canary_answer[1])
+    row("canary health check during overload", f"{canary_text} ({seconds(canary.get('latency_s', 0.0))})")
+    row(
+        "recovery: first request at baseline latency",
+        f"{seconds(recovery_s)} after the last request"
+        if recovery_s is not None
+        else f"none within {RECOVERY_DEADLINE_S:.0f} s",
+    )
+    row("largest ssd300 batch executed", largest_batch)
+    row(
+        f"latency after recovery (p50 of {AFTER_SAMPLES})",
+        f"{seconds(latency_after)} (baseline {seconds(baseline)})",
+    )
+    if largest_batch > preferred > 0:
+        reliability_figures.note(
+            f"Under overload the dynamic batcher ran ssd300 batches of up to {largest_batch} images, above "
+            f"the preferred size {preferred} (max_batch_size {batching['max_batch_size']}): with a full "
+            "queue, the batch size, and with it the latency and memory of one batch, is bounded by "
+            "max_batch_size, not by the preferred size."
+        )
+    assert lost == 0, f"{lost} requests got no answer within {drain_deadline_s:.0f} s"
     unexpected = [detail or kind for kind, _, detail in outcomes.values() if kind not in ("ok", "busy")]
     assert unexpected == [], unexpected[:5]
     assert kinds.count("busy") > 0 and kinds.count("ok") > 0  # it was overloaded, and it kept working

@@ -1,110 +1,83 @@
-"""The reliability report renders what the suites recorded, and only that: a figure the run did
-not produce reads "not measured", and the batching settings and notes come from the figures."""
+"""The reliability report lays out what the suites recorded, and only that: an area the run
+recorded nothing for reads "not measured"; the bad-input summary is counted from the cases."""
 
 from __future__ import annotations
 
 import json
 
-import pytest
-
 from tools import reliability_report
 
-OVERLOAD = {
-    "factor": 4,
-    "capacity_samples": 7,
-    "after_samples": 3,
-    "batching": {
-        "max_batch_size": 48,
-        "preferred_batch_sizes": [6],
-        "max_queue_size": 20,
-        "queue_timeout_s": 12.0,
-    },
-    "largest_batch": 20,
-    "capacity_per_s": 5.0,
-    "baseline_latency_s": 0.2,
-    "rate_per_s": 20.0,
-    "duration_s": 10.0,
-    "sent": 200,
-    "succeeded": 80,
-    "refused": 119,
-    "other_errors": 0,
-    "slowest_success_s": 15.0,
-    "slowest_refusal_s": 0.01,
-    "drain_s": 14.0,
-    "deadline_s": 60.0,
-    "rss_idle_bytes": 2**30,
-    "rss_peak_bytes": 2 * 2**30,
-    "rss_bound_bytes": 5 * 2**30,
-    "canary_during": "healthy: ok",
-    "canary_latency_s": 3.0,
-    "recovery_s": 15.0,
-    "latency_after_s": 0.2,
-}
-CASE = {
-    "kind": "truncated PNG",
-    "side": "server",
-    "via": "gRPC ssd300_image",
-    "answer": "INVALID_ARGUMENT",
-    "message": "[request id: <id_unknown>] encoded_image[0]: not a decodable image",
-    "healthy_after": True,
-}
+from .helpers.figures import Figures, seconds, tally
 
 
-@pytest.fixture
-def render(tmp_path, capsys):
-    """figures → (the report as written, what was printed)."""
-
-    def run(figures: dict) -> str:
-        source = tmp_path / "figures.json"
-        source.write_text(json.dumps(figures))
-        assert reliability_report.main(["--figures", str(source)]) == 0
-        report = (tmp_path / reliability_report.REPORT_NAME).read_text()
-        assert report == capsys.readouterr().out  # printed as written
-        return report
-
-    return run
-
-
-def test_the_report_renders_recorded_figures_and_marks_missing_ones(render):
-    report = render({"meta": {"commit": "abc1234"}, "overload": OVERLOAD, "bad_input": {"cases": [CASE]}})
-    assert "| Overload | lost (no answer by the deadline) | 1 |" in report  # 200 − 80 − 119 − 0
-    assert "| Failover (kill -9) | requests | not measured |" in report
-    assert "| Security | restricted APIs | not measured |" in report
-    assert (
-        "| truncated PNG | gRPC ssd300_image | INVALID_ARGUMENT | encoded_image[0]: not a decodable image |"
-        in report
+def bad_input_case(figures: Figures, kind: str, answer: str, *, side: str = "server", non_finite: int = 0):
+    figures.case(
+        kind=kind,
+        side=side,
+        via="gRPC ssd300_image",
+        answer=answer,
+        message=f"[request id: <id_unknown>] {kind}: refused | named",
+        healthy_after=answer != "TypeError",  # one case left the server unhealthy
+        non_finite=non_finite,
     )
 
 
-def test_sample_counts_and_batching_come_from_the_figures(render):
-    report = render({"overload": OVERLOAD})
-    assert "capacity measured (fastest of 7 sequential 1-image requests)" in report
-    assert "latency after recovery (p50 of 3)" in report
-    assert (
-        "| Overload | ssd300 batching, as the server loaded it | max_batch_size 48, "
-        "preferred_batch_size [6], queue of 20 requests, queue timeout 12.0 s |" in report
-    )
-    assert (
-        "- Under overload the dynamic batcher ran ssd300 batches of up to 20 images, above the preferred "
-        "size 6 (max_batch_size 48)" in report
-    )
+def test_recorded_figures_become_the_report_and_missing_areas_read_not_measured(tmp_path):
+    figures = Figures()
+    figures.row("Security", "files scanned", "115, findings 0")
+    figures.row("Overload", "requests sent", 224)
+    figures.row("Overload", "lost (no answer by the deadline)", 0)
+    bad_input_case(figures, "truncated PNG", "INVALID_ARGUMENT")
+    bad_input_case(figures, "truncated JPEG", "INVALID_ARGUMENT")
+    bad_input_case(figures, "a list", "TypeError", side="client")
+    bad_input_case(figures, "1-bit PNG", "served", non_finite=2)
+    figures.note("a note")
+    figures.note("a note")  # recorded once
+    source, out = tmp_path / "figures.json", tmp_path / "docs" / "figures.md"
+    figures.write(source)
+    assert reliability_report.main(["--figures", str(source), "--out", str(out)]) == 0
+    report = out.read_text()
+    table = [line for line in report.splitlines() if line.startswith("| ")]
+    assert table[2:] == [
+        "| Bad input | kinds tried | 4 in 4 cases (3 sent to the server, 1 through the client) |",
+        "| Bad input | refused with an error naming the problem | 3: INVALID_ARGUMENT 2, TypeError 1 |",
+        "| Bad input | odd but valid inputs served | 1 |",
+        "| Bad input | server live and canary inference ok after each | 3/4 |",
+        "| Bad input | NaN or inf values in any response | 2 |",
+        "| Overload | requests sent | 224 |",  # the areas in their order, rows as recorded
+        "| Overload | lost (no answer by the deadline) | 0 |",
+        "| Failover (kill -9) | all figures | not measured |",
+        "| SIGTERM (launcher) | all figures | not measured |",
+        "| Stub killed | all figures | not measured |",
+        "| Security | files scanned | 115, findings 0 |",
+        "| Kind | Sent as | Answer | Message |",
+        "| --- | --- | --- | --- |",
+        "| truncated PNG | gRPC ssd300_image | INVALID_ARGUMENT | truncated PNG: refused \\| named |",
+        "| truncated JPEG | gRPC ssd300_image | INVALID_ARGUMENT | truncated JPEG: refused \\| named |",
+        "| a list | gRPC ssd300_image | TypeError | a list: refused \\| named |",
+        "| 1-bit PNG | gRPC ssd300_image | served | 1-bit PNG: refused \\| named |",
+    ]
+    assert report.endswith("## Notes\n\n- a note\n")
+    assert f"(commit {json.loads(source.read_text())['meta']['commit']}," in report
 
 
-def test_the_batching_note_follows_the_measured_batch_size(render):
-    within = render({"overload": {**OVERLOAD, "largest_batch": 6}})
-    assert "batches of up to 6 images (preferred size 6, max_batch_size 48)." in within
-    assert "bounded by max_batch_size" not in within
+def test_a_run_without_bad_input_cases_has_no_catalogue(tmp_path):
+    source = tmp_path / "figures.json"
+    source.write_text(json.dumps({"rows": [["Overload", "requests sent", "5"]]}))
+    assert reliability_report.main(["--figures", str(source), "--out", str(tmp_path / "r.md")]) == 0
+    report = (tmp_path / "r.md").read_text()
+    assert "| Bad input | all figures | not measured |" in report
+    assert "catalogue" not in report and "## Notes" not in report
 
 
-def test_figures_from_before_batching_was_recorded_read_not_measured(render):
-    old = {key: value for key, value in OVERLOAD.items() if key not in ("batching", "largest_batch")}
-    report = render({"overload": old})
-    assert "| Overload | ssd300 batching, as the server loaded it | not measured |" in report
-    assert "| Overload | largest ssd300 batch executed | not measured |" in report
-    assert "## Notes" not in report
+def test_values_are_worded_in_seconds_or_milliseconds_and_answers_tallied():
+    assert (seconds(0.0094), seconds(1.0), seconds(36.94)) == ("9 ms", "1.0 s", "36.9 s")
+    assert tally(["NOT_FOUND", "UNAVAILABLE", "NOT_FOUND"]) == "NOT_FOUND 2, UNAVAILABLE 1"
+    assert tally([]) == "none"
 
 
 def test_missing_figures_are_an_error_naming_the_file(tmp_path, capsys):
     missing = tmp_path / "nothing.json"
-    assert reliability_report.main(["--figures", str(missing)]) == 1
+    assert reliability_report.main(["--figures", str(missing), "--out", str(tmp_path / "r.md")]) == 1
     assert f"{missing} does not exist: run `make reliability` first" in capsys.readouterr().err
+    assert not (tmp_path / "r.md").exists()

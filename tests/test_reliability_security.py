@@ -114,6 +114,10 @@ def assert_refused(protocol: str, answer: tuple[str, str]) -> None:
     assert answer[0] == status and re.search(pattern, answer[1]), answer
 
 
+def record_restriction(figures, api: str, *answers: str) -> None:
+    figures.row("Security", f"{api}: without key / wrong key / with key", " · ".join(answers))
+
+
 @pytest.mark.parametrize("protocol", ["http", "grpc"])
 def test_model_load_and_unload_need_the_admin_key(locked, reliability_figures, protocol):
     server, key, model = locked.server, locked.admin_key, "ssd300_image_postprocess"
@@ -125,8 +129,12 @@ def test_model_load_and_unload_need_the_admin_key(locked, reliability_figures, p
     unloaded = admin_call(server, protocol, "unload", admin_headers(protocol, key), model=model)
     gone = not server.is_model_ready(model)
     loaded = admin_call(server, protocol, "load", admin_headers(protocol, key), model=model)
-    reliability_figures.restriction(
-        f"model load/unload ({protocol.upper()})", [without[0], wrong[0], f"{unloaded[0]} / {loaded[0]}"]
+    record_restriction(
+        reliability_figures,
+        f"model load/unload ({protocol.upper()})",
+        without[0],
+        wrong[0],
+        f"{unloaded[0]} / {loaded[0]}",
     )
     assert unloaded[0] == ALLOWED[protocol] and gone
     assert loaded[0] == ALLOWED[protocol] and server.is_model_ready(model)
@@ -146,8 +154,12 @@ def test_shared_memory_registration_needs_the_admin_key(locked, reliability_figu
         released = admin_call(server, protocol, "unregister", admin_headers(protocol, key), name=name)
     finally:
         shared_memory.destroy_shared_memory_region(region)
-    reliability_figures.restriction(
-        f"system shared-memory registration ({protocol.upper()})", [without[0], wrong[0], allowed[0]]
+    record_restriction(
+        reliability_figures,
+        f"system shared-memory registration ({protocol.upper()})",
+        without[0],
+        wrong[0],
+        allowed[0],
     )
     assert_refused(protocol, without)
     assert_refused(protocol, wrong)
@@ -161,8 +173,8 @@ def test_logging_and_trace_settings_need_the_admin_key(locked, reliability_figur
     without = admin_call(server, protocol, api, None)
     wrong = admin_call(server, protocol, api, admin_headers(protocol, "not-" + key))
     allowed = admin_call(server, protocol, api, admin_headers(protocol, key))
-    reliability_figures.restriction(
-        f"{api} settings ({protocol.upper()})", [without[0], wrong[0], allowed[0]]
+    record_restriction(
+        reliability_figures, f"{api} settings ({protocol.upper()})", without[0], wrong[0], allowed[0]
     )
     assert_refused(protocol, without)
     assert_refused(protocol, wrong)
@@ -268,6 +280,8 @@ def test_no_secrets_are_committed(reliability_figures):
         ["git", "ls-files", "-z"], cwd=REPO, capture_output=True, check=True, timeout=60
     ).stdout.split(b"\0")
     scanned, findings = scan_for_secrets(REPO, [name.decode() for name in listed if name])
-    reliability_figures.section("security", files_scanned=scanned, secrets_found=len(findings))
+    reliability_figures.row(
+        "Security", "tracked files scanned for committed secrets", f"{scanned}, findings {len(findings)}"
+    )
     assert scanned > 50  # the scan saw the repository
     assert findings == []

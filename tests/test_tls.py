@@ -261,13 +261,12 @@ _LOCUST_REQUEST = """
 import json, os, sys
 from types import SimpleNamespace
 
-from load_tests.triton_user import TimedTritonClient, tls_of  # first: gevent before gRPC
+from load_tests.triton_user import DETECTOR, TimedTritonClient, tls_of  # first: gevent before gRPC
 
 import numpy as np
 from locust.event import Events
 
 from load_tests.endpoints import parse_endpoint
-from ssd300_client import contract
 
 url, ca_cert, client_cert, client_key = sys.argv[1:]
 events, fired = Events(), []
@@ -277,8 +276,7 @@ client = TimedTritonClient(
     parse_endpoint(url), SimpleNamespace(events=events), timeout_s=20, tls=tls_of(options)
 )
 pixels = np.zeros((2, 300, 300, 3), np.uint8)
-client.infer(contract.DETECTOR_MODEL, contract.IMAGES_INPUT, pixels, contract.IMAGES_DATATYPE,
-             contract.DETECTION_OUTPUTS)
+client.infer(DETECTOR, pixels)
 client.close()
 print(json.dumps([
     {"type": e["request_type"], "name": e["name"], "length": e["response_length"],

@@ -1,13 +1,9 @@
 """``python -m load_tests.analyze`` (``make analyze``): Triton's Model Analyzer profiles the configs.
 
-Model Analyzer 1.45.0 pairs with tritonserver 2.51 (NGC 24.10) but was never published on PyPI;
-1.44.0 is the same code (``git diff v1.44.0 v1.45.0 -- model_analyzer`` is empty), so that is
-the pin. It goes into a venv of its own under ``.tools/`` (its optuna, numba and gevent pins
-are no business of the project's). Its local launch mode starts ``triton_server_path`` with
-its own flags; here that path is a generated script that starts the tritonserver bundled in
-nvidia-pytriton the way ``ssd300_serving.embedded_server`` does. Model Analyzer reads each
-model's ``config.pbtxt`` and loads its variants with a config override, so the repository it
-profiles is a view of ours whose ``config.pbtxt`` files are the CPU variants. Its reports go to
+Model Analyzer 1.44.0 (1.45.0, tritonserver 2.51's release, is the same code and not on PyPI)
+in a venv of its own under ``.tools/``; its local launch mode starts a generated script that runs
+the tritonserver bundled in nvidia-pytriton as ``ssd300_serving.embedded_server`` does, on a view
+of the repository whose ``config.pbtxt`` files are the CPU variants. Reports go to
 ``reports/analyze/``; docs/model-analyzer.md says how to read them and how to run it on a GPU.
 """
 
@@ -20,39 +16,21 @@ import subprocess
 import sys
 from pathlib import Path
 
+from load_tests.external_tools import install_model_analyzer, install_perf_analyzer
 from load_tests.payloads import SampleImages
 from load_tests.perf.inputs import write_input_data
 from ssd300_client.contract import NETWORK_MODEL
 from ssd300_serving import embedded_server
 from ssd300_serving.provenance import read_provenance, stamp_weights
-from tools.external_tools import TOOLS_DIR, install_perf_analyzer
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 CPU_CONFIG = Path(__file__).with_name("cpu.yaml")
-# Its tritonclient requirement is unpinned: the client of the server's release keeps them in step.
-REQUIREMENTS = ("triton-model-analyzer==1.44.0", "tritonclient[all]==2.51.0")
 LAUNCHER = """#!/bin/sh
 # tritonserver for Model Analyzer's local launch mode: the binary bundled in nvidia-pytriton
 # with the backends, libraries and flags ssd300_serving.embedded_server gives it.
-export LD_LIBRARY_PATH={library_path} PATH={path}
-exec {binary} --backend-directory={backends} {flags} "$@"
+export LD_LIBRARY_PATH={LD_LIBRARY_PATH} PATH={PATH}
+exec {server} "$@"
 """
-
-
-def install_model_analyzer(root: Path = TOOLS_DIR) -> Path:
-    """The ``model-analyzer`` command of its own venv, installed from PyPI unless it is there."""
-    home = root / "model-analyzer"
-    stamp, command = home / ".installed", home / "bin" / "model-analyzer"
-    if stamp.is_file() and stamp.read_text() == " ".join(REQUIREMENTS) and command.is_file():
-        return command
-    shutil.rmtree(home, ignore_errors=True)
-    subprocess.run([sys.executable, "-m", "venv", str(home)], check=True)
-    pip = [str(home / "bin" / "python"), "-m", "pip", "install", "--quiet", "--disable-pip-version-check"]
-    result = subprocess.run([*pip, *REQUIREMENTS], capture_output=True, text=True)
-    if result.returncode != 0:
-        raise RuntimeError(f"installing {' '.join(REQUIREMENTS)} failed:\n{result.stderr[-2000:]}")
-    stamp.write_text(" ".join(REQUIREMENTS))
-    return command
 
 
 def cpu_repository(repository: Path, into: Path) -> Path:
@@ -86,14 +64,9 @@ def write_launcher(repository: Path, into: Path) -> Path:
         f"--backend-config=python,shm-growth-byte-size={embedded_server.PYTHON_SHM_GROWTH_BYTES}",
     ]
     launcher = into / "tritonserver"
+    paths = {name: shlex.quote(env[name]) for name in ("LD_LIBRARY_PATH", "PATH")}
     launcher.write_text(
-        LAUNCHER.format(
-            library_path=shlex.quote(env["LD_LIBRARY_PATH"]),
-            path=shlex.quote(env["PATH"]),
-            binary=shlex.quote(str(binary)),
-            backends=shlex.quote(str(backends)),
-            flags=shlex.join(flags),
-        )
+        LAUNCHER.format(**paths, server=shlex.join([str(binary), f"--backend-directory={backends}", *flags]))
     )
     launcher.chmod(0o755)
     return launcher

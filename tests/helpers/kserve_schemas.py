@@ -8,7 +8,7 @@ shortcuts (``sklearn``, ``pytorch``, … ``triton``) and ``workerSpec``; the Ser
 ``workerSpec``. A manifest using a removed field fails validation as an unknown field, so the
 pruning can make the test stricter, never laxer.
 
-    python -m tools.kserve_schemas --kserve /path/to/kserve/checkout --ref v0.20.0
+    python -m tests.helpers.kserve_schemas --kserve /path/to/kserve/checkout --ref v0.20.0
 """
 
 from __future__ import annotations
@@ -20,7 +20,7 @@ from pathlib import Path
 
 import yaml
 
-REPO_ROOT = Path(__file__).resolve().parents[1]
+REPO_ROOT = Path(__file__).resolve().parents[2]
 OUT = REPO_ROOT / "tests" / "data" / "kserve"
 CRDS = {
     "InferenceService": ("config/crd/full/serving.kserve.io_inferenceservices.yaml", "v1beta1"),
@@ -86,7 +86,7 @@ def vendor(kserve: Path, ref: str) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
-        prog="python -m tools.kserve_schemas", description=__doc__.split("\n\n")[0]
+        prog="python -m tests.helpers.kserve_schemas", description=__doc__.split("\n\n")[0]
     )
     parser.add_argument(
         "--kserve", type=Path, required=True, help="a git checkout (or bare clone) of kserve/kserve"
