@@ -17,6 +17,7 @@ from load_tests.benchmark import gpu_models
 from load_tests.benchmark.cuda_diagnosis import why_no_cuda
 from load_tests.benchmark.gpu_check import ROUNDING_MARGIN, STRICT_TOLERANCE, detection_parity, on_device
 from ssd300_build.detector import SSD300Detector
+from ssd300_serving.served_code import load_selection
 
 pytestmark = pytest.mark.model
 CUDA = pytest.param(
@@ -40,7 +41,7 @@ def network(request):
     try:
         return request.getfixturevalue("random_network")[0]
     except pytest.FixtureLookupError:
-        return gpu_models.random_network()[0]
+        return gpu_models.random_network()
 
 
 @pytest.fixture(scope="module")
@@ -50,7 +51,7 @@ def photos():
 
 @pytest.fixture(scope="module")
 def selection():
-    module = gpu_models.selection_module()
+    module = load_selection()
     return module, gpu_models.served_settings(module)
 
 

@@ -2,17 +2,17 @@
 
 `make model` traces ``model.pt`` with the development torch (requirements.txt), while the stock
 ``tritonserver:24.10-py3`` container loads it with its PyTorch backend's libtorch (PyTorch 2.5)
-and runs the Python-backend models with the torch of the packed environment
-(build/ssd300_build/python_env.txt pins the same release). This installs that torch into a
-venv of its own under ``.tools/`` (PyPI's Linux build: about 3 GB with its CUDA libraries, no
-GPU needed to import it), then, on the sample photos:
+and runs the Python-backend models with the packed environment's torch (python_env.txt pins the
+same release). This installs that torch with its torchvision, numpy and Pillow into a venv of its
+own under ``.tools/`` (PyPI's Linux build, ~3 GB with its CUDA libraries; no GPU needed to import
+it) and runs there, with ``PYTHONPATH`` alone on the project's folders (no tritonclient, pytriton
+or onnx in that venv):
 
-- loads ``model.pt`` with it and compares boxes and scores with the development torch's;
-- runs both selection functions of the served postprocess under it, on the development
-  torch's outputs (must be identical) and on its own (must match within the network's
-  difference).
+- ``model.pt`` on the sample photos: boxes and scores within 1e-4 of the development torch's,
+  and both selection functions of the served postprocess identical on the same outputs;
+- ``python -m load_tests.benchmark.gpu_check`` on the CPU at its smallest settings.
 
-Writes ``reports/stock_torch/result.json``; exit code 1 on a mismatch.
+Writes ``reports/stock_torch/result.json`` (and ``gpu_check/``); exit status 1 on a failure.
 """
 
 from __future__ import annotations
@@ -20,64 +20,77 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import os
 import subprocess
 import sys
 import tempfile
+import time
 import warnings
-from contextlib import ExitStack
 from pathlib import Path
 
 import numpy as np
 import torch
 
-from load_tests.benchmark import serving
-from load_tests.benchmark.inprocess import load_selection_module, served_selection_options
-from load_tests.payloads import SampleImages
-from ssd300_build.python_env import requirements
-from ssd300_serving.embedded_server import stop_servers_on_sigterm
-
 log = logging.getLogger("tools.stock_torch")
 REPO_ROOT = Path(__file__).resolve().parents[1]
-SELECTION_FILE = REPO_ROOT / "model_repository" / "ssd300_postprocess" / "1" / "detection_selection.py"
+PACKAGE_PATH = os.pathsep.join(str(REPO_ROOT / name) for name in ("client", "build", "serving", "."))
 # Two builds of libtorch differ in kernels, not in results: outputs this close select the same
-# detections but for ties (checked below on the detections themselves).
+# detections but for ties, and the selections are compared on the same outputs anyway.
 OUTPUT_TOLERANCE = 1e-4
 SELECTIONS = ("select_detections", "select_detections_gpu")
+GPU_CHECK_SETTINGS = ["--device", "cpu", "--batch-sizes", "1", "--postprocess-batches", "1", "--repeats", "1"]
+GPU_CHECK_SETTINGS += ["--warmup", "0", "--precisions", "fp32", "fp16"]
 
 
 def stock_venv(version: str, tools: Path) -> Path:
-    """A venv holding the pinned torch and numpy of the packed environment (idempotent)."""
+    """A venv holding that torch, its torchvision, and the packed environment's numpy and Pillow
+    for this Python (rebuilt when the pins change)."""
+    from ssd300_build.python_env import requirements  # packaging: the development venv only
+
+    python_version = "{}.{}".format(*sys.version_info)
+    pins = requirements(python_version=python_version, torch_version=version)
+    minor, patch = version.split(".")[1:3]
+    pins.append(f"torchvision==0.{int(minor) + 15}.{patch}")  # torch 2.m.p pairs with 0.(m+15).p
     venv = tools / f"torch-{version}"
-    python = venv / "bin" / "python"
-    done = venv / ".installed"
-    if done.is_file():
+    python, done = venv / "bin" / "python", venv / ".installed"
+    if done.is_file() and done.read_text().split() == pins:
         return python
-    pins = [line for line in requirements(torch_version=version) if line.startswith(("torch==", "numpy=="))]
     log.info("installing %s into %s (PyPI's CUDA build: ~3 GB, a few minutes)", " ".join(pins), venv)
     subprocess.run([sys.executable, "-m", "venv", "--clear", str(venv)], check=True)
     subprocess.run([str(python), "-m", "pip", "install", "--quiet", *pins], check=True)
-    done.touch()
+    done.write_text("\n".join(pins) + "\n")
     return python
 
 
-def compare(dev: dict, stock: dict) -> dict:
-    """Figures and verdicts from the two runs' arrays (``dev``: development torch)."""
-    result = {
-        "max_abs_diff_boxes": float(np.abs(dev["boxes"] - stock["boxes"]).max()),
-        "max_abs_diff_scores": float(np.abs(dev["scores"] - stock["scores"]).max()),
-    }
-    result["outputs_match"] = (
-        max(result["max_abs_diff_boxes"], result["max_abs_diff_scores"]) <= OUTPUT_TOLERANCE
-    )
-    for name in SELECTIONS:
-        same_input = [np.array_equal(dev[f"{name}_{i}"], stock[f"dev_{name}_{i}"]) for i in range(4)]
-        result[f"{name}_identical_on_same_outputs"] = all(same_input)
-        counts_equal = np.array_equal(dev[f"{name}_3"], stock[f"own_{name}_3"])
-        close = counts_equal and all(
-            np.allclose(dev[f"{name}_{i}"], stock[f"own_{name}_{i}"], atol=OUTPUT_TOLERANCE) for i in range(3)
+def run(model_path: Path, images: np.ndarray, outputs: dict | None = None) -> dict[str, np.ndarray]:
+    """model.pt's boxes and scores on ``images``, and both served selections of ``outputs`` (the
+    arrays of another run) or of its own: under whichever torch runs this."""
+    from load_tests.benchmark.gpu_models import served_settings
+    from ssd300_serving.served_code import load_selection
+
+    selection = load_selection()
+    settings = served_settings(selection)
+    with torch.inference_mode():
+        boxes, scores = torch.jit.load(str(model_path))(torch.from_numpy(images))
+        result = {"torch": np.array(torch.__version__), "boxes": boxes.numpy(), "scores": scores.numpy()}
+        inputs = (
+            [torch.from_numpy(outputs[key]) for key in ("boxes", "scores")] if outputs else (boxes, scores)
         )
-        result[f"{name}_matches_on_own_outputs"] = bool(close)
-    result["ok"] = all(value for key, value in result.items() if isinstance(value, bool))
+        for name in SELECTIONS:
+            for index, array in enumerate(getattr(selection, name)(*inputs, **settings)):
+                result[f"{name}_{index}"] = array.numpy()
+    return result
+
+
+def compare(dev: dict, stock: dict) -> dict:
+    """Verdicts from the two runs' arrays (``dev``: development torch)."""
+    result = {
+        f"max_abs_diff_{key}": float(np.abs(dev[key] - stock[key]).max()) for key in ("boxes", "scores")
+    }
+    result["outputs_match"] = max(result.values()) <= OUTPUT_TOLERANCE
+    for name in SELECTIONS:
+        same = all(np.array_equal(dev[f"{name}_{i}"], stock[f"{name}_{i}"]) for i in range(4))
+        result[f"{name}_identical_on_same_outputs"] = same
     return result
 
 
@@ -87,50 +100,53 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--torch-version", help="default: the pin in build/ssd300_build/python_env.txt")
     parser.add_argument("--tools", type=Path, default=REPO_ROOT / ".tools")
     parser.add_argument("--out", type=Path, default=REPO_ROOT / "reports" / "stock_torch")
-    args = parser.parse_args(argv)
-    stop_servers_on_sigterm()
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s", datefmt="%H:%M:%S")
-    version = args.torch_version or next(
-        line.split("==")[1] for line in requirements() if line.startswith("torch==")
+    parser.add_argument(
+        "--inside", nargs=3, type=Path, metavar=("MODEL", "INPUTS", "OUT"), help=argparse.SUPPRESS
     )
+    args = parser.parse_args(argv)
+    if args.inside:  # the stock torch's side, started below
+        model_path, inputs, out = args.inside
+        data = dict(np.load(inputs))
+        np.savez(out, **run(model_path, data.pop("images"), data))
+        return 0
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s", datefmt="%H:%M:%S")
+    warnings.filterwarnings("ignore", category=FutureWarning, module=r"torch\.jit")  # what Triton runs
+    from load_tests.benchmark.gpu_check import served_model
+    from load_tests.benchmark.gpu_models import photos
+    from ssd300_build.python_env import requirements
+
+    version = args.torch_version or next(p.split("==")[1] for p in requirements() if p.startswith("torch=="))
     python = stock_venv(version, args.tools)
-    args.out.mkdir(parents=True, exist_ok=True)
-    selection = load_selection_module()
-    options = served_selection_options(selection)
-    images = torch.from_numpy(SampleImages().pixels)
-    with ExitStack() as stack, tempfile.TemporaryDirectory(prefix="ssd300-stock-torch-") as workdir:
-        repository = serving.repository_to_serve(args.repository, stack)
-        model_path = repository / "ssd300" / "1" / "model.pt"
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", FutureWarning)
-            model = torch.jit.load(str(model_path))
-        with torch.inference_mode():
-            boxes, scores = model(images)
-            dev = {"boxes": boxes.numpy(), "scores": scores.numpy()}
-            for name in SELECTIONS:
-                for index, array in enumerate(getattr(selection, name)(boxes, scores, **options)):
-                    dev[f"{name}_{index}"] = array.numpy()
-        data, out = Path(workdir) / "inputs.npz", Path(workdir) / "stock.npz"
-        np.savez(
-            data,
-            images=images.numpy(),
-            boxes=dev["boxes"],
-            scores=dev["scores"],
-            **{f"option_{key}": np.array(value) for key, value in options.items()},
-        )
-        log.info("running model.pt and the postprocess under torch %s", version)
-        subprocess.run(
-            [str(python), str(Path(__file__).with_name("stock_torch_run.py")), str(model_path),
-             str(SELECTION_FILE), str(data), str(out)],
-            check=True,
-        )  # fmt: skip
+    env = {**os.environ, "PYTHONPATH": PACKAGE_PATH, "PYTHONDONTWRITEBYTECODE": "1"}
+    with tempfile.TemporaryDirectory(prefix="ssd300-stock-torch-") as workdir:
+        model_path, inputs, out = (Path(workdir) / name for name in ("model.pt", "inputs.npz", "stock.npz"))
+        served, description = served_model(args.repository)
+        torch.jit.save(served, str(model_path))
+        images = photos().numpy()
+        dev = run(model_path, images)
+        np.savez(inputs, images=images, boxes=dev["boxes"], scores=dev["scores"])
+        log.info("running %s and the postprocess under torch %s", description, version)
+        command = [str(python), "-m", "tools.stock_torch", "--inside", str(model_path), str(inputs), str(out)]
+        subprocess.run(command, env=env, cwd=REPO_ROOT, check=True)
         stock = dict(np.load(out))
+    log.info("running gpu_check under torch %s on the CPU", version)
+    check_out, start = args.out / "gpu_check", time.monotonic()
+    command = [str(python), "-m", "load_tests.benchmark.gpu_check", *GPU_CHECK_SETTINGS]
+    command += ["--repository", str(args.repository), "--out", str(check_out)]
+    check = subprocess.run(command, env=env, cwd=REPO_ROOT)
+    report = json.loads((check_out / "gpu_check.json").read_text()) if check.returncode == 0 else {}
     result = {
         "development_torch": torch.__version__,
-        "stock_torch": str(stock.pop("torch_version")),
+        "stock_torch": str(stock["torch"]),
+        "model": description,
         "images": len(images),
         **compare(dev, stock),
+        "gpu_check_exit_status": check.returncode,
+        "gpu_check_torch": report.get("torch"),
+        "gpu_check_seconds": round(time.monotonic() - start, 1),
     }
+    result["ok"] = all(v for v in result.values() if isinstance(v, bool)) and check.returncode == 0
+    args.out.mkdir(parents=True, exist_ok=True)
     (args.out / "result.json").write_text(json.dumps(result, indent=2) + "\n")
     for key, value in result.items():
         log.info("%-40s %s", key, value)
