@@ -37,7 +37,7 @@ def dry_run(tmp_path_factory):
     """``python -m load_tests.benchmark.gpu_check --device cpu`` with the venv's extras blocked,
     against a repository without model.pt (so it traces its own), at the smallest settings."""
     repository, out = tmp_path_factory.mktemp("empty_repository"), tmp_path_factory.mktemp("gpu_check")
-    settings = ["--batch-sizes", "1", "--postprocess-batches", "1"]
+    settings = ["--batch-sizes", "1"]
     process = run_blocked(
         "runpy.run_module('load_tests.benchmark.gpu_check', run_name='__main__')",
         *["--device", "cpu", "--repository", str(repository), "--out", str(out), *settings],
@@ -102,7 +102,7 @@ def test_tf32_emulation_moves_a_convolutions_output_by_tf32s_rounding():
     conv = nn.Conv2d(16, 8, 3).eval()
     x = torch.randn(1, 16, 12, 12)
     with torch.no_grad():
-        exact, emulated = conv(x), gpu_models.tf32_emulated(conv)(x)
+        exact, emulated = conv(x), gpu_models.emulated(conv, "tf32")(x)
     relative = float(((emulated - exact).abs() / exact.abs().clamp(min=1.0)).max())
     # 144 products, each operand off by at most 2^-11 relative: far below 1e-2, far above FP32's 1e-7
     assert 1e-5 < relative < 1e-2
@@ -114,13 +114,13 @@ def test_tf32_rounding_alone_stays_within_the_bound_model_pt_is_held_to(random_n
     a GPU: rounding alone must not make it report a difference (NMS decisions that flip)."""
     network = random_network[0]
     images = gpu_models.photos()
-    floor = gpu_models.rounding_floor(network, gpu_models.tf32_emulated(network), images)
+    floor = gpu_models.rounding_floor(network, "tf32", images)
     selection = load_selection()
     settings = gpu_models.served_settings(selection)
     with torch.inference_mode():
         exact = selection.select_detections(*SSD300Detector(network)(images), **settings)
         rounded = selection.select_detections(
-            *SSD300Detector(gpu_models.tf32_emulated(network))(images), **settings
+            *SSD300Detector(gpu_models.emulated(network, "tf32"))(images), **settings
         )
     parity = gpu_check.detection_parity(exact, rounded, gpu_check.ROUNDING_MARGIN * max(floor.values()))
     assert parity["unmatched"] == 0 and parity["compared"] > 50, parity

@@ -1,20 +1,12 @@
-"""``make gpu-check``: the first checks and figures to take on a GPU, in one run of a few minutes.
+"""``make gpu-check``: the first checks and figures to take on a GPU (docs/engines.md), in minutes.
 
 Needs torch (2.5 to 2.14), torchvision, numpy and Pillow, with ``PYTHONPATH`` on client/, build/,
-serving/ and the repository root (a lent GPU machine has no more); with no built ``model.pt`` it
-traces one from the build's random weights. Writes ``gpu_check.json`` and ``.md`` into ``--out``:
-
-1. parity on the sample photos, detections after the served selection, device against FP32 on
-   the CPU: model.pt (TF32 allowed in its convolutions: export.CUDNN_FLAGS) within 4x the
-   distance TF32 rounding, emulated on the CPU, puts between outputs; a graph traced with TF32
-   disallowed within 1e-3; the FP16 network within 4x what rounding its input to FP16 changes;
-   the selection a GPU instance serves against the CPU one on the same inputs, exactly;
-2. forward images/s of each of those graphs per batch size, each row naming the graph it times
-   (model.pt's TF32 is a constant of its convolutions: global flags do not turn it off);
-3. both selection functions of the served postprocess, in ms per call.
-
-``--device cpu`` runs 2 and 3 on the CPU and reports the parity rows as not run; ``--device cuda``
-without a usable GPU says why.
+serving/ and the repository root, as on a lent GPU machine; with no built ``model.pt`` it traces
+one from the build's random weights. Into ``--out``: ``gpu_check.json`` and ``.md`` with (1) the
+parity of model.pt (TF32), a TF32-disallowed trace and the FP16 network on CUDA with FP32 on the
+CPU, and of the GPU instance's selection with the CPU's; (2) forward images/s of each graph;
+(3) both selection functions in ms per call; and ``outputs.npz`` (:func:`served_outputs`).
+``--device cpu`` times on the CPU and reports the parity rows as not run.
 """
 
 from __future__ import annotations
@@ -31,6 +23,7 @@ import time
 import warnings
 from pathlib import Path
 
+import numpy as np
 import torch
 
 from load_tests.benchmark import gpu_models
@@ -44,6 +37,7 @@ STRICT_TOLERANCE = 1e-3  # FP32 on both sides: summation order alone, a few 1e-5
 # Allowed distance, as a multiple of the emulated rounding's own: a GPU rounds and sums in
 # another order than the emulation (tests/test_fp16.py holds FP16 to the same 4x on the CPU).
 ROUNDING_MARGIN = 4.0
+SECTIONS = {"parity": "parity", "forward": "forward img/s", "postprocess": "selection ms/call"}
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
@@ -52,7 +46,6 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--out", type=Path, default=gpu_models.REPO_ROOT / "reports" / "gpu_check")
     parser.add_argument("--device", default="cuda", help="cuda (default), cuda:N, or cpu for a dry run")
     parser.add_argument("--batch-sizes", type=int, nargs="+", default=[1, 8, 32, 64])
-    parser.add_argument("--postprocess-batches", type=int, nargs="+", default=[8, 64])
     parser.add_argument("--precisions", nargs="+", choices=("fp32", "fp16"), default=["fp32", "fp16"])
     parser.add_argument("--repeats", type=int, default=20, help="timed calls per figure (median reported)")
     parser.add_argument("--warmup", type=int, default=3, help="untimed calls before each figure")
@@ -94,30 +87,24 @@ def graphs(served, network, precisions) -> dict[str, tuple[torch.jit.ScriptModul
     return result
 
 
-def unmatched(expected: tuple, actual: tuple, tolerance: float) -> tuple[int, int]:
-    """(detections of ``expected`` above the cut, those with no counterpart in ``actual``: same
-    label, score and box within ``tolerance``), for one image's (boxes, scores, labels). One within
-    ``tolerance`` of either list's lowest score may fall below it in the other list, and be cut."""
-    (boxes, scores, labels), (other_boxes, other_scores, other_labels) = expected, actual
-    cut = max([0.0, *(float(s.min()) for s in (scores, other_scores) if len(s))]) + tolerance
-    close = (
-        (labels[:, None] == other_labels[None])
-        & ((scores[:, None] - other_scores[None]).abs() <= tolerance)
-        & ((boxes[:, None] - other_boxes[None]).abs().amax(dim=-1) <= tolerance)
-    )
-    above = scores > cut
-    return int(above.sum()), int((above & ~close.any(dim=1)).sum())
-
-
 def detection_parity(expected, actual, tolerance: float) -> dict:
-    """Two selections' outputs (boxes, scores, labels, counts) compared image by image, both ways."""
-    images = [
-        [tuple(t[i, : int(outputs[3][i, 0])].cpu() for t in outputs[:3]) for i in range(len(outputs[3]))]
-        for outputs in (expected, actual)
-    ]
-    forward = [unmatched(e, a, tolerance) for e, a in zip(*images)]
-    missing = sum(m for _, m in forward) + sum(unmatched(a, e, tolerance)[1] for e, a in zip(*images))
-    compared, detections = sum(c for c, _ in forward), int(expected[3].sum())
+    """Two selections' outputs (boxes, scores, labels, counts) compared image by image, both ways:
+    each detection above the cut needs one in the other list with the same label, and score and
+    box within ``tolerance``. A detection within ``tolerance`` of either list's lowest score may
+    fall below it in the other list, and be cut: the cut is that lowest score + ``tolerance``."""
+    compared = missing = 0
+    for image in range(len(expected[3])):
+        rows = [tuple(t[image, : int(out[3][image, 0])].cpu() for t in out[:3]) for out in (expected, actual)]
+        cut = max([0.0, *(float(scores.min()) for _, scores, _ in rows if len(scores))]) + tolerance
+        for (boxes, scores, labels), (other_boxes, other_scores, other_labels) in (rows, rows[::-1]):
+            close = (
+                (labels[:, None] == other_labels)
+                & ((scores[:, None] - other_scores).abs() <= tolerance)
+                & ((boxes[:, None] - other_boxes).abs().amax(dim=-1) <= tolerance)
+            )
+            missing += int(((scores > cut) & ~close.any(dim=1)).sum())
+        compared += int((rows[0][1] > cut).sum())
+    detections = int(expected[3].sum())
     return {
         "verdict": "equal" if missing == 0 else "DIFFER",
         "unmatched": missing,
@@ -134,10 +121,7 @@ def parity(graphs_, network, selection, settings, device) -> list[dict]:
     if device.type != "cuda":
         reason = "--device cpu" + ("" if torch.cuda.is_available() else f"; {why_no_cuda()}")
         return [{"setting": check, "verdict": "not run", "detail": reason} for check in checks]
-    floors = {
-        "tf32": gpu_models.rounding_floor(network, gpu_models.tf32_emulated(network), images),
-        "fp16": gpu_models.rounding_floor(network, gpu_models.half_input_emulated(network), images),
-    }
+    floors = {rounding: gpu_models.rounding_floor(network, rounding, images) for rounding in ("tf32", "fp16")}
     rows = []
     with torch.inference_mode():
         cpu_outputs = SSD300Detector(network).eval()(images)  # FP32: TF32 is a GPU setting
@@ -146,10 +130,8 @@ def parity(graphs_, network, selection, settings, device) -> list[dict]:
             floor = floors.get(rounding, {})
             tolerance = max(STRICT_TOLERANCE, ROUNDING_MARGIN * max(floor.values(), default=0.0))
             actual = serve(*on_device(module, device)(images.to(device)), **settings)
-            row = {"setting": check, **detection_parity(expected, actual, tolerance), "floor": floor}
-            rows.append(
-                {**row, "detail": row["detail"] + "".join(f", {k} floor {v:.1e}" for k, v in floor.items())}
-            )
+            rows.append({"setting": check, **detection_parity(expected, actual, tolerance), "floor": floor})
+            rows[-1]["detail"] += "".join(f", {key} floor {value:.1e}" for key, value in floor.items())
         on_gpu = serve(*(t.to(device) for t in cpu_outputs), **settings)
     equal = all(torch.equal(a.cpu(), b) for a, b in zip(on_gpu, expected))
     detail = f"{int(expected[3].sum())} detections, exactly"
@@ -180,13 +162,26 @@ def timings(graphs_, served, selection, settings, device, args) -> dict[str, lis
         for size in args.batch_sizes:
             call = lambda: module(images[:size])  # noqa: B023, E731 (called at once)
             forward.append(figure(label, size, call, device, args, per_image=True))
-    for size in args.postprocess_batches:
+    for size in args.batch_sizes:
         with torch.inference_mode():
             outputs = served(gpu_models.photos(size).to(device))
         for function in (selection.select_detections, selection.select_detections_gpu):
             call = lambda: function(*outputs, **settings)  # noqa: B023, E731 (called at once)
             postprocess.append(figure(function.__name__, size, call, device, args, per_image=False))
     return {"forward": forward, "postprocess": postprocess}
+
+
+def served_outputs(served, selection, settings) -> dict:
+    """model.pt's boxes and scores on the sample photos, and both selections of them, as arrays:
+    ``outputs.npz``, which `make stock-torch` compares across torch releases."""
+    with torch.inference_mode():
+        outputs = served(gpu_models.photos())
+        arrays = dict(zip(("boxes", "scores"), outputs))
+        for function in (selection.select_detections, selection.select_detections_gpu):
+            arrays.update(
+                {f"{function.__name__}_{i}": t for i, t in enumerate(function(*outputs, **settings))}
+            )
+    return {key: value.numpy() for key, value in arrays.items()}
 
 
 def markdown(results: dict) -> str:
@@ -198,11 +193,7 @@ def markdown(results: dict) -> str:
         "| check | setting | batch | result |",
         "|---|---|---:|---:|",
     ]
-    for section, title in (
-        ("parity", "parity"),
-        ("forward", "forward img/s"),
-        ("postprocess", "selection ms"),
-    ):
+    for section, title in SECTIONS.items():
         for row in results[section]:
             cell = f"{row['value']:.2f}" if "value" in row else f"{row['verdict']} ({row['detail']})"
             lines.append(f"| {title} | {row['setting']} | {row.get('batch', results['photos'])} | {cell} |")
@@ -223,11 +214,10 @@ def main(argv: list[str] | None = None) -> int:
     served, description = served_model(args.repository)
     network = fp32_network_of(served)
     graphs_ = graphs(served, network, args.precisions)
+    name = torch.cuda.get_device_name(device) if device.type == "cuda" else platform.processor() or "CPU"
     results = {
         "date": datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
-        "device_name": torch.cuda.get_device_name(device)
-        if device.type == "cuda"
-        else platform.processor() or "CPU",
+        "device_name": name,
         "torch": torch.__version__,
         "torch_cuda": torch.version.cuda,
         "model": description,
@@ -238,6 +228,7 @@ def main(argv: list[str] | None = None) -> int:
     args.out.mkdir(parents=True, exist_ok=True)
     (args.out / "gpu_check.json").write_text(json.dumps(results, indent=2) + "\n")
     (args.out / "gpu_check.md").write_text(markdown(results))
+    np.savez(args.out / "outputs.npz", **served_outputs(served, selection, settings))
     print(markdown(results))
     return 1 if any(row["verdict"] == "DIFFER" for row in results["parity"]) else 0
 

@@ -70,32 +70,27 @@ def tf32_round(x: torch.Tensor) -> torch.Tensor:
     return ((bits + 0x1000) & ~0x1FFF).view(torch.float32)
 
 
-def tf32_emulated(network: nn.Module) -> nn.Module:
-    """A copy of ``network`` whose convolutions read TF32-rounded weights and inputs and
-    accumulate in FP32, as TF32 tensor cores do: runs on a CPU, so the distance TF32 alone puts
-    between a GPU and the CPU can be measured there."""
-    emulated = copy.deepcopy(network).eval()
-    for module in emulated.modules():
+def emulated(network: nn.Module, rounding: str) -> nn.Module:
+    """A copy of ``network`` that rounds as a GPU does and computes in FP32, so that the distance
+    rounding alone puts between a GPU and the CPU can be measured on a CPU. ``"tf32"``: every
+    convolution reads TF32-rounded weights and inputs, as tensor cores do; ``"fp16"``: only the
+    input is rounded to FP16, the least an FP16 network changes (tests/test_fp16.py's floor)."""
+    copied = copy.deepcopy(network).eval()
+    if rounding == "fp16":
+        copied.register_forward_pre_hook(lambda _, inputs: (inputs[0].half().float(),))
+    for module in copied.modules() if rounding == "tf32" else ():
         if isinstance(module, nn.Conv2d):
             module.weight.data = tf32_round(module.weight.data)
             module.register_forward_pre_hook(lambda _, inputs: (tf32_round(inputs[0]),))
-    return emulated
+    return copied
 
 
-def half_input_emulated(network: nn.Module) -> nn.Module:
-    """A copy of ``network`` that rounds only its input to FP16 and computes in FP32: the least
-    an FP16 network changes (tests/test_fp16.py measures FP16 against this floor)."""
-    emulated = copy.deepcopy(network).eval()
-    emulated.register_forward_pre_hook(lambda _, inputs: (inputs[0].half().float(),))
-    return emulated
-
-
-def rounding_floor(network: nn.Module, emulated: nn.Module, images: torch.Tensor) -> dict[str, float]:
-    """Largest box and score differences between ``emulated`` and ``network`` on ``images``, over
+def rounding_floor(network: nn.Module, rounding: str, images: torch.Tensor) -> dict[str, float]:
+    """Largest box and score differences ``rounding`` (:func:`emulated`) makes on ``images``, over
     every anchor (eager, on the CPU), so no selection in the served graph hides one."""
-    detector = SSD300Detector(network).eval()
+    detector, rounded = SSD300Detector(network).eval(), emulated(network, rounding)
     with torch.inference_mode():
-        (ploc, plabel), (ploc_r, plabel_r) = (n(detector.normalize(images)) for n in (network, emulated))
+        (ploc, plabel), (ploc_r, plabel_r) = (n(detector.normalize(images)) for n in (network, rounded))
         boxes, boxes_r = (decode_boxes(p, detector.dboxes).clamp(0, 1) for p in (ploc, ploc_r))
         scores, scores_r = (p.softmax(dim=1)[:, 1:] for p in (plabel, plabel_r))
     return {"boxes": float((boxes_r - boxes).abs().max()), "scores": float((scores_r - scores).abs().max())}
