@@ -9,6 +9,7 @@ import subprocess
 import sys
 import warnings
 
+import numpy as np
 import pytest
 import torch
 from torch import nn
@@ -44,7 +45,8 @@ def dry_run(tmp_path_factory):
         *["--precisions", "fp32", "--repeats", "1", "--warmup", "0"],
     )
     assert process.returncode == 0, process.stderr[-3000:]
-    return json.loads((out / "gpu_check.json").read_text()), (out / "gpu_check.md").read_text()
+    results = json.loads((out / "gpu_check.json").read_text())
+    return {**results, "outputs.npz": dict(np.load(out / "outputs.npz"))}, (out / "gpu_check.md").read_text()
 
 
 @pytest.mark.model  # traces a network (a few tens of seconds of CPU)
@@ -52,6 +54,11 @@ def test_gpu_check_runs_with_only_torch_torchvision_numpy_and_pillow(dry_run):
     results, _ = dry_run
     assert results["model"] == "traced here from random weights (no model.pt built)"
     assert results["torch"] == torch.__version__
+    # what make stock-torch compares across torch releases: the network's outputs, both selections
+    arrays = results["outputs.npz"]
+    assert arrays["boxes"].shape == (4, 80, 200, 4) and arrays["scores"].shape == (4, 80, 200)
+    for name in ("select_detections", "select_detections_gpu"):
+        assert arrays[f"{name}_3"].sum() > 0 and (arrays[f"{name}_0"] == arrays["select_detections_0"]).all()
     # the blocker works: the client package (whose __init__ imports tritonclient) does not import
     refused = run_blocked("import ssd300_client")
     assert refused.returncode != 0 and "No module named 'tritonclient" in refused.stderr
