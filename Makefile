@@ -64,9 +64,9 @@ help:
 	@echo "             ENGINE=onnx|torchscript (onnx, the default, adds model.onnx, served by ONNX Runtime), PRECISION=fp32|fp16"
 	@echo "make serve    run the embedded tritonserver on 127.0.0.1:$(HTTP_PORT)/$(GRPC_PORT)/$(METRICS_PORT)"
 	@echo "make python-env  pack $(PYTHON_ENV) for the stock Triton container (PYTHON_ENV_VERSION=3.10 TORCH_VARIANT=cuda|cpu)"
-	@echo "make stock-torch  model.pt and the postprocess under the stock container's torch (2.5.1, ~3 GB into .tools/)"
+	@echo "make stock-torch  model.pt, the postprocess and gpu-check under the stock container's torch (2.5.1, ~3 GB into .tools/)"
 	@echo "make bench    benchmark report into reports/bench/"
-	@echo "make gpu-check  on a CUDA machine: parity, forward/postprocess/pipeline figures into reports/gpu_check/"
+	@echo "make gpu-check  on a CUDA machine: parity, forward and selection figures into reports/gpu_check/"
 	@echo "make load     Locust load test against the embedded server"
 	@echo "make perf     Triton's perf_analyzer against the embedded server; section in load_tests/BENCHMARK.md"
 	@echo "make analyze  Triton Model Analyzer 1.45 (.tools/) profiles the CPU configs; reports into reports/analyze/"
@@ -136,7 +136,7 @@ gpu-check: setup $(MODEL)
 
 # model.pt is traced by the development torch; the stock 24.10 container loads it with libtorch
 # 2.5 and runs the postprocess with the packed environment's torch: check both on the sample
-# photos (installs that torch into .tools/; see tools/stock_torch.py).
+# photos, and run gpu-check under that torch (installed into .tools/; see tools/stock_torch.py).
 stock-torch: setup
 	$(PY) -m tools.stock_torch
 

@@ -17,6 +17,7 @@ from load_tests.benchmark import gpu_models
 from load_tests.benchmark.cuda_diagnosis import why_no_cuda
 from load_tests.benchmark.gpu_check import ROUNDING_MARGIN, STRICT_TOLERANCE, detection_parity, on_device
 from ssd300_build.detector import SSD300Detector
+from ssd300_serving.served_code import load_selection
 
 pytestmark = pytest.mark.model
 CUDA = pytest.param(
@@ -40,7 +41,7 @@ def network(request):
     try:
         return request.getfixturevalue("random_network")[0]
     except pytest.FixtureLookupError:
-        return gpu_models.random_network()[0]
+        return gpu_models.random_network()
 
 
 @pytest.fixture(scope="module")
@@ -50,7 +51,7 @@ def photos():
 
 @pytest.fixture(scope="module")
 def selection():
-    module = gpu_models.selection_module()
+    module = load_selection()
     return module, gpu_models.served_settings(module)
 
 
@@ -90,7 +91,7 @@ def test_model_pt_on_cuda_matches_the_cpu_within_what_tf32_justifies(
     served = gpu_models.trace(network, allow_tf32=True)
     allowed, total = gpu_models.tf32_convolutions(served)
     assert allowed == total > 0  # model.pt's convolutions run TF32 on the GPU
-    floor = gpu_models.rounding_floor(network, gpu_models.tf32_emulated(network), photos)
+    floor = gpu_models.rounding_floor(network, "tf32", photos)
     assert 0 < max(floor.values()) < 0.5  # TF32 rounding moves outputs, a little
     parity = on_device_vs_cpu(
         device, served, photos, selection, cpu_detections, ROUNDING_MARGIN * max(floor.values())
@@ -116,7 +117,7 @@ def test_fp16_network_on_cuda_stays_within_a_multiple_of_the_input_rounding_floo
     on the CPU; the same bound on the GPU, where FP16 is meant to run."""
     half = gpu_models.trace(network, "fp16", allow_tf32=True)
     assert all(p.dtype == torch.float16 for p in half.parameters() if p.dim() == 4)
-    floor = gpu_models.rounding_floor(network, gpu_models.half_input_emulated(network), photos)
+    floor = gpu_models.rounding_floor(network, "fp16", photos)
     parity = on_device_vs_cpu(
         device, half, photos, selection, cpu_detections, ROUNDING_MARGIN * max(floor.values())
     )

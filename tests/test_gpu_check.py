@@ -9,13 +9,14 @@ import subprocess
 import sys
 import warnings
 
+import numpy as np
 import pytest
 import torch
 from torch import nn
 
-from load_tests.benchmark import cuda_diagnosis, gpu_check, gpu_models, onnx_providers
-from ssd300_build import export
+from load_tests.benchmark import cuda_diagnosis, gpu_check, gpu_models
 from ssd300_build.detector import SSD300Detector
+from ssd300_serving.served_code import load_selection
 
 REPO_ROOT = gpu_models.REPO_ROOT
 # Everything the venv has beyond torch, torchvision, numpy and Pillow that this code could reach.
@@ -37,21 +38,27 @@ def dry_run(tmp_path_factory):
     """``python -m load_tests.benchmark.gpu_check --device cpu`` with the venv's extras blocked,
     against a repository without model.pt (so it traces its own), at the smallest settings."""
     repository, out = tmp_path_factory.mktemp("empty_repository"), tmp_path_factory.mktemp("gpu_check")
-    settings = ["--batch-sizes", "1", "--postprocess-batches", "1", "--pipeline-batch", "1"]
+    settings = ["--batch-sizes", "1"]
     process = run_blocked(
         "runpy.run_module('load_tests.benchmark.gpu_check', run_name='__main__')",
         *["--device", "cpu", "--repository", str(repository), "--out", str(out), *settings],
         *["--precisions", "fp32", "--repeats", "1", "--warmup", "0"],
     )
     assert process.returncode == 0, process.stderr[-3000:]
-    return json.loads((out / "gpu_check.json").read_text()), (out / "gpu_check.md").read_text()
+    results = json.loads((out / "gpu_check.json").read_text())
+    return {**results, "outputs.npz": dict(np.load(out / "outputs.npz"))}, (out / "gpu_check.md").read_text()
 
 
 @pytest.mark.model  # traces a network (a few tens of seconds of CPU)
 def test_gpu_check_runs_with_only_torch_torchvision_numpy_and_pillow(dry_run):
     results, _ = dry_run
     assert results["model"] == "traced here from random weights (no model.pt built)"
-    assert results["onnx"]["note"] == "onnxruntime is not installed"  # blocked, as on such a machine
+    assert results["torch"] == torch.__version__
+    # what make stock-torch compares across torch releases: the network's outputs, both selections
+    arrays = results["outputs.npz"]
+    assert arrays["boxes"].shape == (4, 80, 200, 4) and arrays["scores"].shape == (4, 80, 200)
+    for name in ("select_detections", "select_detections_gpu"):
+        assert arrays[f"{name}_3"].sum() > 0 and (arrays[f"{name}_0"] == arrays["select_detections_0"]).all()
     # the blocker works: the client package (whose __init__ imports tritonclient) does not import
     refused = run_blocked("import ssd300_client")
     assert refused.returncode != 0 and "No module named 'tritonclient" in refused.stderr
@@ -61,30 +68,28 @@ def test_gpu_check_runs_with_only_torch_torchvision_numpy_and_pillow(dry_run):
 def test_gpu_check_on_a_cpu_reports_the_parity_rows_as_not_run(dry_run):
     results, table = dry_run
     assert [row["verdict"] for row in results["parity"]] == ["not run"] * 3
-    assert all(row["reason"].startswith("--device cpu") for row in results["parity"])
-    assert "| parity | served selection on CUDA vs CPU | 4 | not run (--device cpu" in table
+    assert all(row["detail"].startswith("--device cpu") for row in results["parity"])
+    check = "served selection on CUDA (select_detections_gpu) vs select_detections on CPU"
+    assert f"| parity | {check} | 4 | not run (--device cpu" in table
 
 
 @pytest.mark.model
 def test_gpu_check_forward_rows_name_the_graph_they_time(dry_run):
     results, _ = dry_run
-    modules = [row["module"] for row in results["forward"]]
+    modules = [row["setting"] for row in results["forward"]]
     assert modules == [
         "model.pt (as served; TF32 allowed in 65/65 convolutions)",
         "FP32 trace, TF32 disallowed (0/65 convolutions allow it)",
     ]
-    assert all(row["images_per_s"] > 0 for row in results["forward"])
-    assert {row["function"] for row in results["postprocess"]} == {
+    assert all(row["value"] > 0 and row["batch"] == 1 for row in results["forward"])
+    assert [row["setting"] for row in results["postprocess"]] == [
         "select_detections",
         "select_detections_gpu",
-        "torchvision batched_nms",
-    }
+    ]
 
 
-def test_model_pt_is_traced_with_the_builds_cudnn_flags(built_repository):
-    """gpu_models reads export.CUDNN_FLAGS from its source (importing export needs onnx); the
-    model.pt the build writes allows TF32 in every convolution."""
-    assert gpu_models.served_cudnn_flags() == export.CUDNN_FLAGS
+def test_model_pt_as_the_build_writes_it_allows_tf32_in_every_convolution(built_repository):
+    """What gpu-check's model.pt row assumes, and what gpu_models.trace(allow_tf32=True) gives."""
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", FutureWarning)
         served = torch.jit.load(str(built_repository / "ssd300" / "1" / "model.pt"))
@@ -104,7 +109,7 @@ def test_tf32_emulation_moves_a_convolutions_output_by_tf32s_rounding():
     conv = nn.Conv2d(16, 8, 3).eval()
     x = torch.randn(1, 16, 12, 12)
     with torch.no_grad():
-        exact, emulated = conv(x), gpu_models.tf32_emulated(conv)(x)
+        exact, emulated = conv(x), gpu_models.emulated(conv, "tf32")(x)
     relative = float(((emulated - exact).abs() / exact.abs().clamp(min=1.0)).max())
     # 144 products, each operand off by at most 2^-11 relative: far below 1e-2, far above FP32's 1e-7
     assert 1e-5 < relative < 1e-2
@@ -116,13 +121,13 @@ def test_tf32_rounding_alone_stays_within_the_bound_model_pt_is_held_to(random_n
     a GPU: rounding alone must not make it report a difference (NMS decisions that flip)."""
     network = random_network[0]
     images = gpu_models.photos()
-    floor = gpu_models.rounding_floor(network, gpu_models.tf32_emulated(network), images)
-    selection = gpu_models.selection_module()
+    floor = gpu_models.rounding_floor(network, "tf32", images)
+    selection = load_selection()
     settings = gpu_models.served_settings(selection)
     with torch.inference_mode():
         exact = selection.select_detections(*SSD300Detector(network)(images), **settings)
         rounded = selection.select_detections(
-            *SSD300Detector(gpu_models.tf32_emulated(network))(images), **settings
+            *SSD300Detector(gpu_models.emulated(network, "tf32"))(images), **settings
         )
     parity = gpu_check.detection_parity(exact, rounded, gpu_check.ROUNDING_MARGIN * max(floor.values()))
     assert parity["unmatched"] == 0 and parity["compared"] > 50, parity
@@ -145,7 +150,7 @@ def test_detection_parity_flags_a_box_moved_beyond_the_tolerance():
     same = gpu_check.detection_parity(detections(rows), detections(near), tolerance=1e-3)
     assert same["verdict"] == "equal" and same["unmatched"] == 0
     # the cut is the lowest score (0.2) + the tolerance: both rows above it are compared, each way
-    assert same["detections"] == 3 and same["compared"] == 2
+    assert same["compared"] == 2 and same["detail"] == "2 of 3 compared, 0 unmatched; tolerance 1.0e-03"
     moved = gpu_check.detection_parity(detections(rows), detections(far), tolerance=1e-3)
     assert moved["verdict"] == "DIFFER" and moved["unmatched"] == 2  # missing on each side
     relabelled = gpu_check.detection_parity(
@@ -155,22 +160,20 @@ def test_detection_parity_flags_a_box_moved_beyond_the_tolerance():
 
 
 def test_the_cuda_diagnosis_names_the_torch_to_install_for_an_older_driver():
-    message = cuda_diagnosis.diagnosis("2.14.1+cu130", "13.0", 12080, "")
+    message = cuda_diagnosis.diagnosis("2.14.1+cu130", "13.0", 12080)
     assert message == (
         "the NVIDIA driver supports CUDA 12.8, but torch 2.14.1+cu130 is built for CUDA 13.0, which needs "
         "a driver for CUDA 13 (R580 or newer): install a torch built for CUDA 12 (e.g. `pip install torch "
         "--index-url https://download.pytorch.org/whl/cu126`), or update the driver"
     )
-    # torch's own warning carries the driver's version when the driver library cannot be asked
-    warning = "CUDA initialization: The NVIDIA driver on your system is too old (found version 12040). Please"
-    assert "supports CUDA 12.4" in cuda_diagnosis.diagnosis("2.14.1+cu130", "13.0", None, warning)
     # a driver new enough, a CPU-only torch, no driver at all: each told apart
-    assert cuda_diagnosis.diagnosis("2.11.0+cu130", "13.0", 13000, "") == (
-        "the driver supports CUDA 13.0, yet torch 2.11.0+cu130 sees no GPU (is CUDA_VISIBLE_DEVICES empty?)"
+    assert cuda_diagnosis.diagnosis("2.11.0+cu130", "13.0", 13000).startswith(
+        "the driver supports CUDA 13.0, yet torch 2.11.0+cu130 sees no GPU (is CUDA_VISIBLE_DEVICES empty?"
     )
-    assert cuda_diagnosis.diagnosis("2.14.1+cu126", "12.6", 12040, "").startswith("the driver supports")
-    assert "CPU-only build" in cuda_diagnosis.diagnosis("2.14.1+cpu", None, None, "")
-    assert cuda_diagnosis.diagnosis("2.14.1+cu130", "13.0", None, "").startswith("no NVIDIA driver here")
+    assert "supports CUDA 12.4, but torch 2.5.1" in cuda_diagnosis.diagnosis("2.5.1", "13.0", 12040)
+    assert cuda_diagnosis.diagnosis("2.14.1+cu126", "12.6", 12040).startswith("the driver supports")
+    assert "CPU-only build" in cuda_diagnosis.diagnosis("2.14.1+cpu", None, None)
+    assert cuda_diagnosis.diagnosis("2.14.1+cu130", "13.0", None).startswith("no NVIDIA driver here")
 
 
 @pytest.mark.skipif(torch.cuda.is_available(), reason="checks the message of a machine without a GPU")
@@ -179,42 +182,3 @@ def test_gpu_check_on_cuda_without_a_gpu_says_why_and_exits_2(capsys):
     assert capsys.readouterr().err == (
         f"error: no usable CUDA device: {cuda_diagnosis.why_no_cuda()}. (--device cpu dry-runs)\n"
     )
-
-
-class StandInSession:
-    """What onnx_providers reads of an onnxruntime.InferenceSession: the providers it registered."""
-
-    def __init__(self, providers: list[str]):
-        self.providers = providers
-
-    def get_providers(self) -> list[str]:
-        return list(self.providers)
-
-
-def test_onnx_rows_are_labelled_by_the_provider_the_session_really_got():
-    trt, cuda, cpu = "TensorrtExecutionProvider", "CUDAExecutionProvider", "CPUExecutionProvider"
-    assert onnx_providers.provider_chain(trt, {"trt_fp16_enable": True}) == [
-        (trt, {"trt_fp16_enable": True}),
-        cuda,
-        cpu,
-    ]
-    assert onnx_providers.provider_chain(cuda, {}) == [(cuda, {}), cpu]  # CUDA not listed twice
-
-    running = onnx_providers.session_providers(trt, StandInSession([trt, cuda, cpu]))
-    assert running["provider"] == trt and not running["fell_back"] and running["label"] == trt
-    assert running["session_providers"] == [trt, cuda, cpu]
-    # TensorRT could not start (its libraries missing, say): ONNX Runtime only warns and runs CUDA.
-    fallen = onnx_providers.session_providers(trt, StandInSession([cuda, cpu]))
-    assert fallen["provider"] == cuda and fallen["fell_back"]
-    assert fallen["label"] == f"{cuda} ({trt} requested: ONNX Runtime fell back)"
-    on_cpu = onnx_providers.session_providers(cuda, StandInSession([cpu]))
-    assert on_cpu["provider"] == cpu and on_cpu["fell_back"]
-
-    rows = [
-        {**running, "batch_size": 64, "images_per_s": 900.0, "first_call_s": 80.0},
-        {**fallen, "batch_size": 64, "images_per_s": 400.0, "first_call_s": 2.0},
-    ]
-    report = "\n".join(onnx_providers.onnx_markdown({"available": [trt, cuda, cpu], "providers": rows}))
-    assert f"| ONNX Runtime img/s | {trt} (first call 80.0 s) | 64 | 900.0 |" in report
-    assert f"| ONNX Runtime img/s | {cuda} ({trt} requested: ONNX Runtime fell back) (first call" in report
-    assert f"{trt} requested: the session's providers were {cuda} > {cpu}." in report

@@ -11,7 +11,7 @@
 #    tests/conftest.py needs the venv's server packages; these tests need none of them);
 # 3. gpu-check on CUDA: model.pt (traced here from random weights: it is not in the tree) against
 #    the CPU, the strict FP32 trace, FP16, the selection a GPU instance of ssd300_postprocess
-#    serves against the CPU one, and the forward / selection / pipeline figures.
+#    serves against the CPU one, and the forward and selection figures.
 # Steps 2 and 3 check the same properties (gpu-check's parity rows are verdicts), so without
 # pytest step 3 still checks them all. Exit status: 0 when every step that ran passed.
 set -uo pipefail

@@ -1,18 +1,13 @@
 """``make stock-torch``: does the repository run under the torch of the stock container?
 
-`make model` traces ``model.pt`` with the development torch (requirements.txt), while the stock
-``tritonserver:24.10-py3`` container loads it with its PyTorch backend's libtorch (PyTorch 2.5)
-and runs the Python-backend models with the torch of the packed environment
-(build/ssd300_build/python_env.txt pins the same release). This installs that torch into a
-venv of its own under ``.tools/`` (PyPI's Linux build: about 3 GB with its CUDA libraries, no
-GPU needed to import it), then, on the sample photos:
-
-- loads ``model.pt`` with it and compares boxes and scores with the development torch's;
-- runs both selection functions of the served postprocess under it, on the development
-  torch's outputs (must be identical) and on its own (must match within the network's
-  difference).
-
-Writes ``reports/stock_torch/result.json``; exit code 1 on a mismatch.
+The stock ``tritonserver:24.10-py3`` container runs ``model.pt`` with its libtorch (PyTorch 2.5)
+and the Python-backend models with the packed environment's torch 2.5.1 (python_env.txt), while
+`make model` traces with the development torch. This installs torch 2.5.1 with its torchvision,
+numpy and Pillow into a venv under ``.tools/`` (PyPI's build, ~3 GB with its CUDA libraries; no GPU
+needed) and runs ``python -m load_tests.benchmark.gpu_check`` there on the CPU, at its smallest
+settings, with ``PYTHONPATH`` alone on the project's folders (no tritonclient, pytriton or onnx).
+Its ``outputs.npz`` must match the development torch's on the same model.pt: boxes and scores
+within 1e-4, both selection functions' detections alike. Writes ``reports/stock_torch/``.
 """
 
 from __future__ import annotations
@@ -20,117 +15,94 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import os
 import subprocess
 import sys
 import tempfile
+import time
 import warnings
-from contextlib import ExitStack
 from pathlib import Path
 
 import numpy as np
 import torch
 
-from load_tests.benchmark import serving
-from load_tests.benchmark.inprocess import load_selection_module, served_selection_options
-from load_tests.payloads import SampleImages
+from load_tests.benchmark import gpu_check, gpu_models
 from ssd300_build.python_env import requirements
-from ssd300_serving.embedded_server import stop_servers_on_sigterm
+from ssd300_serving.served_code import load_selection
 
 log = logging.getLogger("tools.stock_torch")
 REPO_ROOT = Path(__file__).resolve().parents[1]
-SELECTION_FILE = REPO_ROOT / "model_repository" / "ssd300_postprocess" / "1" / "detection_selection.py"
+PACKAGE_PATH = os.pathsep.join(str(REPO_ROOT / name) for name in ("client", "build", "serving", "."))
 # Two builds of libtorch differ in kernels, not in results: outputs this close select the same
-# detections but for ties (checked below on the detections themselves).
+# detections but for ties at the cut, which the comparison (gpu_check.detection_parity) allows.
 OUTPUT_TOLERANCE = 1e-4
 SELECTIONS = ("select_detections", "select_detections_gpu")
+GPU_CHECK_SETTINGS = ["--device", "cpu", "--batch-sizes", "1", "--repeats", "1", "--warmup", "0"]
 
 
 def stock_venv(version: str, tools: Path) -> Path:
-    """A venv holding the pinned torch and numpy of the packed environment (idempotent)."""
+    """A venv holding that torch, its torchvision, and the packed environment's numpy and Pillow
+    for this Python (rebuilt when the pins change)."""
+    pins = requirements(python_version="{}.{}".format(*sys.version_info), torch_version=version)
+    minor, patch = version.split(".")[1:3]
+    pins.append(f"torchvision==0.{int(minor) + 15}.{patch}")  # torch 2.m.p pairs with 0.(m+15).p
     venv = tools / f"torch-{version}"
-    python = venv / "bin" / "python"
-    done = venv / ".installed"
-    if done.is_file():
+    python, done = venv / "bin" / "python", venv / ".installed"
+    if done.is_file() and done.read_text().split() == pins:
         return python
-    pins = [line for line in requirements(torch_version=version) if line.startswith(("torch==", "numpy=="))]
     log.info("installing %s into %s (PyPI's CUDA build: ~3 GB, a few minutes)", " ".join(pins), venv)
     subprocess.run([sys.executable, "-m", "venv", "--clear", str(venv)], check=True)
     subprocess.run([str(python), "-m", "pip", "install", "--quiet", *pins], check=True)
-    done.touch()
+    done.write_text("\n".join(pins) + "\n")
     return python
 
 
 def compare(dev: dict, stock: dict) -> dict:
-    """Figures and verdicts from the two runs' arrays (``dev``: development torch)."""
+    """Verdicts from the two runs' ``outputs.npz`` arrays (``dev``: the development torch's)."""
     result = {
-        "max_abs_diff_boxes": float(np.abs(dev["boxes"] - stock["boxes"]).max()),
-        "max_abs_diff_scores": float(np.abs(dev["scores"] - stock["scores"]).max()),
+        f"max_abs_diff_{key}": float(np.abs(dev[key] - stock[key]).max()) for key in ("boxes", "scores")
     }
-    result["outputs_match"] = (
-        max(result["max_abs_diff_boxes"], result["max_abs_diff_scores"]) <= OUTPUT_TOLERANCE
-    )
+    result["outputs_match"] = max(result.values()) <= OUTPUT_TOLERANCE
     for name in SELECTIONS:
-        same_input = [np.array_equal(dev[f"{name}_{i}"], stock[f"dev_{name}_{i}"]) for i in range(4)]
-        result[f"{name}_identical_on_same_outputs"] = all(same_input)
-        counts_equal = np.array_equal(dev[f"{name}_3"], stock[f"own_{name}_3"])
-        close = counts_equal and all(
-            np.allclose(dev[f"{name}_{i}"], stock[f"own_{name}_{i}"], atol=OUTPUT_TOLERANCE) for i in range(3)
-        )
-        result[f"{name}_matches_on_own_outputs"] = bool(close)
-    result["ok"] = all(value for key, value in result.items() if isinstance(value, bool))
+        expected, actual = ([torch.from_numpy(run[f"{name}_{i}"]) for i in range(4)] for run in (dev, stock))
+        parity = gpu_check.detection_parity(expected, actual, OUTPUT_TOLERANCE)
+        result[f"{name}_detections_match"] = parity["verdict"] == "equal"
     return result
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m tools.stock_torch", description=__doc__.split("\n\n")[0])
     parser.add_argument("--repository", type=Path, default=REPO_ROOT / "model_repository")
-    parser.add_argument("--torch-version", help="default: the pin in build/ssd300_build/python_env.txt")
-    parser.add_argument("--tools", type=Path, default=REPO_ROOT / ".tools")
     parser.add_argument("--out", type=Path, default=REPO_ROOT / "reports" / "stock_torch")
     args = parser.parse_args(argv)
-    stop_servers_on_sigterm()
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s", datefmt="%H:%M:%S")
-    version = args.torch_version or next(
-        line.split("==")[1] for line in requirements() if line.startswith("torch==")
-    )
-    python = stock_venv(version, args.tools)
-    args.out.mkdir(parents=True, exist_ok=True)
-    selection = load_selection_module()
-    options = served_selection_options(selection)
-    images = torch.from_numpy(SampleImages().pixels)
-    with ExitStack() as stack, tempfile.TemporaryDirectory(prefix="ssd300-stock-torch-") as workdir:
-        repository = serving.repository_to_serve(args.repository, stack)
-        model_path = repository / "ssd300" / "1" / "model.pt"
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", FutureWarning)
-            model = torch.jit.load(str(model_path))
-        with torch.inference_mode():
-            boxes, scores = model(images)
-            dev = {"boxes": boxes.numpy(), "scores": scores.numpy()}
-            for name in SELECTIONS:
-                for index, array in enumerate(getattr(selection, name)(boxes, scores, **options)):
-                    dev[f"{name}_{index}"] = array.numpy()
-        data, out = Path(workdir) / "inputs.npz", Path(workdir) / "stock.npz"
-        np.savez(
-            data,
-            images=images.numpy(),
-            boxes=dev["boxes"],
-            scores=dev["scores"],
-            **{f"option_{key}": np.array(value) for key, value in options.items()},
-        )
-        log.info("running model.pt and the postprocess under torch %s", version)
-        subprocess.run(
-            [str(python), str(Path(__file__).with_name("stock_torch_run.py")), str(model_path),
-             str(SELECTION_FILE), str(data), str(out)],
-            check=True,
-        )  # fmt: skip
-        stock = dict(np.load(out))
+    warnings.filterwarnings("ignore", category=FutureWarning, module=r"torch\.jit")  # what Triton runs
+    version = next(pin.split("==")[1] for pin in requirements() if pin.startswith("torch=="))
+    python = stock_venv(version, REPO_ROOT / ".tools")
+    with tempfile.TemporaryDirectory(prefix="ssd300-stock-torch-") as repository:
+        # one model.pt for both torches: each would calibrate random weights in its own arithmetic
+        served, description = gpu_check.served_model(args.repository)
+        (Path(repository) / "ssd300" / "1").mkdir(parents=True)
+        torch.jit.save(served, str(Path(repository) / "ssd300" / "1" / "model.pt"))
+        selection = load_selection()
+        dev = gpu_check.served_outputs(served, selection, gpu_models.served_settings(selection))
+        log.info("gpu_check under torch %s on the CPU, on %s", version, description)
+        command = [str(python), "-m", "load_tests.benchmark.gpu_check", *GPU_CHECK_SETTINGS]
+        command += ["--repository", repository, "--out", str(args.out / "gpu_check")]
+        env = {**os.environ, "PYTHONPATH": PACKAGE_PATH, "PYTHONDONTWRITEBYTECODE": "1"}
+        start = time.monotonic()
+        status = subprocess.run(command, env=env, cwd=REPO_ROOT).returncode
+    report = json.loads((args.out / "gpu_check" / "gpu_check.json").read_text()) if status == 0 else {}
     result = {
         "development_torch": torch.__version__,
-        "stock_torch": str(stock.pop("torch_version")),
-        "images": len(images),
-        **compare(dev, stock),
+        "stock_torch": report.get("torch"),
+        "model": description,
+        "gpu_check_exit_status": status,
+        "gpu_check_seconds": round(time.monotonic() - start, 1),
+        **(compare(dev, dict(np.load(args.out / "gpu_check" / "outputs.npz"))) if status == 0 else {}),
     }
+    result["ok"] = status == 0 and all(value for value in result.values() if isinstance(value, bool))
+    args.out.mkdir(parents=True, exist_ok=True)
     (args.out / "result.json").write_text(json.dumps(result, indent=2) + "\n")
     for key, value in result.items():
         log.info("%-40s %s", key, value)

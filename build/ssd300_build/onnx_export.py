@@ -13,7 +13,6 @@ import logging
 import warnings
 from pathlib import Path
 
-import onnx
 import torch
 
 from ssd300_serving.provenance import ENGINE_FILES
@@ -37,6 +36,8 @@ METADATA_KEY = "weights.json"
 
 def export_onnx(network: SSD300, path: Path, metadata_json: str) -> Path:
     """Write ``path`` (FP32, dynamic batch), check it with ``onnx.checker``; return ``path``."""
+    import onnx  # here, not at the top: importing the build (export.py) must not need onnx
+
     detector = SSD300Detector(network).eval()
     example = torch.randint(
         0, 256, (2, *INPUT_SHAPE), dtype=torch.uint8, generator=torch.Generator().manual_seed(0)
@@ -74,5 +75,7 @@ def export_onnx(network: SSD300, path: Path, metadata_json: str) -> Path:
 
 def read_onnx_metadata(path: Path) -> str | None:
     """The weights.json text stored in ``model.onnx``, or None."""
+    import onnx
+
     model = onnx.load(str(path), load_external_data=False)
     return next((p.value for p in model.metadata_props if p.key == METADATA_KEY), None)
