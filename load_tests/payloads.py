@@ -17,8 +17,8 @@ from pathlib import Path
 
 import numpy as np
 
-from ssd300_client import samples
-from ssd300_client.imaging import decode_image, resize_for_model
+from ssd300_common import samples
+from ssd300_common.imaging import decode_image, resize_for_model
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".webp")
 

@@ -26,7 +26,8 @@ from locust import User, task
 
 from load_tests.endpoints import GRPC, Endpoint, resolve_endpoints
 from load_tests.payloads import SampleImages
-from ssd300_client import TLS, contract
+from ssd300_client import TLS
+from ssd300_common import contract
 
 
 class UnexpectedResponse(RuntimeError):

@@ -23,7 +23,7 @@ from load_tests.analyze import __main__ as analyze
 from load_tests.external_tools import install_model_analyzer
 from load_tests.payloads import SampleImages
 from load_tests.perf.inputs import write_input_data
-from ssd300_client import contract
+from ssd300_common import contract
 from ssd300_serving.provenance import stamp_weights
 
 REPO_ROOT = Path(__file__).resolve().parents[1]

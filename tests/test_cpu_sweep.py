@@ -9,7 +9,7 @@ from google.protobuf import text_format
 from tritonclient.grpc import model_config_pb2
 
 from load_tests.benchmark import cpu_sweep
-from ssd300_client import contract
+from ssd300_common import contract
 
 from .helpers.perf_points import perf_point
 

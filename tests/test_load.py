@@ -14,7 +14,7 @@ import tritonclient.grpc as grpcclient
 
 from load_tests.endpoints import GRPC, HTTP, Endpoint, parse_endpoint, resolve_endpoints
 from load_tests.thresholds import violations
-from ssd300_client import contract
+from ssd300_common import contract
 from ssd300_serving.embedded_server import free_port
 
 REPO_ROOT = Path(__file__).resolve().parents[1]

@@ -29,7 +29,7 @@ from tritonclient.utils import InferenceServerException
 
 from load_tests.external_tools import ToolInstallError, install_prometheus
 from load_tests.payloads import SampleImages
-from ssd300_client import contract
+from ssd300_common import contract
 from ssd300_serving.embedded_server import free_port
 
 from .helpers.chart import (

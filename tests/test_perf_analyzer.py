@@ -20,7 +20,7 @@ import tritonclient.grpc as grpcclient
 from load_tests.external_tools import ToolInstallError, install_perf_analyzer
 from load_tests.payloads import SampleImages
 from load_tests.perf import analyzer, inputs
-from ssd300_client import contract
+from ssd300_common import contract
 
 # Windows of two requests, and a stability bound no window misses: on a shared machine two
 # windows of two requests can differ several-fold, and this test checks the plumbing, not figures.

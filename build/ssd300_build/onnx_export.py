@@ -15,7 +15,7 @@ from pathlib import Path
 
 import torch
 
-from ssd300_serving.provenance import ENGINE_FILES
+from ssd300_common.contract import ENGINE_FILES
 
 from .detector import INPUT_SHAPE, SSD300Detector
 from .model import SSD300

@@ -19,7 +19,7 @@ from pathlib import Path
 from load_tests.external_tools import install_model_analyzer, install_perf_analyzer
 from load_tests.payloads import SampleImages
 from load_tests.perf.inputs import write_input_data
-from ssd300_client.contract import NETWORK_MODEL
+from ssd300_common.contract import NETWORK_MODEL
 from ssd300_serving import embedded_server
 from ssd300_serving.provenance import read_provenance, stamp_weights
 
@@ -56,7 +56,7 @@ def write_launcher(repository: Path, into: Path) -> Path:
     rebuilt), on loopback, with the embedded server's Python-backend shared-memory sizes."""
     shutil.rmtree(into, ignore_errors=True)
     into.mkdir(parents=True)
-    binary, backends = embedded_server._runtime_tree(into)
+    binary, backends = embedded_server.runtime_tree(into)
     env = embedded_server.EmbeddedServer(repository).environment()
     flags = [
         *(f"--{kind}-address=127.0.0.1" for kind in ("http", "grpc", "metrics")),

@@ -29,7 +29,7 @@ import torch
 from load_tests.benchmark import gpu_models
 from load_tests.benchmark.cuda_diagnosis import why_no_cuda
 from ssd300_build.detector import SSD300Detector, fp32_network_of
-from ssd300_serving.provenance import ENGINE_FILES
+from ssd300_common.contract import ENGINE_FILES, NETWORK_MODEL
 from ssd300_serving.served_code import load_selection
 
 log = logging.getLogger(__name__)
@@ -54,7 +54,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 
 def served_model(repository: Path) -> tuple[torch.jit.ScriptModule, str]:
     """model.pt of ``repository`` on the CPU, or one traced here as the build traces it."""
-    path = repository / "ssd300" / "1" / ENGINE_FILES["torchscript"]
+    path = repository / NETWORK_MODEL / "1" / ENGINE_FILES["torchscript"]
     if path.is_file():
         return torch.jit.load(str(path), map_location="cpu").eval(), str(path)
     log.info("no %s: tracing one from the build's random weights", path)

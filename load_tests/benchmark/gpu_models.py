@@ -1,25 +1,24 @@
 """What ``make gpu-check`` and the ``gpu`` tests run, built from torch, torchvision, numpy and Pillow alone.
 
 A lent GPU machine has its own Python and a CUDA torch but none of this project's venv (no
-tritonclient, protobuf or onnx), so nothing here imports them: the client's contract is loaded
-from its file (``ssd300_client``'s ``__init__`` imports tritonclient).
+tritonclient, protobuf or onnx), so nothing here imports them: the served thresholds come from
+the shared contract (``ssd300_common``, standard library only).
 """
 
 from __future__ import annotations
 
 import copy
-import importlib.util
 from pathlib import Path
 
 import torch
 from torch import nn
 
 from ssd300_build.calibration import sample_photos
-from ssd300_build.client_files import client_package_dir
 from ssd300_build.default_boxes import decode_boxes
 from ssd300_build.detector import SSD300Detector
 from ssd300_build.export import CUDNN_FLAGS
 from ssd300_build.sources import DEFAULT_SEED, load_network
+from ssd300_common import contract
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 
@@ -27,9 +26,6 @@ REPO_ROOT = Path(__file__).resolve().parents[2]
 def served_settings(selection) -> dict:
     """The served thresholds (the client's contract, which a test holds to the configs) as
     arguments of ``selection``'s functions."""
-    spec = importlib.util.spec_from_file_location("ssd300_contract", client_package_dir() / "contract.py")
-    contract = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(contract)
     return {arg: contract.POSTPROCESS_DEFAULTS[name] for name, (arg, _) in selection.SETTINGS.items()}
 
 

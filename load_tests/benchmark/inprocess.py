@@ -15,7 +15,7 @@ from tritonclient.grpc import model_config_pb2
 from ssd300_build.default_boxes import dboxes300_coco, decode_boxes
 from ssd300_build.detector import SSD300Detector, top_candidates
 from ssd300_build.reference import decode_batch
-from ssd300_client.contract import POSTPROCESS_MODEL
+from ssd300_common.contract import POSTPROCESS_MODEL
 from ssd300_serving.served_code import load_selection
 
 POSTPROCESS_DIR = Path(__file__).resolve().parents[2] / "model_repository" / POSTPROCESS_MODEL

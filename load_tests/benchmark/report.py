@@ -15,7 +15,7 @@ import torch
 from load_tests.benchmark import cpu_sweep, dispatch_count, engines
 from load_tests.benchmark.formatting import fmt, percent
 from load_tests.perf.analyzer import TITLES, WINDOW_ROUNDS, PerfPoint
-from ssd300_client.contract import MAX_DETECTIONS
+from ssd300_common.contract import MAX_DETECTIONS
 
 # Targets for 2 CPU cores, from the issue (benchmark figures, not tests).
 TARGET_E2E_VS_FORWARD = 0.90  # Triton at concurrency 4 / in-process forward-only

@@ -13,7 +13,7 @@ from pathlib import Path
 import tritonclient.grpc as grpcclient
 
 from ssd300_build.export import write_model
-from ssd300_client import contract
+from ssd300_common import contract
 from ssd300_serving.embedded_server import EmbeddedServer
 from ssd300_serving.provenance import read_provenance
 

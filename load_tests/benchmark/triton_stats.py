@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import tritonclient.grpc as grpcclient
 
-from ssd300_client.contract import (
+from ssd300_common.contract import (
     DETECTOR_MODEL,
     ENCODED_IMAGE_DATATYPE,
     ENCODED_IMAGE_INPUT,

@@ -19,7 +19,7 @@ import tritonclient.http as httpclient
 from tritonclient.grpc._utils import _get_inference_request  # the message tritonclient would send
 from tritonclient.utils import InferenceServerException, shared_memory
 
-from ssd300_client.contract import (
+from ssd300_common.contract import (
     DETECTOR_MODEL,
     ENCODED_IMAGE_DATATYPE,
     ENCODED_IMAGE_INPUT,

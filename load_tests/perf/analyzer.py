@@ -21,7 +21,7 @@ import tritonclient.grpc as grpcclient
 
 from load_tests.benchmark import cpu_share
 from load_tests.benchmark.triton_stats import model_statistics, statistics_delta
-from ssd300_client.contract import DETECTOR_MODEL, IMAGE_MODEL, NETWORK_MODEL, POSTPROCESS_MODEL
+from ssd300_common.contract import DETECTOR_MODEL, IMAGE_MODEL, NETWORK_MODEL, POSTPROCESS_MODEL
 
 
 @dataclass(frozen=True)

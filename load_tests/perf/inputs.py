@@ -17,7 +17,7 @@ from pathlib import Path
 import numpy as np
 
 from load_tests.payloads import SampleImages
-from ssd300_client.contract import ENCODED_IMAGE_INPUT, IMAGES_INPUT
+from ssd300_common.contract import ENCODED_IMAGE_INPUT, IMAGES_INPUT
 
 
 def _b64(data: bytes) -> dict[str, str]:

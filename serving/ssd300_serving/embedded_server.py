@@ -67,7 +67,7 @@ def _pytriton_server_dir() -> Path:
     return Path(next(iter(spec.submodule_search_locations))) / "tritonserver"
 
 
-def _runtime_tree(workdir: Path) -> tuple[Path, Path]:
+def runtime_tree(workdir: Path) -> tuple[Path, Path]:
     """A tritonserver layout whose Python backend has the stub for this interpreter.
 
     Links, not copies: the wheel's files stay untouched and nothing large is duplicated.
@@ -202,7 +202,7 @@ class EmbeddedServer:
         self._raise_if_cancelled()
         self._check_engine_file()
         self._workdir = Path(tempfile.mkdtemp(prefix="ssd300-triton-"))
-        binary, backends = _runtime_tree(self._workdir)
+        binary, backends = runtime_tree(self._workdir)
         view = _repository_view(self.repository, self._workdir, self.config_name)
         # SIM115: no context manager: the server writes to the log until stop().
         output = open(self.log_path, "ab") if self.log_path else None  # noqa: SIM115

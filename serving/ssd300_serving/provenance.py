@@ -14,10 +14,9 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-# ENGINE_FILES is imported from here by onnx_export.py and load_tests (contract.py defines it).
-from ssd300_common.contract import ENGINE_FILES, METADATA_FILE, NETWORK_MODEL, WEIGHTS_PARAMETER
+from ssd300_common.contract import METADATA_FILE, NETWORK_MODEL, WEIGHTS_PARAMETER
 
-__all__ = ["ENGINE_FILES", "STAMPED_PARAMETERS", "read_provenance", "stamp_weights"]
+__all__ = ["STAMPED_PARAMETERS", "read_provenance", "stamp_weights"]
 
 # Config parameter ← weights.json key; the first is the parameter the client reads.
 STAMPED_PARAMETERS = (

@@ -12,7 +12,7 @@ import torch
 
 from load_tests.benchmark.inprocess import load_selection_module
 from ssd300_build.onnx_export import ONNX_FILE
-from ssd300_client import contract
+from ssd300_common import contract
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 selection = load_selection_module()
