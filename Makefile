@@ -66,10 +66,10 @@ help:
 	@echo "make serve    run the embedded tritonserver on 127.0.0.1:$(HTTP_PORT)/$(GRPC_PORT)/$(METRICS_PORT)"
 	@echo "make python-env  pack $(PYTHON_ENV) for the stock Triton container (PYTHON_ENV_VERSION=3.10 TORCH_VARIANT=cuda|cpu)"
 	@echo "make stock-torch  model.pt and the postprocess under the stock container's torch (2.5.1, ~3 GB into .tools/)"
-	@echo "make bench    benchmark report into reports/bench/"
+	@echo "make bench    in-process figures, then perf_analyzer at 1-16 clients (~10 min); reports/bench/, load_tests/BENCHMARK.md"
 	@echo "make gpu-check  on a CUDA machine: parity, forward/postprocess/pipeline figures into reports/gpu_check/"
 	@echo "make load     Locust load test against the embedded server"
-	@echo "make perf     Triton's perf_analyzer against the embedded server; section in load_tests/BENCHMARK.md"
+	@echo "make perf     perf_analyzer: gRPC, HTTP, shared memory, ssd300_image at 1-4 clients; reports/perf/, load_tests/BENCHMARK.md"
 	@echo "make analyze  Triton Model Analyzer 1.45 (.tools/) profiles the CPU configs; reports into reports/analyze/"
 	@echo "make tools    unpack perf_analyzer 2.51 and Prometheus 2.42 into .tools/ (make perf/test do it too)"
 	@echo "make eval     COCO mAP through the running server (COCO=<dir> [LIMIT=N])"
@@ -131,8 +131,10 @@ reliability: setup
 	SSD300_RELIABILITY_FIGURES=$(RELIABILITY_FIGURES) $(PY) -m pytest tests/test_reliability_*.py -q -ra
 	$(PY) -m tools.reliability_report --figures $(RELIABILITY_FIGURES) --readme docs/reliability.md
 
-# Without a built model, the benchmark serves a temporary copy with random weights.
-bench: setup
+# In process on the calibrated random network, then perf_analyzer against the built repository (or,
+# without one, a temporary copy built with random weights). bench and perf each write their own
+# section of load_tests/BENCHMARK.md.
+bench: setup $(IMAGING)
 	$(PY) -m load_tests.benchmark
 
 # The first figures to take on a GPU (a few minutes): see load_tests/benchmark/gpu_check.py.
@@ -150,7 +152,7 @@ stock-torch: setup $(IMAGING)
 tools: setup
 	$(PY) -m tools.external_tools perf_analyzer prometheus
 
-# Without a built model, serves a temporary copy with random weights (as make bench does).
+# The runner of make bench over every scenario; without a built model, serves random weights.
 perf: setup $(IMAGING)
 	$(PY) -m load_tests.perf
 
