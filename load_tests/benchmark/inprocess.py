@@ -18,6 +18,7 @@ from ssd300_client import contract
 from ssd300_serving.served_code import load_selection
 
 SCORE_TOLERANCE = 1e-5
+load_selection_module = load_selection  # the name tools/stock_torch.py imports; use load_selection
 
 
 def served_selection_options(selection: ModuleType) -> dict:
