@@ -53,8 +53,10 @@ def test_inprocess_lines_show_the_figures_and_a_mismatch_as_no():
     text = "\n".join(inprocess_lines(post, engines))
     assert "(180–200 detections per image)" in text and "375.0 ms: 75.0× faster" in text
     assert "**yes**, every image" in text and "| 1 | 4.00 | 5.00 | 1.25× | 3.5e-05 |" in text
+    post["detections_per_image"] = [200, 200]
     post["mismatches"] = ["image 3: 2 of 200 detections differ"]
-    assert "**NO**: image 3: 2 of 200 detections differ" in "\n".join(inprocess_lines(post, engines))
+    text = "\n".join(inprocess_lines(post, engines))
+    assert "**NO**: image 3: 2 of 200 detections differ" in text and "(200 detections per image)" in text
 
 
 def test_each_command_replaces_its_own_section_and_keeps_the_other(tmp_path):

@@ -44,15 +44,15 @@ def parse_args(argv: list[str] | None, perf: bool) -> argparse.Namespace:
 
 def inprocess_lines(post: dict, engines: list[dict]) -> list[str]:
     identical = "**NO**: " + "; ".join(post["mismatches"]) if post["mismatches"] else "**yes**, every image"
-    counts = sorted(post["detections_per_image"])
+    low, high = min(post["detections_per_image"]), max(post["detections_per_image"])
     return [
         f"In process, on the calibrated random network (seed {serving.RANDOM_SEED}), "
         f"{torch.get_num_threads()} threads, torch {torch.__version__}, ONNX Runtime "
-        f"{onnxruntime.__version__}. "
-        f"Postprocess at batch {post['batch_size']} ({counts[0]}–{counts[-1]} detections per image): the "
-        f"served `select_detections` {post['select_ms_per_image']:.2f} ms per image, NVIDIA's per-class "
-        f"reference decode {post['reference_ms_per_image']:.1f} ms: {post['speedup']:.1f}× faster. "
-        f"Identical detections (as sets; scores within {inprocess.SCORE_TOLERANCE}): {identical}.",
+        f"{onnxruntime.__version__}. Postprocess at batch {post['batch_size']} "
+        f"({low if low == high else f'{low}–{high}'} detections per image): the served `select_detections` "
+        f"{post['select_ms_per_image']:.2f} ms per image, NVIDIA's per-class reference decode "
+        f"{post['reference_ms_per_image']:.1f} ms: {post['speedup']:.1f}× faster. Identical detections "
+        f"(as sets; scores within {inprocess.SCORE_TOLERANCE}): {identical}.",
         "",
         "The engines of one build, images/s (same weights and images, back to back):",
         "",
