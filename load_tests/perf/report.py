@@ -82,7 +82,7 @@ def plot(points: list[PerfPoint], path: Path, title: str) -> None:
     import matplotlib.pyplot as plt
 
     figure, (throughput, latency) = plt.subplots(1, 2, figsize=(11, 4))
-    for name, scenario in SCENARIOS.items():
+    for name, scenario in {p.scenario: SCENARIOS[p.scenario] for p in points}.items():  # this run's paths
         measured = [p for p in points if p.scenario == name and not p.error]
         clients = [p.concurrency for p in measured]
         throughput.plot(clients, [p.images_per_s for p in measured], marker="o", label=scenario.title)
