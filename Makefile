@@ -65,10 +65,10 @@ help:
 	@echo "make serve    run the embedded tritonserver on 127.0.0.1:$(HTTP_PORT)/$(GRPC_PORT)/$(METRICS_PORT)"
 	@echo "make python-env  pack $(PYTHON_ENV) for the stock Triton container (PYTHON_ENV_VERSION=3.10 TORCH_VARIANT=cuda|cpu)"
 	@echo "make stock-torch  model.pt, the postprocess and gpu-check under the stock container's torch (2.5.1, ~3 GB into .tools/)"
-	@echo "make bench    benchmark report into reports/bench/"
+	@echo "make bench    in-process figures, then perf_analyzer at 1-16 clients (~10 min); reports/bench/, load_tests/BENCHMARK.md"
 	@echo "make gpu-check  on a CUDA machine: parity, forward and selection figures into reports/gpu_check/"
 	@echo "make load     Locust load test against the embedded server"
-	@echo "make perf     Triton's perf_analyzer against the embedded server; section in load_tests/BENCHMARK.md"
+	@echo "make perf     perf_analyzer: gRPC, HTTP, shared memory, ssd300_image at 1-4 clients; reports/perf/, load_tests/BENCHMARK.md"
 	@echo "make analyze  Triton Model Analyzer 1.45 (.tools/) profiles the CPU configs; reports into reports/analyze/"
 	@echo "make tools    unpack perf_analyzer 2.51 and Prometheus 2.42 into .tools/ (make perf/test do it too)"
 	@echo "make eval     COCO mAP through the running server (COCO=<dir> [LIMIT=N])"
@@ -126,7 +126,9 @@ reliability: setup
 	SSD300_RELIABILITY_FIGURES=$(RELIABILITY_FIGURES) $(PY) -m pytest tests/test_reliability_*.py -q -ra
 	$(PY) -m tools.reliability_report --figures $(RELIABILITY_FIGURES) --out docs/reliability-figures.md
 
-# Without a built model, the benchmark serves a temporary copy with random weights.
+# In process on the calibrated random network, then perf_analyzer against the built repository (or,
+# without one, a temporary copy built with random weights). bench and perf each write their own
+# section of load_tests/BENCHMARK.md.
 bench: setup
 	$(PY) -m load_tests.benchmark
 
@@ -145,7 +147,7 @@ stock-torch: setup
 tools: setup
 	$(PY) -m load_tests.external_tools
 
-# Without a built model, serves a temporary copy with random weights (as make bench does).
+# The runner of make bench over every scenario; without a built model, serves random weights.
 perf: setup
 	$(PY) -m load_tests.perf
 

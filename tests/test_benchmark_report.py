@@ -1,149 +1,72 @@
-"""The benchmark report says only what the run measured: a missed target is followed by this
-run's figures, and every comparison in the text follows the numbers it compares."""
+"""The reports of ``make bench`` and ``make perf`` (load_tests/perf/report.py and the bench's
+in-process lines) say what the run measured: every figure from the results, a failed point or
+a mismatch shown as such, and each command's section of BENCHMARK.md replaced in place."""
 
 from __future__ import annotations
 
-import copy
-
 import pytest
 
-from load_tests.benchmark import report
+from load_tests.benchmark.__main__ import inprocess_lines
+from load_tests.perf import report
 from load_tests.perf.analyzer import PerfPoint
-
-from .helpers.perf_points import perf_point
-
-
-def stats(average_batch: float, compute_ms: float, executions: int = 10, queue_ms: float = 40.0) -> dict:
-    return {
-        "average_batch": average_batch,
-        "compute_ms_per_execution": compute_ms,
-        "executions": executions,
-        "inferences": round(executions * average_batch),
-        "queue_ms_per_request": queue_ms,
-    }
-
-
-def point(concurrency: int, images_per_s: float, network: dict, postprocess: dict):
-    return perf_point(concurrency, images_per_s, network=network, postprocess=postprocess, p95_ms=900.0)
 
 
 @pytest.fixture
 def results() -> dict:
-    """A run that misses every target: 1-image batches at c=1, per-image cost up at c=4/8."""
+    machine = {"cpu_model": "Test CPU", "cores": 2, "memory_gib": 8.0, "load_average": 0.4}
+    stats = {"average_batch": 3.5, "queue_ms_per_request": 12.0, "compute_ms_per_execution": 640.0}
+    latency = {"p50": 900.0, "p95": 1200.0, "p99": 1300.0}
     return {
         "date": "2026-01-01 00:00 UTC",
-        "duration_s": 600.0,
-        "waited_for_quiet_s": 0.0,
-        "settings": {
-            "requests_per_window": 20,
-            "window_ms": 5000,
-            "stability_percent": 20,
-            "max_trials": 8,
-            "quiet_below": 0.2,
-        },
-        "machine": {
-            "cpu_model": "test CPU",
-            "cpu_cores": 2,
-            "memory_gib": 8.0,
-            "os": "Linux",
-            "python": "3.11",
-            "torch": "2.x",
-            "torch_threads": 2,
-            "tritonclient": "2.x",
-        },
-        "server": {
-            "version": "2.51.0",
-            "weights": "random",
-            "instances": 1,
-            "max_queue_delay_ms": 5.0,
-            "network_config": "1 instance(s), dynamic batching preferred [8], max queue delay 5 ms",
-        },
-        "inprocess": {
-            "weights": "random",
-            "forward": {1: {"images_per_s": 4.0}, 8: {"images_per_s": 5.0}},
-            "reference_pipeline": {"batch_size": 8, "images_per_s": 3.0},
-            "postprocess": {
-                "batch_size": 8,
-                "options": {"candidates_per_class": 200},
-                "detections_per_image": [200, 200],
-                "select_ms_per_image": 10.0,
-                "decode_and_select_ms_per_image": 12.0,
-                "reference_ms_per_image": 200.0,
-                "nms_share": 0.5,
-                "speedup": 20.0,
-                "speedup_with_decode": 16.7,
-                "identical": True,
-                "mismatches": [],
-            },
-        },
-        "triton": [
-            point(1, 3.0, stats(1.0, 250.0), stats(1.0, 20.0)),
-            point(4, 3.5, stats(2.0, 600.0), stats(2.0, 50.0)),
-            point(8, 3.0, stats(2.5, 1000.0), stats(2.5, 75.0)),
+        "duration_s": 540.0,
+        "machine": machine,
+        "machine_after": {**machine, "load_average": 2.6},
+        "settings": {"requests_per_window": 40, "stability_percent": 20, "max_trials": 10},
+        "server": {"version": "2.51.0", "weights": "random", "engine": "onnx"},
+        "points": [
+            PerfPoint("grpc", 4, 4.25, latency, stats),
+            PerfPoint("image_grpc", 16, network=stats, error="Failed to obtain stable measurement"),
         ],
-        "bytes": {},
     }
 
 
-def missed(results: dict) -> dict[str, str]:
-    return {name: why for name, _, _, met, why in report.target_rows(results) if not met}
+def test_the_served_section_gives_the_run_its_machine_and_every_point(results):
+    text = "\n".join(report.served_section(results, "## make bench", "make bench", "reports/bench/"))
+    assert "on 2026-01-01 00:00 UTC; Test CPU, 2 cores, 8.0 GiB, no GPU" in text
+    assert "load average (1 min) 0.4 at the start and 2.6 at the end of the run, which took 9.0 min" in text
+    assert "ssd300 runs onnx with random weights" in text and "windows of 40 requests" in text
+    assert "| gRPC, uint8 tensor | 4 | 4.25 | 900 | 1200 | 1300 | 3.50 | 12 | 640 |" in text
+    failed = "| 16 | failed: Failed to obtain stable measurement |  |  |  | 3.50 | 12 | 640 |"
+    assert "| gRPC, ssd300_image (JPEG bytes, server decodes) " + failed in text
 
 
-def test_every_missed_target_is_explained_by_this_runs_numbers(results):
-    why = missed(results)
-    assert len(why) == 5
-    serving = why["Triton gRPC c=4 vs in-process forward-only (batch 8)"]
-    # 600 ms per execution of 2 images = 300 ms per image, against 250 at c=1: +20%.
-    assert "batches of 2.0 images in 600 ms (300 ms per image" in serving
-    assert "at c=1: 250 and 20 ms per image" in serving
-    assert "ssd300 +20%, ssd300_postprocess +25%" in serving
-    # 10 executions × 600 ms = 6 s of the point's 20 s perf_analyzer run.
-    assert "perf_analyzer's 20 s at this point ssd300 computed for 6.0 s (30% of it)" in serving
-    batching = why["average executed batch of ssd300 at c=8 (gRPC)"]
-    assert "ran 10 executions for 25 images" in batching
-    assert "waits at most 5 ms for a batch to fill (max_queue_delay), 0.5% of one execution" in batching
-    postprocess = why["postprocess speedup vs per-class reference (batch 8)"]
-    assert "10.00 ms per image at batch 8 against 200 ms" in postprocess
-    assert "50% of it is the greedy NMS step" in postprocess
+def test_inprocess_lines_show_the_figures_and_a_mismatch_as_no():
+    post = {
+        "batch_size": 8,
+        "detections_per_image": [200, 180],
+        "select_ms_per_image": 5.0,
+        "reference_ms_per_image": 375.0,
+        "speedup": 75.0,
+        "mismatches": [],
+    }
+    engines = [{"batch_size": 1, "torchscript": 4.0, "onnx": 5.0, "max_score_diff": 3.5e-5}]
+    text = "\n".join(inprocess_lines(post, engines))
+    assert "(180–200 detections per image)" in text and "375.0 ms: 75.0× faster" in text
+    assert "**yes**, every image" in text and "| 1 | 4.00 | 5.00 | 1.25× | 3.5e-05 |" in text
+    post["detections_per_image"] = [200, 200]
+    post["mismatches"] = ["image 3: 2 of 200 detections differ"]
+    text = "\n".join(inprocess_lines(post, engines))
+    assert "**NO**: image 3: 2 of 200 detections differ" in text and "(200 detections per image)" in text
 
 
-def test_comparisons_follow_the_numbers_not_a_fixed_story(results):
-    cheaper = copy.deepcopy(results)
-    # At c=4 each image now costs less than at c=1: the text must say so, not "rises".
-    cheaper["triton"][1] = point(4, 3.5, stats(2.0, 400.0), stats(2.0, 30.0))
-    serving = missed(cheaper)["Triton gRPC c=4 vs in-process forward-only (batch 8)"]
-    assert "ssd300 −20%, ssd300_postprocess −25%" in serving
-    text = report.markdown(results)
-    for fixed_story in ("alternating groups", "far shorter than one batch", "share the same cores"):
-        assert fixed_story not in text
-
-
-def test_a_throughput_drop_is_described_with_the_measured_trend(results):
-    (note,) = report.scaling_notes(results)
-    assert note.startswith("gRPC, uint8 tensor: 3.50 img/s at c=4 but 3.00 at c=8")
-    assert "ssd300 250 → 300 → 400 ms (+60% from c=1 to c=8)" in note
-
-
-def test_the_report_and_readme_summary_render_from_the_results(results):
-    text = report.markdown(results)
-    assert "Missed targets: where the time went (Triton's statistics from this run):" in text
-    summary = report.readme_summary(results)
-    assert "this run's images gave 200 detections each, of at most 200" in summary
-
-
-def test_a_point_perf_analyzer_could_not_measure_is_shown_with_its_error(results):
-    failed = PerfPoint(
-        scenario="grpc", concurrency=16, csv="grpc_c16.csv", error="perf_analyzer exit code 99"
-    )
-    results["triton"].append(failed)
-    text = report.markdown(results)
-    assert (
-        "| gRPC, uint8 tensor | 16 | n/a | n/a | n/a | n/a | n/a | n/a | n/a | perf_analyzer exit code 99 |"
-        in text
-    )
-    assert "perf_analyzer 2.51 (closed loop, one image per request), windows of 20 requests" in text
-    assert "16: n/a (n/a ms)" not in report.readme_summary(results)  # cells are "n/a (n/a ms)"
-    assert "n/a (n/a ms)" in report.readme_summary(results)
-    # a point that failed counts as no throughput: the c=8/c=16 rule is not met
-    rows = {name: met for name, _, _, met, _ in report.target_rows(results)}
-    assert rows["gRPC throughput at c=8 and c=16 vs the best at any concurrency"] is False
+def test_each_command_replaces_its_own_section_and_keeps_the_other(tmp_path):
+    path = tmp_path / "BENCHMARK.md"
+    path.write_text("# SSD300 on Triton: benchmark\n")
+    report.write_section(path, "bench", "bench, first run")
+    report.write_section(path, "perf_analyzer", "perf, first run")
+    report.write_section(path, "bench", "bench, second run")
+    text = path.read_text()
+    assert text.startswith("# SSD300 on Triton: benchmark\n")
+    assert "bench, second run" in text and "perf, first run" in text and "bench, first run" not in text
+    assert text.index("bench, second run") < text.index("perf, first run")
+    assert text.count("<!-- bench:start -->") == 1 and text.count("<!-- perf_analyzer:end -->") == 1

@@ -1,260 +1,169 @@
-"""Run perf_analyzer for one scenario at one concurrency and read its CSV: the one load
-generator of the project (``make bench`` and ``make perf`` both measure with it).
+"""perf_analyzer, Triton's own load generator, against the embedded server: the one runner of
+``make bench`` and ``make perf``.
 
-One perf_analyzer process per point: it writes its CSV only when a whole run succeeds, so a
-point that cannot be measured (no stable window on a busy machine) costs that point only.
-perf_analyzer measures in windows (a number of requests in count_windows mode, or
-``--measurement-interval`` ms) and reports the last three once throughput and average
-latency vary by less than ``--stability-percentage`` across them.
+One perf_analyzer process per point (scenario × concurrency): it writes its CSV only when the
+whole run succeeds, so a point it cannot measure (no stable windows on a busy machine) costs
+that point only. Around each process the server's statistics of ``ssd300`` are read, since
+perf_analyzer reports neither the batches the dynamic batcher formed nor the network's time.
 """
 
 from __future__ import annotations
 
-import argparse
 import csv
-import re
+import itertools
+import logging
 import subprocess
 from dataclasses import dataclass
 from pathlib import Path
 
 import tritonclient.grpc as grpcclient
 
-from load_tests.benchmark import cpu_share
-from load_tests.benchmark.triton_stats import model_statistics, statistics_delta
-from ssd300_common.contract import DETECTOR_MODEL, IMAGE_MODEL, NETWORK_MODEL, POSTPROCESS_MODEL
+from load_tests.payloads import SampleImages
+from load_tests.perf.inputs import write_input_data
+from ssd300_common.contract import DETECTOR_MODEL, IMAGE_MODEL, NETWORK_MODEL
+from ssd300_serving.embedded_server import EmbeddedServer
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
 class Scenario:
-    name: str
     title: str
     model: str
-    inputs: str  # which --input-data file (inputs.write_input_data's keys)
-    shared_memory: str = "none"  # perf_analyzer --shared-memory
-    protocol: str = "grpc"  # perf_analyzer -i
+    inputs: str  # which --input-data file (write_input_data's keys)
+    flags: str = "-i grpc"
 
 
-SCENARIOS = (
-    Scenario("grpc", "gRPC, uint8 tensor", DETECTOR_MODEL, "detector"),
-    Scenario("http", "HTTP, uint8 tensor (binary)", DETECTOR_MODEL, "detector", protocol="http"),
-    Scenario("grpc_shm", "gRPC, uint8 tensor in system shared memory", DETECTOR_MODEL, "detector", "system"),
-    Scenario("image_grpc", "gRPC, ssd300_image (JPEG bytes, server decodes)", IMAGE_MODEL, "image"),
-)
-BY_NAME = {scenario.name: scenario for scenario in SCENARIOS}
-TITLES = {scenario.name: scenario.title for scenario in SCENARIOS}
+SCENARIOS = {
+    "grpc": Scenario("gRPC, uint8 tensor", DETECTOR_MODEL, "detector"),
+    "http": Scenario("HTTP, uint8 tensor (binary)", DETECTOR_MODEL, "detector", "-i http"),
+    "grpc_shm": Scenario(
+        "gRPC, uint8 tensor in system shared memory",
+        DETECTOR_MODEL,
+        "detector",
+        "-i grpc --shared-memory system",
+    ),
+    "image_grpc": Scenario("gRPC, ssd300_image (JPEG bytes, server decodes)", IMAGE_MODEL, "image"),
+}
+# A count window holds at least this many rounds of the closed loop: with 1.25 rounds at c=16,
+# whether a window ended on a large batch or a small one moved it by more than 20 % and
+# perf_analyzer found no three stable windows in 8 (2026-11-29).
+WINDOW_ROUNDS = 4
+POINT_TIMEOUT_S = 900  # a point still running after this long is reported as failed
 
 
 @dataclass(frozen=True)
 class Settings:
-    window_ms: int
-    stability_percent: int
-    max_trials: int
-    # Windows of this many requests instead of window_ms (perf_analyzer's count_windows mode):
-    # a time window in which a busy machine answers nothing is an error to perf_analyzer.
-    requests_per_window: int | None = None
-
-
-# A count window holds at least this many rounds of the closed loop. With windows of 20 requests
-# (5 rounds at c=4, 1.25 at c=16), whether a window ends on a large batch or a small one moved
-# its figures by more than 20 % and perf_analyzer found no three stable windows in 8 (seen
-# twice in one make bench, 2026-11-29: ssd300_image at c=8, the sweep's preferred [4] at c=4);
-# hence 40 requests, and 4 rounds at high concurrency.
-WINDOW_ROUNDS = 4
-
-
-def window_requests(requests_per_window: int, concurrency: int) -> int:
-    """Requests per count window: the configured number, or more at high concurrency."""
-    return max(requests_per_window, WINDOW_ROUNDS * concurrency)
+    requests_per_window: int = 40  # perf_analyzer count_windows (or WINDOW_ROUNDS × concurrency)
+    stability_percent: int = 20
+    max_trials: int = 6  # bounds a point: at c=1, 6 windows are ~1 min at 4 images/s
 
 
 @dataclass
 class PerfPoint:
     scenario: str
     concurrency: int
-    csv: str  # perf_analyzer's own CSV, relative to the reports folder
     images_per_s: float | None = None  # one image per request
-    requests: int | None = None  # in the reported windows (perf_analyzer's "Request count")
-    latency_ms: dict[str, float] | None = None  # p50, p95, p99, avg: client side
-    server_ms: dict[str, float] | None = None  # queue, compute (input+infer+output) of the model called
-    # Triton's statistics of ssd300 and ssd300_postprocess over the whole perf_analyzer run
-    # (triton_stats.statistics_delta): average executed batch, compute per execution, ...
-    network: dict[str, float] | None = None
-    postprocess: dict[str, float] | None = None
-    foreign_cpu_share: float | None = None
-    duration_s: float | None = None
+    latency_ms: dict[str, float] | None = None  # p50, p95, p99: client side
+    network: dict[str, float] | None = None  # ssd300's statistics over the run (statistics_delta)
     error: str | None = None
 
 
-def command(
-    binary: Path,
-    scenario: Scenario,
-    *,
-    url: str,
-    input_file: Path,
-    concurrency: int,
-    settings: Settings,
-    csv_path: Path,
-) -> list[str]:
-    return [
-        str(binary),
-        *("-m", scenario.model, "-u", url, "-i", scenario.protocol),
-        *("--input-data", str(input_file), "--shared-memory", scenario.shared_memory),
-        *("--concurrency-range", f"{concurrency}:{concurrency}"),
-        *(
-            (
-                "--measurement-mode",
-                "count_windows",
-                "--measurement-request-count",
-                str(window_requests(settings.requests_per_window, concurrency)),
-            )
-            if settings.requests_per_window
-            else ("--measurement-interval", str(settings.window_ms))
-        ),
-        *(
-            "--stability-percentage",
-            str(settings.stability_percent),
-            "--max-trials",
-            str(settings.max_trials),
-        ),
-        *("-f", str(csv_path), "--verbose-csv"),
-    ]
-
-
-def _us_to_ms(row: dict[str, str], column: str) -> float:
-    return int(row[column]) / 1000
-
-
-def read_csv(path: Path) -> dict[str, str]:
-    """The row of a single-concurrency run."""
-    with path.open(newline="") as handle:
-        (row,) = list(csv.DictReader(handle))
-    return row
-
-
-def figures_from_row(row: dict[str, str]) -> dict:
+def network_counters(client: grpcclient.InferenceServerClient) -> dict[str, int]:
+    """ssd300's cumulative counters. Triton keeps queue time per request and compute time per
+    execution (``batch_stats``), where a batch's compute counts once."""
+    stats = client.get_inference_statistics(NETWORK_MODEL, as_json=True)["model_stats"][0]
+    queue = stats.get("inference_stats", {})
     return {
-        "images_per_s": float(row["Inferences/Second"]),
-        "latency_ms": {
-            "p50": _us_to_ms(row, "p50 latency"),
-            "p95": _us_to_ms(row, "p95 latency"),
-            "p99": _us_to_ms(row, "p99 latency"),
-            "avg": _us_to_ms(row, "Avg latency"),
-        },
-        "server_ms": {
-            "queue": _us_to_ms(row, "Server Queue"),
-            "compute": sum(
-                _us_to_ms(row, c)
-                for c in ("Server Compute Input", "Server Compute Infer", "Server Compute Output")
-            ),
-        },
+        "inferences": int(stats.get("inference_count", 0)),  # images
+        "executions": int(stats.get("execution_count", 0)),
+        "requests": int(queue.get("success", {}).get("count", 0)),
+        "queue_ns": int(queue.get("queue", {}).get("ns", 0)),
+        "compute_ns": sum(int(b.get("compute_infer", {}).get("ns", 0)) for b in stats.get("batch_stats", [])),
     }
 
 
-def run_point(
-    binary: Path,
-    scenario: Scenario,
-    *,
-    grpc_url: str,
-    http_url: str,
-    input_file: Path,
-    concurrency: int,
-    settings: Settings,
-    reports: Path,
-    timeout_s: float,
-) -> PerfPoint:
-    """One perf_analyzer process at ``concurrency``; Triton's statistics are read over gRPC."""
-    url = http_url if scenario.protocol == "http" else grpc_url
-    csv_path = reports / f"{scenario.name}_c{concurrency}.csv"
-    csv_path.unlink(missing_ok=True)
-    point = PerfPoint(scenario.name, concurrency, csv_path.name)
-    argv = command(
-        binary,
-        scenario,
-        url=url,
-        input_file=input_file,
-        concurrency=concurrency,
-        settings=settings,
-        csv_path=csv_path,
-    )
-    (reports / f"{scenario.name}_c{concurrency}.cmd").write_text(" ".join(argv) + "\n")
-    log_path = reports / f"{scenario.name}_c{concurrency}.log"
-    with grpcclient.InferenceServerClient(grpc_url) as client:
-        network_before = model_statistics(client, NETWORK_MODEL)
-        postprocess_before = model_statistics(client, POSTPROCESS_MODEL)
-        cpu_before = cpu_share.snapshot()
-        try:
-            result = subprocess.run(argv, capture_output=True, text=True, timeout=timeout_s)
-            output, returncode = result.stdout + result.stderr, result.returncode
-        except subprocess.TimeoutExpired as expired:  # its streams are bytes, whatever text= says
-            output = b"".join(s for s in (expired.stdout, expired.stderr) if s).decode(errors="replace")
-            returncode = None
-        cpu_after = cpu_share.snapshot()
-        network_after = model_statistics(client, NETWORK_MODEL)
-        postprocess_after = model_statistics(client, POSTPROCESS_MODEL)
-    log_path.write_text(output)
-    point.foreign_cpu_share = cpu_share.foreign_share(cpu_before, cpu_after)
-    point.duration_s = cpu_after.at - cpu_before.at if cpu_before and cpu_after else None
-    point.network = statistics_delta(network_before, network_after)
-    point.postprocess = statistics_delta(postprocess_before, postprocess_after)
-    if returncode is None:
-        point.error = f"perf_analyzer ran past {timeout_s:.0f} s (log: {log_path.name})"
-    elif returncode != 0 or not csv_path.is_file():
-        last = [line for line in log_path.read_text().splitlines() if line.strip()][-1:] or ["no output"]
-        point.error = f"perf_analyzer exit code {returncode}: {last[0]} (log: {log_path.name})"
-    else:
-        for key, value in figures_from_row(read_csv(csv_path)).items():
-            setattr(point, key, value)
-        counted = re.search(r"Client:\s+Request count: (\d+)", output)
-        point.requests = int(counted.group(1)) if counted else None
-    return point
+def statistics_delta(before: dict[str, int], after: dict[str, int]) -> dict[str, float]:
+    change = {key: after[key] - before[key] for key in before}
+    executions = max(change["executions"], 1)
+    return {
+        "average_batch": change["inferences"] / executions,
+        "queue_ms_per_request": change["queue_ns"] / 1e6 / max(change["requests"], 1),
+        "compute_ms_per_execution": change["compute_ns"] / 1e6 / executions,
+    }
 
 
-@dataclass(frozen=True)
+@dataclass
 class Runner:
-    """What every point of a run shares: ``runner.point(server, "grpc", 8)``."""
+    """What the points of one run share: ``Runner(binary, server, folder).point("grpc", 8)``.
+    perf_analyzer's command line, log and CSV of each point are left in ``folder``."""
 
     binary: Path
-    input_files: dict[str, Path]  # inputs.write_input_data's result
+    server: EmbeddedServer  # or anything with grpc_url and http_url
+    folder: Path
     settings: Settings
-    reports: Path
-    timeout_s: float
+    input_files: dict[str, Path]  # write_input_data's
 
-    def point(self, server, scenario: str, concurrency: int) -> PerfPoint:
-        """``server``: anything with ``grpc_url`` and ``http_url`` (an EmbeddedServer)."""
-        chosen = BY_NAME[scenario]
-        return run_point(
-            self.binary,
-            chosen,
-            grpc_url=server.grpc_url,
-            http_url=server.http_url,
-            input_file=self.input_files[chosen.inputs],
-            concurrency=concurrency,
-            settings=self.settings,
-            reports=self.reports,
-            timeout_s=self.timeout_s,
-        )
+    def command(self, name: str, concurrency: int, csv_path: Path) -> list[str]:
+        scenario, settings = SCENARIOS[name], self.settings
+        url = self.server.http_url if scenario.flags == "-i http" else self.server.grpc_url
+        window = max(settings.requests_per_window, WINDOW_ROUNDS * concurrency)
+        return [
+            str(self.binary),
+            *("-m", scenario.model, "-u", url, *scenario.flags.split()),
+            *("--input-data", str(self.input_files[scenario.inputs])),
+            *("--concurrency-range", f"{concurrency}:{concurrency}"),
+            *("--measurement-mode", "count_windows", "--measurement-request-count", str(window)),
+            *("--stability-percentage", str(settings.stability_percent)),
+            *("--max-trials", str(settings.max_trials), "-f", str(csv_path), "--verbose-csv"),
+        ]
+
+    def point(self, name: str, concurrency: int) -> PerfPoint:
+        stem = self.folder / f"{name}_c{concurrency}"
+        csv_path = stem.with_suffix(".csv")
+        csv_path.unlink(missing_ok=True)
+        argv = self.command(name, concurrency, csv_path)
+        stem.with_suffix(".cmd").write_text(" ".join(argv) + "\n")
+        point = PerfPoint(name, concurrency)
+        with grpcclient.InferenceServerClient(self.server.grpc_url) as client:
+            before = network_counters(client)
+            try:
+                done = subprocess.run(argv, capture_output=True, text=True, timeout=POINT_TIMEOUT_S)
+                output, failed = done.stdout + done.stderr, done.returncode != 0
+            except subprocess.TimeoutExpired:
+                output, failed = f"perf_analyzer ran past {POINT_TIMEOUT_S} s", True
+            point.network = statistics_delta(before, network_counters(client))
+        stem.with_suffix(".log").write_text(output)
+        if failed or not csv_path.is_file():
+            point.error = ([line for line in output.splitlines() if line.strip()] or ["no output"])[-1]
+            return point
+        with csv_path.open(newline="") as handle:
+            (row,) = list(csv.DictReader(handle))  # one concurrency: one row
+        point.images_per_s = float(row["Inferences/Second"])
+        point.latency_ms = {p: int(row[f"{p} latency"]) / 1000 for p in ("p50", "p95", "p99")}
+        return point
 
 
-def add_arguments(parser: argparse.ArgumentParser) -> None:
-    """perf_analyzer's measurement options, the same for ``make bench`` and ``make perf``."""
-    parser.add_argument(
-        "--requests-per-window",
-        type=int,
-        default=40,
-        help="perf_analyzer count_windows: each window ends after this many requests, or "
-        f"{WINDOW_ROUNDS} x the concurrency if more (0: time windows)",
-    )
-    parser.add_argument(
-        "--window-ms", type=int, default=5000, help="perf_analyzer --measurement-interval (time windows)"
-    )
-    parser.add_argument(
-        "--stability-percent", type=int, default=20, help="perf_analyzer --stability-percentage"
-    )
-    parser.add_argument("--max-trials", type=int, default=10, help="perf_analyzer --max-trials")
-    parser.add_argument(
-        "--point-timeout-s", type=float, default=900.0, help="stop a perf_analyzer point after this long"
-    )
+def server_facts(server: EmbeddedServer) -> dict:
+    """The server's version and how ssd300 is served, from the server itself."""
+    with grpcclient.InferenceServerClient(server.grpc_url) as client:
+        config = client.get_model_config(NETWORK_MODEL, as_json=True)["config"]
+        version = client.get_server_metadata().version
+    parameters = {key: value["string_value"] for key, value in config.get("parameters", {}).items()}
+    return {"version": version, "weights": parameters.get("weights"), "engine": parameters.get("engine")}
 
 
-def settings_from(args: argparse.Namespace) -> Settings:
-    return Settings(args.window_ms, args.stability_percent, args.max_trials, args.requests_per_window or None)
+def measure(binary: Path, repository: Path, reports: Path, scenarios, concurrencies, settings) -> dict:
+    """Serve ``repository`` on free ports and measure every scenario at every concurrency:
+    {"server": server_facts, "points": [PerfPoint, ...]}."""
+    input_files, points = write_input_data(SampleImages(), reports / "inputs"), []
+    # No warm-up of our own: the server's start sends a canary inference through every model.
+    with EmbeddedServer.on_free_ports(repository, log_path=reports / "tritonserver.log") as server:
+        facts, runner = server_facts(server), Runner(binary, server, reports, settings, input_files)
+        for name, concurrency in itertools.product(scenarios, concurrencies):
+            points.append(point := runner.point(name, concurrency))
+            figures = point.error or f"{point.images_per_s:.2f} img/s, p95 {point.latency_ms['p95']:.0f} ms"
+            log.info(
+                "%s c=%d: %s, ssd300 batch %.2f", name, concurrency, figures, point.network["average_batch"]
+            )
+    return {"server": facts, "points": points}

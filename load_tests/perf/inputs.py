@@ -1,14 +1,14 @@
 """perf_analyzer ``--input-data`` files holding real request payloads (the sample photos).
 
-perf_analyzer sends the JSON's entries round-robin, one per request ("steps" of one stream).
-A ``b64`` value is decoded and used as the tensor's raw bytes: for the uint8 images that is
-the [300, 300, 3] array; for a BYTES tensor it must be Triton's serialised form, each element
-prefixed with its length as a little-endian uint32 (without the prefix the server reads the
-first four bytes of the JPEG as a length and refuses the request).
+perf_analyzer sends the entries round-robin, one per request. A ``b64`` value is used as the
+tensor's raw bytes: for the uint8 images the [300, 300, 3] array; for a BYTES tensor Triton's
+serialised form, each element prefixed with its length as a little-endian uint32 (without it
+the server reads the JPEG's first four bytes as a length and refuses the request).
 """
 
 from __future__ import annotations
 
+import argparse
 import base64
 import json
 import struct
@@ -24,19 +24,14 @@ def _b64(data: bytes) -> dict[str, str]:
     return {"b64": base64.b64encode(data).decode("ascii")}
 
 
-def serialized_bytes_element(data: bytes) -> bytes:
-    """One element of a BYTES tensor as Triton lays it out on the wire."""
-    return struct.pack("<I", len(data)) + data
-
-
 def detector_input_data(pixels: np.ndarray) -> dict:
     """uint8 [n, 300, 300, 3] → one ``images`` entry per photo (each request carries one)."""
     return {"data": [{IMAGES_INPUT: _b64(np.ascontiguousarray(photo).tobytes())} for photo in pixels]}
 
 
 def image_input_data(encoded: list[bytes]) -> dict:
-    """JPEG files → one ``encoded_image`` entry per file."""
-    return {"data": [{ENCODED_IMAGE_INPUT: _b64(serialized_bytes_element(data))} for data in encoded]}
+    """JPEG files → one length-prefixed ``encoded_image`` entry per file."""
+    return {"data": [{ENCODED_IMAGE_INPUT: _b64(struct.pack("<I", len(data)) + data)} for data in encoded]}
 
 
 def write_input_data(samples: SampleImages, folder: Path) -> dict[str, Path]:
@@ -52,11 +47,8 @@ def write_input_data(samples: SampleImages, folder: Path) -> dict[str, Path]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    import argparse
-
     parser = argparse.ArgumentParser(
-        prog="python -m load_tests.perf.inputs",
-        description="Write perf_analyzer --input-data files (detector_inputs.json, image_inputs.json).",
+        prog="python -m load_tests.perf.inputs", description="Write perf_analyzer --input-data files."
     )
     parser.add_argument("--out", type=Path, required=True, help="folder to write them to")
     parser.add_argument("--samples", type=Path, help="folder of images (default: the sample photos)")

@@ -10,12 +10,12 @@ from pathlib import Path
 import onnxruntime
 import torch
 
-from load_tests.benchmark.inprocess import load_selection_module
 from ssd300_build.onnx_export import ONNX_FILE
 from ssd300_common import contract
+from ssd300_serving.served_code import load_selection
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
-selection = load_selection_module()
+selection = load_selection()
 # The served defaults as select_detections arguments.
 DEFAULTS = {
     argument: contract.POSTPROCESS_DEFAULTS[name] for name, (argument, _) in selection.SETTINGS.items()
