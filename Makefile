@@ -149,7 +149,7 @@ tools: setup
 
 # The runner of make bench over every scenario; without a built model, serves random weights.
 perf: setup
-	$(PY) -m load_tests.perf
+	$(PY) -m load_tests.benchmark --perf
 
 # Model Analyzer (its own venv in .tools/) drives the bundled server through a generated launcher
 # with load_tests/analyze/cpu.yaml; a few minutes on 2 cores. docs/model-analyzer.md.

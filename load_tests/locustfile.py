@@ -60,8 +60,7 @@ OPTIONS = (
     ("--client-key", str, "", "TLS: the client certificate's key"),
     ("--detector-weight", int, 3, "weight of ssd300_detector users (uint8 tensors in)"),
     ("--image-weight", int, 1, "weight of ssd300_image users (encoded files in)"),
-    ("--batch-size", int, 1, "images per ssd300_detector request"),
-    ("--image-batch-size", int, 1, "images per ssd300_image request"),
+    ("--batch-size", int, 1, "images per request"),
     ("--think-time-s", float, 0.0, "pause between a user's requests"),
     ("--request-timeout-s", float, 60.0, "client timeout per request"),
     ("--max-failure-ratio", float, DEFAULT_MAX_FAILURE_RATIO, "fail the run above this"),
@@ -87,9 +86,8 @@ def choose_users(environment, **_kwargs):
     if isinstance(environment.runner, WorkerRunner):
         return
     options = environment.parsed_options
-    for name in ("batch_size", "image_batch_size"):
-        if getattr(options, name) < 1:
-            raise ValueError(f"--{name.replace('_', '-')} must be at least 1")
+    if options.batch_size < 1:
+        raise ValueError("--batch-size must be at least 1")
     endpoints = resolve_endpoints(environment.host, grpc_url=options.grpc_url, http_url=options.http_url)
     if not endpoints:
         raise ValueError(

@@ -22,9 +22,7 @@ from ssd300_serving.embedded_server import EmbeddedServer, free_port
 from ssd300_serving.health import check
 
 LOCUSTFILE = Path(__file__).resolve().with_name("locustfile.py")
-# 8 users on 2 idle CPU cores: p95 4.1 s over 60 s (p50 1.6 s); 12 s while other test servers
-# shared the cores. 20 s flags a broken server rather than a busy machine. The deployment
-# default (5 s, thresholds.py) is for GPUs.
+# On CPUs: 20 s flags a broken server, not a busy machine (docs/decisions.md); 5 s is for GPUs.
 CPU_MAX_P95_MS = 20_000
 # In-flight requests get this long to finish after --run-time, so none ends as a failure.
 STOP_TIMEOUT_S = 30

@@ -42,7 +42,6 @@ class Request:
     input_name: str
     datatype: str
     outputs: tuple[str, ...]
-    batch_option: str  # the locustfile option giving the images per request
     payload: Callable[[SampleImages, int, int], np.ndarray]  # (samples, size, start) → tensor
 
 
@@ -52,7 +51,6 @@ DETECTOR = Request(
     contract.IMAGES_INPUT,
     contract.IMAGES_DATATYPE,
     contract.DETECTION_OUTPUTS,
-    "batch_size",
     SampleImages.pixel_batch,
 )
 IMAGE = Request(
@@ -60,7 +58,6 @@ IMAGE = Request(
     contract.ENCODED_IMAGE_INPUT,
     contract.ENCODED_IMAGE_DATATYPE,
     contract.IMAGE_OUTPUTS,
-    "image_batch_size",
     SampleImages.encoded_batch,
 )
 
@@ -118,10 +115,7 @@ def tls_of(options) -> TLS | None:
     return TLS(**files) if any(files.values()) else None
 
 
-@functools.cache
-def sample_images() -> SampleImages:
-    """One set of prepared payloads per process, shared by all its users."""
-    return SampleImages()
+sample_images = functools.cache(SampleImages)  # one set of payloads per process, for all its users
 
 
 class TritonUser(User):
@@ -157,6 +151,6 @@ class TritonUser(User):
 
     @task
     def detect(self) -> None:
-        size = getattr(self.environment.parsed_options, self.request.batch_option)
+        size = self.environment.parsed_options.batch_size
         self.client.infer(self.request, self.request.payload(sample_images(), size, self.cursor))
         self.cursor += size

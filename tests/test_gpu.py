@@ -41,7 +41,7 @@ def network(request):
     try:
         return request.getfixturevalue("random_network")[0]
     except pytest.FixtureLookupError:
-        return gpu_models.random_network()
+        return gpu_models.random_network()[0]
 
 
 @pytest.fixture(scope="module")

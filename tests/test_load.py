@@ -112,7 +112,7 @@ def network_counts(server) -> tuple[int, int, dict[int, int]]:
 def smoke_run(triton_server, tmp_path_factory):
     """`make load`'s command for 15 s against the session's server (which it finds answering,
     so it starts none): 6 users, gRPC and HTTP tensor users and both server-side-decode users;
-    image requests carry 2 files. No latency limit: CPU timings here depend on the machine."""
+    every request carries 2 images. No latency limit: CPU timings here depend on the machine."""
     reports = tmp_path_factory.mktemp("load")
     before = network_counts(triton_server)
     completed = subprocess.run(
@@ -120,7 +120,7 @@ def smoke_run(triton_server, tmp_path_factory):
             sys.executable, "-m", "load_tests.run",
             "--http-url", triton_server.http_url, "--grpc-url", triton_server.grpc_url,
             "--run-time", f"{SMOKE_SECONDS}s", "--users", "6", "--max-p95-ms", "0", "--reports", str(reports),
-            "--", "--image-batch-size", "2", "--json-file", str(reports / "final"),
+            "--", "--batch-size", "2", "--json-file", str(reports / "final"),
         ],
         cwd=REPO_ROOT, capture_output=True, text=True, timeout=SMOKE_SECONDS + 60,
     )  # fmt: skip
@@ -156,13 +156,13 @@ def test_concurrent_users_are_served_in_shared_batches(smoke_run):
     detector_requests = sum(counts[(p, contract.DETECTOR_MODEL)][0] for p in ("grpc", "http"))
     image_requests = sum(counts[(p, contract.IMAGE_MODEL)][0] for p in ("grpc", "http"))
     inferences, executions = inferences_after - inferences_before, executions_after - executions_before
-    recorded = detector_requests + 2 * image_requests
+    recorded = 2 * (detector_requests + image_requests)
     # Locust stops its users mid-request at the end of the run: such a request can still reach
     # ssd300 without being recorded, at most one per user (6 users, up to 2 images each).
     assert recorded <= inferences <= recorded + 6 * 2, (recorded, inferences)
     # Without dynamic batching each request is one execution of its own, so executions would
-    # be at least the recorded requests (inferences exceed executions anyway: image requests
-    # carry 2 images).
+    # be at least the recorded requests (inferences exceed executions anyway: requests carry
+    # 2 images).
     assert executions < detector_requests + image_requests, (executions, detector_requests, image_requests)
     # No request carries more than 2 images: a larger batch was made of several requests.
     combined = {size: sizes_after[size] - sizes_before.get(size, 0) for size in sizes_after if size > 2}

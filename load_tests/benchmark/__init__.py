@@ -1,7 +1,3 @@
-"""``make bench``: one run on one machine, every figure from that run, in about ten minutes.
-
-In process, on the calibrated random network: the served postprocess against NVIDIA's per-class
-reference decode, and both engines of one build back to back. Served: perf_analyzer over gRPC
-and to the server-side-decode ensemble (``load_tests.perf.analyzer``, the runner of ``make
-perf``). Results go to reports/bench/; the report is load_tests/BENCHMARK.md's bench section.
-"""
+"""``make bench`` (one run, every figure from it: in process, the postprocess against NVIDIA's
+reference decode and both engines; served, perf_analyzer over gRPC and to ``ssd300_image``) and
+``make gpu-check``. Results go to reports/; the report is load_tests/BENCHMARK.md."""

@@ -1,5 +1,5 @@
-"""``python -m load_tests.benchmark`` (``make bench``) and, with ``perf=True``, ``python -m
-load_tests.perf`` (``make perf``): one command line, one runner, one report writer."""
+"""``python -m load_tests.benchmark`` (``make bench``) and, with ``--perf``, ``make perf``: one
+command line, one runner, one report writer."""
 
 from __future__ import annotations
 
@@ -16,10 +16,11 @@ from pathlib import Path
 import onnxruntime
 import torch
 
-from load_tests.benchmark import inprocess, serving
+from load_tests.benchmark import gpu_models, inprocess, serving
 from load_tests.external_tools import ToolInstallError, install_perf_analyzer
 from load_tests.payloads import SampleImages
 from load_tests.perf import analyzer, report
+from ssd300_build.sources import DEFAULT_SEED
 from ssd300_serving.embedded_server import stop_servers_on_sigterm
 from ssd300_serving.provenance import read_provenance
 
@@ -28,8 +29,10 @@ REPO_ROOT = Path(__file__).resolve().parents[2]
 BENCH_SCENARIOS = ["grpc", "image_grpc"]
 
 
-def parse_args(argv: list[str] | None, perf: bool) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(prog=f"python -m load_tests.{'perf' if perf else 'benchmark'}")
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(prog="python -m load_tests.benchmark")
+    parser.add_argument("--perf", action="store_true", help="make perf: every scenario, nothing in process")
+    perf = parser.parse_known_args(argv)[0].perf
     parser.add_argument("--repository", type=Path, default=REPO_ROOT / "model_repository")
     parser.add_argument("--reports", type=Path, default=REPO_ROOT / "reports" / ("perf" if perf else "bench"))
     parser.add_argument("--markdown", type=Path, default=REPO_ROOT / "load_tests" / "BENCHMARK.md")
@@ -46,7 +49,7 @@ def inprocess_lines(post: dict, engines: list[dict]) -> list[str]:
     identical = "**NO**: " + "; ".join(post["mismatches"]) if post["mismatches"] else "**yes**, every image"
     low, high = min(post["detections_per_image"]), max(post["detections_per_image"])
     return [
-        f"In process, on the calibrated random network (seed {serving.RANDOM_SEED}), "
+        f"In process, on the calibrated random network (seed {DEFAULT_SEED}), "
         f"{torch.get_num_threads()} threads, torch {torch.__version__}, ONNX Runtime "
         f"{onnxruntime.__version__}. Postprocess at batch {post['batch_size']} "
         f"({low if low == high else f'{low}–{high}'} detections per image): the served `select_detections` "
@@ -66,8 +69,9 @@ def inprocess_lines(post: dict, engines: list[dict]) -> list[str]:
     ]
 
 
-def main(argv: list[str] | None = None, *, perf: bool = False) -> int:
-    args = parse_args(argv, perf)
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    perf = args.perf
     stop_servers_on_sigterm()
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s", datefmt="%H:%M:%S")
     try:
@@ -84,7 +88,7 @@ def main(argv: list[str] | None = None, *, perf: bool = False) -> int:
             served = serving.repository_to_serve(args.repository, stack)
         else:
             log.info("model.pt and model.onnx of the calibrated random network; then in-process figures")
-            network, metadata = serving.random_network()
+            network, metadata = gpu_models.random_network()
             built = serving.built_copy(args.repository, network, metadata, stack)
             images = torch.from_numpy(SampleImages().pixels[:8])  # the sample photos and their mirror images
             results["postprocess"] = inprocess.compare_postprocess(network, images, args.repeats)

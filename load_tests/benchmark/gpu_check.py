@@ -58,7 +58,7 @@ def served_model(repository: Path) -> tuple[torch.jit.ScriptModule, str]:
     if path.is_file():
         return torch.jit.load(str(path), map_location="cpu").eval(), str(path)
     log.info("no %s: tracing one from the build's random weights", path)
-    served = gpu_models.trace(gpu_models.random_network(), allow_tf32=True)
+    served = gpu_models.trace(gpu_models.random_network()[0], allow_tf32=True)
     return served, "traced here from random weights (no model.pt built)"
 
 

@@ -36,9 +36,9 @@ def photos(count: int | None = None) -> torch.Tensor:
     return batch.repeat(-(-count // len(batch)), 1, 1, 1)[:count].contiguous()
 
 
-def random_network() -> nn.Module:
-    """The build's calibrated random weights (``WEIGHTS=random``, its default seed)."""
-    return load_network("random", seed=DEFAULT_SEED, calibration_photos=photos())[0]
+def random_network() -> tuple[nn.Module, dict]:
+    """(network, metadata): the build's calibrated random weights (``make model WEIGHTS=random``)."""
+    return load_network("random", seed=DEFAULT_SEED, calibration_photos=photos())
 
 
 def trace(network: nn.Module, precision: str = "fp32", *, allow_tf32: bool) -> torch.jit.ScriptModule:

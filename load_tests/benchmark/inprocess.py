@@ -7,23 +7,17 @@ import statistics
 import time
 import warnings
 from pathlib import Path
-from types import ModuleType
 
 import onnxruntime
 import torch
 
+from load_tests.benchmark.gpu_models import served_settings
 from ssd300_build.detector import SSD300Detector
 from ssd300_build.reference import decode_batch
 from ssd300_common import contract
 from ssd300_serving.served_code import load_selection
 
 SCORE_TOLERANCE = 1e-5
-
-
-def served_selection_options(selection: ModuleType) -> dict:
-    """The served defaults (the contract, which a test checks against the configs) as
-    ``select_detections`` arguments."""
-    return {arg: contract.POSTPROCESS_DEFAULTS[name] for name, (arg, _) in selection.SETTINGS.items()}
 
 
 def median_s(function, repeats: int, warmup: int = 1) -> float:
@@ -48,7 +42,7 @@ def compare_postprocess(network, images: torch.Tensor, repeats: int) -> dict:
     """``select_detections`` (what CPU instances serve, from the graph's ranked candidates) against
     the reference decode (from the network's raw outputs) on one batch: time and detections."""
     selection = load_selection()
-    options = served_selection_options(selection)
+    options = served_settings(selection)
     detector = SSD300Detector(network).eval()
     with torch.inference_mode():
         ploc, plabel = network(detector.normalize(images))

@@ -8,19 +8,11 @@ import tempfile
 from contextlib import ExitStack
 from pathlib import Path
 
+from load_tests.benchmark.gpu_models import random_network
 from ssd300_build.export import write_model
 from ssd300_common.contract import NETWORK_MODEL
 
-RANDOM_SEED = 0
 NOT_COPIED = ("model.pt", "model.onnx", "weights.json", "python_env.tar.gz*", "__pycache__")
-
-
-def random_network():
-    """(network, metadata): the calibrated random SSD300 of ``make model WEIGHTS=random``."""
-    from ssd300_build.calibration import sample_photos
-    from ssd300_build.sources import load_network
-
-    return load_network("random", seed=RANDOM_SEED, calibration_photos=sample_photos())
 
 
 def built_copy(repository: Path, network, metadata: dict, stack: ExitStack) -> Path:

@@ -45,9 +45,7 @@ SCENARIOS = {
     ),
     "image_grpc": Scenario("gRPC, ssd300_image (JPEG bytes, server decodes)", IMAGE_MODEL, "image"),
 }
-# A count window holds at least this many rounds of the closed loop: with 1.25 rounds at c=16,
-# whether a window ended on a large batch or a small one moved it by more than 20 % and
-# perf_analyzer found no three stable windows in 8 (2026-11-29).
+# A count window holds at least this many rounds of the closed loop (docs/decisions.md).
 WINDOW_ROUNDS = 4
 POINT_TIMEOUT_S = 900  # a point still running after this long is reported as failed
 
