@@ -8,6 +8,7 @@ import os
 import subprocess
 import sys
 import warnings
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -17,18 +18,25 @@ from torch import nn
 from load_tests.benchmark import cuda_diagnosis, gpu_check, gpu_models
 from ssd300_build.detector import SSD300Detector
 from ssd300_serving.served_code import load_selection
+from tools.stock_torch import PACKAGE_PATH
 
 REPO_ROOT = gpu_models.REPO_ROOT
 # Everything the venv has beyond torch, torchvision, numpy and Pillow that this code could reach.
 BLOCKED = ("tritonclient", "pytriton", "tritonserver", "google", "grpc", "onnx", "onnxruntime", "onnxscript")
 # None in sys.modules: `import` raises ModuleNotFoundError and importlib.util.find_spec() answers
-# None, as for a module that is not installed (torch probes for some at import).
-BLOCKER = f"import runpy, sys\nsys.modules.update(dict.fromkeys({BLOCKED!r}))\n"
+# None, as for a module that is not installed (torch probes for some at import). The project's
+# folders on sys.path are only those of PACKAGE_PATH, as on a lent machine: the venv's editable
+# install adds them all.
+BLOCKER = (
+    "import runpy, sys\n"
+    f"sys.modules.update(dict.fromkeys({BLOCKED!r}))\n"
+    f"kept = {PACKAGE_PATH.split(os.pathsep)!r}\n"
+    f"sys.path[:] = [p for p in sys.path if not p.startswith({str(REPO_ROOT)!r}) or p in kept]\n"
+)
 
 
 def run_blocked(code: str, *args: str) -> subprocess.CompletedProcess:
-    paths = [REPO_ROOT / "client", REPO_ROOT / "build", REPO_ROOT / "serving", REPO_ROOT]
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join(map(str, paths))}
+    env = {**os.environ, "PYTHONPATH": PACKAGE_PATH}
     command = [sys.executable, "-c", BLOCKER + code, *args]
     return subprocess.run(command, env=env, cwd=REPO_ROOT, capture_output=True, text=True, timeout=600)
 
@@ -59,9 +67,18 @@ def test_gpu_check_runs_with_only_torch_torchvision_numpy_and_pillow(dry_run):
     assert arrays["boxes"].shape == (4, 80, 200, 4) and arrays["scores"].shape == (4, 80, 200)
     for name in ("select_detections", "select_detections_gpu"):
         assert arrays[f"{name}_3"].sum() > 0 and (arrays[f"{name}_0"] == arrays["select_detections_0"]).all()
-    # the blocker works: the client package (whose __init__ imports tritonclient) does not import
-    refused = run_blocked("import ssd300_client")
-    assert refused.returncode != 0 and "No module named 'tritonclient" in refused.stderr
+    # the blocker works: neither the client package nor tritonclient imports
+    for module in ("ssd300_client", "tritonclient"):
+        refused = run_blocked(f"import {module}")
+        assert refused.returncode != 0 and f"No module named '{module}'" in refused.stderr
+
+
+def test_the_gpu_script_puts_the_same_folders_on_pythonpath_as_stock_torch():
+    script = (REPO_ROOT / "tools" / "gpu_run.sh").read_text()
+    (line,) = [line for line in script.splitlines() if line.startswith("export PYTHONPATH=")]
+    value = line.split('"')[1].split("${")[0]  # "$PWD/common:...:$PWD", then the caller's own
+    folders = [Path(part.replace("$PWD", str(REPO_ROOT))) for part in value.split(":")]
+    assert folders == [Path(path) for path in PACKAGE_PATH.split(os.pathsep)]
 
 
 @pytest.mark.model

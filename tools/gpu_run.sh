@@ -19,7 +19,7 @@ cd "$(dirname "$0")/.."
 PYTHON=${PYTHON:-python3}
 RESULTS=${OUT:-reports/gpu_run}
 mkdir -p "$RESULTS"
-export PYTHONPATH="$PWD/client:$PWD/build:$PWD/serving:$PWD${PYTHONPATH:+:$PYTHONPATH}"
+export PYTHONPATH="$PWD/common:$PWD/build:$PWD/serving:$PWD${PYTHONPATH:+:$PYTHONPATH}"
 export PYTHONDONTWRITEBYTECODE=1
 status=0
 

@@ -32,7 +32,7 @@ from ssd300_serving.served_code import load_selection
 
 log = logging.getLogger("tools.stock_torch")
 REPO_ROOT = Path(__file__).resolve().parents[1]
-PACKAGE_PATH = os.pathsep.join(str(REPO_ROOT / name) for name in ("client", "build", "serving", "."))
+PACKAGE_PATH = os.pathsep.join(str(REPO_ROOT / name) for name in ("common", "build", "serving", "."))
 # Two builds of libtorch differ in kernels, not in results: outputs this close select the same
 # detections but for ties at the cut, which the comparison (gpu_check.detection_parity) allows.
 OUTPUT_TOLERANCE = 1e-4

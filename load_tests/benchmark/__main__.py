@@ -30,9 +30,10 @@ BENCH_SCENARIOS = ["grpc", "image_grpc"]
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(prog="python -m load_tests.benchmark")
-    parser.add_argument("--perf", action="store_true", help="make perf: every scenario, nothing in process")
-    perf = parser.parse_known_args(argv)[0].perf
+    mode = argparse.ArgumentParser(add_help=False)
+    mode.add_argument("--perf", action="store_true", help="make perf: every scenario, nothing in process")
+    perf = mode.parse_known_args(argv)[0].perf
+    parser = argparse.ArgumentParser(prog="python -m load_tests.benchmark", parents=[mode])
     parser.add_argument("--repository", type=Path, default=REPO_ROOT / "model_repository")
     parser.add_argument("--reports", type=Path, default=REPO_ROOT / "reports" / ("perf" if perf else "bench"))
     parser.add_argument("--markdown", type=Path, default=REPO_ROOT / "load_tests" / "BENCHMARK.md")
