@@ -1,6 +1,6 @@
 """``make gpu-check``: the first checks and figures to take on a GPU (docs/engines.md), in minutes.
 
-Needs torch (2.5 to 2.14), torchvision, numpy and Pillow, with ``PYTHONPATH`` on client/, build/,
+Needs torch (2.5 to 2.14), torchvision, numpy and Pillow, with ``PYTHONPATH`` on common/, build/,
 serving/ and the repository root, as on a lent GPU machine; with no built ``model.pt`` it traces
 one from the build's random weights. Into ``--out``: ``gpu_check.json`` and ``.md`` with (1) the
 parity of model.pt (TF32), a TF32-disallowed trace and the FP16 network on CUDA with FP32 on the
