@@ -28,6 +28,7 @@ import torch
 
 from load_tests.benchmark import gpu_check, gpu_models
 from ssd300_build.python_env import requirements
+from ssd300_common.contract import ENGINE_FILES, NETWORK_MODEL
 from ssd300_serving.served_code import load_selection
 
 log = logging.getLogger("tools.stock_torch")
@@ -82,8 +83,8 @@ def main(argv: list[str] | None = None) -> int:
     with tempfile.TemporaryDirectory(prefix="ssd300-stock-torch-") as repository:
         # one model.pt for both torches: each would calibrate random weights in its own arithmetic
         served, description = gpu_check.served_model(args.repository)
-        (Path(repository) / "ssd300" / "1").mkdir(parents=True)
-        torch.jit.save(served, str(Path(repository) / "ssd300" / "1" / "model.pt"))
+        (Path(repository) / NETWORK_MODEL / "1").mkdir(parents=True)
+        torch.jit.save(served, str(Path(repository) / NETWORK_MODEL / "1" / ENGINE_FILES["torchscript"]))
         selection = load_selection()
         dev = gpu_check.served_outputs(served, selection, gpu_models.served_settings(selection))
         log.info("gpu_check under torch %s on the CPU, on %s", version, description)

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import torch
 
-from ssd300_common.contract import ENGINE_FILES
+from ssd300_common.contract import ENGINE_FILES, METADATA_FILE
 
 from .detector import INPUT_SHAPE, SSD300Detector
 from .model import SSD300
@@ -31,7 +31,7 @@ INPUT_NAME = "images"
 # ensembles wire either engine unchanged.
 OUTPUT_NAMES = ("boxes__0", "scores__1")
 # The build's weights.json also travels inside model.onnx, under this metadata key.
-METADATA_KEY = "weights.json"
+METADATA_KEY = METADATA_FILE
 
 
 def export_onnx(network: SSD300, path: Path, metadata_json: str) -> Path:

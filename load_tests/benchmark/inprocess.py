@@ -89,8 +89,8 @@ def compare_engines(repository: Path, images: torch.Tensor, batch_sizes, repeats
     folder = repository / contract.NETWORK_MODEL / "1"
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", FutureWarning)
-        traced = torch.jit.load(str(folder / "model.pt"), map_location="cpu")
-    session = onnx_session(folder / "model.onnx")
+        traced = torch.jit.load(str(folder / contract.ENGINE_FILES["torchscript"]), map_location="cpu")
+    session = onnx_session(folder / contract.ENGINE_FILES["onnx"])
     engines = {"torchscript": traced, "onnx": lambda batch: session.run(None, {"images": batch.numpy()})}
     rows = []
     with torch.inference_mode():

@@ -10,9 +10,9 @@ from pathlib import Path
 
 from load_tests.benchmark.gpu_models import random_network
 from ssd300_build.export import write_model
-from ssd300_common.contract import NETWORK_MODEL
+from ssd300_common.contract import ENGINE_FILES, METADATA_FILE, NETWORK_MODEL
 
-NOT_COPIED = ("model.pt", "model.onnx", "weights.json", "python_env.tar.gz*", "__pycache__")
+NOT_COPIED = (*ENGINE_FILES.values(), METADATA_FILE, "python_env.tar.gz*", "__pycache__")
 
 
 def built_copy(repository: Path, network, metadata: dict, stack: ExitStack) -> Path:
@@ -26,6 +26,6 @@ def built_copy(repository: Path, network, metadata: dict, stack: ExitStack) -> P
 
 def repository_to_serve(repository: Path, stack: ExitStack) -> Path:
     """The built repository, or a temporary copy with the calibrated random weights."""
-    if (repository / NETWORK_MODEL / "1" / "model.pt").is_file():
+    if (repository / NETWORK_MODEL / "1" / ENGINE_FILES["torchscript"]).is_file():
         return repository
     return built_copy(repository, *random_network(), stack)
