@@ -8,7 +8,8 @@ import logging
 import sys
 from pathlib import Path
 
-from ssd300_client import cli, samples
+from ssd300_client import cli
+from ssd300_common import samples
 from ssd300_serving.embedded_server import EmbeddedServer, ServerError
 
 
