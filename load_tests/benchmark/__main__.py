@@ -72,7 +72,6 @@ def inprocess_lines(post: dict, engines: list[dict]) -> list[str]:
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
-    perf = args.perf
     stop_servers_on_sigterm()
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s", datefmt="%H:%M:%S")
     try:
@@ -85,7 +84,7 @@ def main(argv: list[str] | None = None) -> int:
     results = {"date": datetime.datetime.now().astimezone().strftime("%Y-%m-%d %H:%M %Z")}
     results.update(machine=report.machine(), settings=dataclasses.asdict(settings))
     with ExitStack() as stack:
-        if perf:
+        if args.perf:
             served = serving.repository_to_serve(args.repository, stack)
         else:
             log.info("model.pt and model.onnx of the calibrated random network; then in-process figures")
@@ -100,10 +99,10 @@ def main(argv: list[str] | None = None) -> int:
         results |= analyzer.measure(binary, served, args.reports, args.scenarios, args.concurrency, settings)
     results.update(machine_after=report.machine(), duration_s=time.monotonic() - began)
     (args.reports / "results.json").write_text(json.dumps(results, indent=2, default=dataclasses.asdict))
-    command = "make perf" if perf else "make bench"
-    heading = "## perf_analyzer (Triton's load generator)" if perf else "## make bench"
+    command = "make perf" if args.perf else "make bench"
+    heading = "## perf_analyzer (Triton's load generator)" if args.perf else "## make bench"
     lines = report.served_section(results, heading, command, f"reports/{args.reports.name}/")
-    if perf:
+    if args.perf:
         lines += ["", "![perf_analyzer: throughput and p95 latency against concurrency](perf_analyzer.png)"]
     else:
         lines += ["", *inprocess_lines(results["postprocess"], results["engines"])]
@@ -112,8 +111,8 @@ def main(argv: list[str] | None = None) -> int:
     title = f"SSD300 on Triton, {command}, {results['machine']['cores']} CPU cores, {results['date']}"
     report.plot(results["points"], args.reports / "perf_analyzer.png", title)
     if not args.no_copy:
-        report.write_section(args.markdown, "perf_analyzer" if perf else "bench", text)
-        if perf:
+        report.write_section(args.markdown, "perf_analyzer" if args.perf else "bench", text)
+        if args.perf:
             report.plot(results["points"], args.markdown.parent / "perf_analyzer.png", title)
     log.info("wrote %s", args.reports)
     failed = any(p.error for p in results["points"]) or results.get("postprocess", {}).get("mismatches")
