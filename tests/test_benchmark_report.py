@@ -4,11 +4,18 @@ a mismatch shown as such, and each command's section of BENCHMARK.md replaced in
 
 from __future__ import annotations
 
+import json
+import subprocess
+import sys
+from pathlib import Path
+
 import pytest
 
 from load_tests.benchmark.__main__ import inprocess_lines
 from load_tests.perf import report
 from load_tests.perf.analyzer import PerfPoint
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
 
 
 @pytest.fixture
@@ -70,3 +77,21 @@ def test_each_command_replaces_its_own_section_and_keeps_the_other(tmp_path):
     assert "bench, second run" in text and "perf, first run" in text and "bench, first run" not in text
     assert text.index("bench, second run") < text.index("perf, first run")
     assert text.count("<!-- bench:start -->") == 1 and text.count("<!-- perf_analyzer:end -->") == 1
+
+
+@pytest.mark.slow  # a random build, ONNX export, a server and one perf_analyzer point: minutes
+def test_make_bench_runs_end_to_end_at_its_smallest_settings(tmp_path):
+    """`make bench`'s command with one client and one scenario: the in-process figures, a
+    served point and its section of the Markdown, all from this run."""
+    markdown, reports = tmp_path / "BENCHMARK.md", tmp_path / "bench"
+    command = [sys.executable, "-m", "load_tests.benchmark", "--reports", str(reports)]
+    command += ["--markdown", str(markdown), "--concurrency", "1", "--scenarios", "grpc", "--repeats", "1"]
+    completed = subprocess.run(command, cwd=REPO_ROOT, capture_output=True, text=True, timeout=1800)
+    assert completed.returncode == 0, completed.stderr[-3000:]
+    results = json.loads((reports / "results.json").read_text())
+    (point,) = results["points"]
+    assert point["error"] is None and point["images_per_s"] > 0 and point["network"]["average_batch"] >= 1
+    assert results["postprocess"]["mismatches"] == [] and results["postprocess"]["speedup"] > 0
+    assert [row["batch_size"] for row in results["engines"]] == [1, 4, 8]
+    text = markdown.read_text()
+    assert "<!-- bench:start -->" in text and f"{point['images_per_s']:.2f}" in text
