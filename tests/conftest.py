@@ -11,11 +11,15 @@ from __future__ import annotations
 
 import os
 import shutil
+import subprocess
+import threading
+from concurrent.futures import Future
 from pathlib import Path
 
 import pytest
 import torch
 
+from load_tests.external_tools import install_model_analyzer
 from ssd300_build.calibration import sample_photos
 from ssd300_build.export import write_model
 from ssd300_build.sources import load_network
@@ -41,6 +45,36 @@ def pytest_collection_modifyitems(config, items):
             item.add_marker(pytest.mark.server)
         if fixtures & MODEL_FIXTURES:
             item.add_marker(pytest.mark.model)
+
+
+MODEL_ANALYZER_INSTALL = pytest.StashKey[Future]()
+
+
+def pytest_collection_finish(session):
+    """Model Analyzer's own venv is about a minute of pip on a clean machine, mostly downloads:
+    when the run includes its tests, install it in the background while the others run."""
+    if any("model_analyzer" in getattr(item, "fixturenames", ()) for item in session.items):
+        future: Future = Future()
+
+        def install() -> None:
+            try:
+                future.set_result(install_model_analyzer())
+            except BaseException as error:  # handed to the fixture, which reports it
+                future.set_exception(error)
+
+        # A daemon: an interrupted run must not wait for pip (a half install is redone next time).
+        threading.Thread(target=install, name="model-analyzer-install", daemon=True).start()
+        session.config.stash[MODEL_ANALYZER_INSTALL] = future
+
+
+@pytest.fixture(scope="session")
+def model_analyzer(pytestconfig) -> Path:
+    """Model Analyzer's command (``.tools/model-analyzer``), as installed in the background."""
+    future = pytestconfig.stash.get(MODEL_ANALYZER_INSTALL, None)
+    try:
+        return future.result(timeout=900) if future else install_model_analyzer()
+    except (RuntimeError, OSError, subprocess.CalledProcessError) as error:
+        pytest.skip(f"Model Analyzer cannot be installed here: {error}")
 
 
 @pytest.fixture(scope="session")

@@ -61,7 +61,7 @@ FIRING_VALUES = {
 # Series only a GPU or kube-state-metrics provides: empty here, and allowed to be.
 NEEDS_GPU_OR_CLUSTER = re.compile(r"\b(nv_gpu_\w+|kube_\w+)\b")
 GRAFANA_VARIABLES = {"$namespace": NAMESPACE, "$job": RELEASE, "$pod": ".*", "$__rate_interval": "1m"}
-LOAD_S = 20.0
+LOAD_S = 10.0  # ten 1-s scrapes: enough for every rate() the dashboard and rules take
 # The load runs in a fixture, which pytest-timeout does not bound (timeout_func_only).
 LOAD_REQUEST_TIMEOUT_S = 120
 

@@ -4,14 +4,13 @@ from __future__ import annotations
 
 import json
 import shutil
-import subprocess
-import sys
 
 import onnx
 import pytest
 import torch
 import tritonclient.grpc as grpcclient
 
+from ssd300_build import __main__ as build_cli
 from ssd300_build.default_boxes import dboxes300_coco
 from ssd300_build.detector import SSD300Detector
 from ssd300_build.export import write_model
@@ -170,24 +169,15 @@ def test_torchscript_build_removes_an_onnx_model_of_earlier_weights(tmp_path_fac
         (["--engine", "onnx", "--precision", "fp16"], "the ONNX model stays FP32"),
     ],
 )
-def test_build_refuses_unknown_engines_and_precisions_before_loading_anything(tmp_path, options, message):
-    result = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "ssd300_build",
-            "--weights",
-            "random",
-            "--repository",
-            str(tmp_path),
-            *options,
-        ],
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
-    assert result.returncode == 2
-    assert message in result.stderr
+def test_build_refuses_unknown_engines_and_precisions_before_loading_anything(
+    tmp_path, monkeypatch, capsys, options, message
+):
+    def load_network(*args, **kwargs):
+        raise AssertionError("the build loaded weights before checking its options")
+
+    monkeypatch.setattr(build_cli, "load_network", load_network)
+    assert build_cli.main(["--weights", "random", "--repository", str(tmp_path), *options]) == 2
+    assert message in capsys.readouterr().err
     assert not any(tmp_path.iterdir())
 
 

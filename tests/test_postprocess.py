@@ -7,6 +7,8 @@ the graph's cut at 200 candidates per class is tested on its own."""
 
 from __future__ import annotations
 
+import functools
+
 import pytest
 import torch
 from torch.testing import assert_close
@@ -128,18 +130,40 @@ def test_non_finite_boxes_and_scores_are_never_selected(select):
     assert_close(out_boxes[0, 0], torch.tensor([2.0, 2.0, 3.0, 3.0]))
 
 
+@pytest.fixture(scope="module")
+def real_outputs(random_network, sample_paths):
+    """Six photos through the session's network, once: its raw outputs (what NVIDIA's decode
+    takes) and every anchor's box and score decoded by the graph, from the same forward pass."""
+    detector = SSD300Detector(random_network[0]).eval()
+    raw = []
+    hook = detector.network.register_forward_hook(lambda _module, _inputs, output: raw.append(output))
+    try:
+        with torch.no_grad():
+            boxes, scores = detector.decode(photo_batch(sample_paths, 6))
+    finally:
+        hook.remove()
+    ((ploc, plabel),) = raw
+    return ploc, plabel, boxes, scores
+
+
+@pytest.fixture(scope="module")
+def reference_decode(real_outputs):
+    """NVIDIA's decode of ``real_outputs`` per (criteria, max_output), each worked out once."""
+    ploc, plabel = real_outputs[:2]
+    return functools.cache(
+        lambda criteria, max_output: decode_batch(
+            ploc, plabel, dboxes300_coco(), criteria=criteria, max_output=max_output
+        )
+    )
+
+
 @pytest.mark.parametrize("function", FUNCTIONS)
 @pytest.mark.parametrize("criteria, max_output", [(0.45, 200), (0.5, 200), (0.5, 20)])
 def test_batched_selection_equals_the_per_class_reference_on_real_outputs(
-    function, random_network, sample_paths, criteria, max_output
+    function, real_outputs, reference_decode, criteria, max_output
 ):
-    network = random_network[0]
-    detector = SSD300Detector(network).eval()
-    images = photo_batch(sample_paths, 6)
-    with torch.no_grad():
-        ploc, plabel = network(detector.normalize(images))
-        boxes, scores = detector(images)  # what ssd300 serves: each class's 200 best
-    expected = decode_batch(ploc, plabel, dboxes300_coco(), criteria=criteria, max_output=max_output)
+    boxes, scores = top_candidates(*real_outputs[2:])  # what ssd300 serves: each class's 200 best
+    expected = reference_decode(criteria, max_output)
     out_boxes, out_scores, out_labels, counts = getattr(selection, function)(
         boxes, scores, **{**DEFAULTS, "iou_threshold": criteria, "max_detections": max_output}
     )
@@ -245,10 +269,8 @@ def test_iou_equal_to_the_float32_criteria_suppresses():
         assert_equals_the_reference(outputs, boxes, scores)
 
 
-def test_the_functions_agree_exactly_on_real_outputs(random_network, sample_paths):
-    detector = SSD300Detector(random_network[0]).eval()
-    with torch.no_grad():
-        boxes, scores = detector.decode(photo_batch(sample_paths, 4))
+def test_the_functions_agree_exactly_on_real_outputs(real_outputs):
+    boxes, scores = real_outputs[2:]
     graph_outputs = top_candidates(boxes, scores)
     sweep = selection.select_detections(*graph_outputs, **DEFAULTS)
     fixed_point = selection.select_detections_gpu(*graph_outputs, **DEFAULTS)

@@ -20,7 +20,6 @@ from google.protobuf import text_format
 from tritonclient.grpc import model_config_pb2 as mc
 
 from load_tests.analyze import __main__ as analyze
-from load_tests.external_tools import install_model_analyzer
 from load_tests.payloads import SampleImages
 from load_tests.perf.inputs import write_input_data
 from ssd300_common import contract
@@ -56,14 +55,6 @@ print(json.dumps({
     },
 }))
 """
-
-
-@pytest.fixture(scope="session")
-def model_analyzer() -> Path:
-    try:
-        return install_model_analyzer()
-    except (RuntimeError, OSError, subprocess.CalledProcessError) as error:
-        pytest.skip(f"Model Analyzer cannot be installed here: {error}")
 
 
 def load_with_model_analyzer(model_analyzer: Path, config: Path, tmp_path: Path) -> dict:
