@@ -117,6 +117,9 @@ def test_the_canary_counts_a_refusing_busy_server_as_healthy(monkeypatch):
     assert healthy and reason.startswith("busy")
 
 
+# A load test (16-30 s at several times capacity, then the queue timeout to drain, ~1 min with
+# its server): `make reliability` runs it, `make test` leaves it out.
+@pytest.mark.slow
 def test_overload_ends_every_request_in_an_answer_and_the_server_recovers(overloaded, reliability_figures):
     """At least 4× capacity, open loop (requests leave at a fixed rate whatever the answers), through the
     ensemble: each request succeeds or is refused with UNAVAILABLE, none is lost, memory stays
