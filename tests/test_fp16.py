@@ -16,6 +16,7 @@ import tritonclient.grpc as grpcclient
 
 from ssd300_build.detector import SSD300Detector, fp32_network_of
 from ssd300_build.export import write_model
+from ssd300_build.onnx_export import OUTPUT_NAMES
 from ssd300_common import contract
 from ssd300_common.contract import METADATA_FILE
 from ssd300_serving.embedded_server import EmbeddedServer
@@ -23,6 +24,7 @@ from ssd300_serving.provenance import read_provenance
 
 from .helpers.engines import copy_repository, run_torchscript, select
 from .helpers.images import photo_batch
+from .helpers.triton_calls import tensor
 
 
 def differences(expected, actual, min_score=None):
@@ -80,10 +82,9 @@ def fp16_server(fp16_repository, tmp_path_factory):
 def fp16_outputs(fp16_server, one_photo):
     """model.pt's (boxes, scores) for the photo, as the ssd300 model serves them."""
     with grpcclient.InferenceServerClient(fp16_server.grpc_url) as client:
-        tensor = grpcclient.InferInput(contract.IMAGES_INPUT, list(one_photo.shape), contract.IMAGES_DATATYPE)
-        tensor.set_data_from_numpy(one_photo.numpy())
-        result = client.infer(contract.NETWORK_MODEL, [tensor], client_timeout=900)
-    return tuple(torch.from_numpy(result.as_numpy(name).copy()) for name in ("boxes__0", "scores__1"))
+        images = tensor(contract.IMAGES_INPUT, one_photo.numpy(), contract.IMAGES_DATATYPE)
+        result = client.infer(contract.NETWORK_MODEL, [images], client_timeout=900)
+    return tuple(torch.from_numpy(result.as_numpy(name).copy()) for name in OUTPUT_NAMES)
 
 
 @pytest.mark.server  # reads fp16_outputs, served by this module's own server
